@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! emuv: emulated NVIDIA GeForce GPU memory.
+//!
+//! Picks a card from the model table, builds its VRAM pool (physical plus virtual, lazy or
+//! eager) from the module parameters, and shows it through `/dev/emuv` and
+//! `/sys/class/emuv/emuv/`. This file only wires the parts together.
+
+mod device;
+mod glue;
+mod gpu_db;
+mod params;
+mod report;
+mod vram_pool;
+
+use device::{EmuvDevice, GROUPS};
+use glue::chrdev::ClassDevice;
+use kernel::prelude::*;
+use vram_pool::VramPool;
+
+module! {
+    type: EmuvModule,
+    name: "emuv",
+    authors: ["emuv developers"],
+    description: "Emulated NVIDIA GeForce GPU memory (RTX 40xx/50xx)",
+    license: "GPL",
+}
+
+struct EmuvModule {
+    device: Pin<KBox<ClassDevice<EmuvDevice>>>,
+}
+
+impl kernel::Module for EmuvModule {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let settings = params::settings();
+        let model = settings.model;
+        let pool_config = settings.pool;
+        if pool_config.physical_bytes != model.vram_bytes() {
+            pr_notice!(
+                "physical VRAM set to {} MiB; a real {} has {} GiB\n",
+                pool_config.physical_bytes >> 20,
+                model.name,
+                model.vram_gib
+            );
+        }
+        let pool = VramPool::new(pool_config)?;
+        let device = ClassDevice::new(
+            c"emuv",
+            EmuvDevice {
+                model,
+                pool,
+                debug: settings.debug,
+            },
+            &GROUPS,
+        )?;
+        pr_info!(
+            "emulating {} [{:04x}:{:04x}]: {} MiB physical + {} MiB virtual VRAM, {} allocation\n",
+            model.name,
+            gpu_db::NVIDIA_VENDOR_ID,
+            model.device_id,
+            pool_config.physical_bytes >> 20,
+            pool_config.virtual_bytes >> 20,
+            pool_config.strategy.name()
+        );
+        Ok(Self { device })
+    }
+}
+
+impl Drop for EmuvModule {
+    fn drop(&mut self) {
+        let device = self.device.data();
+        let stats = device.pool.stats();
+        if device.debug {
+            pr_info!("unloading: {:?}\n", stats);
+        }
+        pr_info!("unloaded {}\n", device.model.name);
+    }
+}

@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Memory with the GFP flags that emuv needs and 7.2's `kernel::alloc::Flags` cannot express.
+
+use kernel::{
+    alloc::AllocError,
+    bindings,
+    maple_tree::MapleTreeAlloc,
+    page::{BorrowedPage, PAGE_SIZE},
+    prelude::*,
+    sync::atomic::{Acquire, Atomic, Full, Relaxed},
+};
+
+/// `__GFP_RETRY_MAYFAIL | __GFP_NOWARN | __GFP_ZERO | __GFP_ACCOUNT` on top of `GFP_KERNEL`:
+/// fail instead of invoking the OOM killer, stay quiet (emuv reports failures itself), hand out
+/// zeroed memory (it reaches userspace), and charge the caller's memory cgroup.
+const fn pool_gfp() -> bindings::gfp_t {
+    const fn bit(b: u32) -> bindings::gfp_t {
+        1 << b
+    }
+    // GFP_KERNEL is __GFP_RECLAIM | __GFP_IO | __GFP_FS.
+    bit(bindings::___GFP_DIRECT_RECLAIM_BIT)
+        | bit(bindings::___GFP_KSWAPD_RECLAIM_BIT)
+        | bit(bindings::___GFP_IO_BIT)
+        | bit(bindings::___GFP_FS_BIT)
+        | bit(bindings::___GFP_RETRY_MAYFAIL_BIT)
+        | bit(bindings::___GFP_NOWARN_BIT)
+        | bit(bindings::___GFP_ZERO_BIT)
+        | bit(bindings::___GFP_ACCOUNT_BIT)
+}
+
+const POOL_GFP: bindings::gfp_t = pool_gfp();
+
+/// Memory the page allocator could hand out now without swapping, in bytes.
+pub(crate) fn available_bytes() -> u64 {
+    // SAFETY: `si_mem_available` only reads global counters.
+    let pages = unsafe { bindings::si_mem_available() };
+    u64::try_from(pages).unwrap_or(0) * PAGE_SIZE as u64
+}
+
+/// One zeroed order-0 page, owned.
+///
+/// # Invariants
+///
+/// `page` came from `alloc_pages(POOL_GFP, 0)` and this value holds its only reference taken by
+/// emuv (user mappings take their own).
+pub(crate) struct OwnedPage {
+    page: core::ptr::NonNull<bindings::page>,
+}
+
+// SAFETY: a page has no thread affinity.
+unsafe impl Send for OwnedPage {}
+// SAFETY: `OwnedPage` exposes only its address; concurrent readers are fine.
+unsafe impl Sync for OwnedPage {}
+
+impl OwnedPage {
+    /// Allocates one zeroed page, failing (never OOM-killing) when memory is short.
+    pub(crate) fn alloc() -> Result<Self, AllocError> {
+        // SAFETY: allocating a page has no preconditions beyond a sleepable context, which all
+        // of emuv's allocation paths are.
+        let page = unsafe { bindings::alloc_pages(POOL_GFP, 0) };
+        core::ptr::NonNull::new(page).map(|page| Self { page }).ok_or(AllocError)
+    }
+
+    /// The `struct page` pointer, valid while `self` lives.
+    pub(crate) fn as_ptr(&self) -> *mut bindings::page {
+        self.page.as_ptr()
+    }
+}
+
+impl Drop for OwnedPage {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant we own this reference; user mappings hold their own.
+        unsafe { bindings::__free_pages(self.page.as_ptr(), 0) };
+    }
+}
+
+/// A zeroed, page-aligned vmalloc area: the eager pool's backing store.
+///
+/// # Invariants
+///
+/// `ptr` is a live vmalloc allocation of `len` bytes, owned by this value.
+pub(crate) struct VmallocArea {
+    ptr: core::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: vmalloc memory has no thread affinity.
+unsafe impl Send for VmallocArea {}
+// SAFETY: only page addresses are handed out through `&self`.
+unsafe impl Sync for VmallocArea {}
+
+impl VmallocArea {
+    /// Reserves and zeroes `len` bytes of vmalloc memory (rounded up to pages).
+    pub(crate) fn new(len: usize) -> Result<Self, AllocError> {
+        let len = len.checked_next_multiple_of(PAGE_SIZE).ok_or(AllocError)?;
+        if len == 0 {
+            return Err(AllocError);
+        }
+        // SAFETY: a null `p` makes `vrealloc_node_align` a fresh allocation; it may sleep, and
+        // callers are in process context.
+        let ptr = unsafe {
+            bindings::vrealloc_node_align(
+                core::ptr::null(),
+                len,
+                PAGE_SIZE as _,
+                POOL_GFP,
+                bindings::NUMA_NO_NODE,
+            )
+        };
+        core::ptr::NonNull::new(ptr.cast::<u8>())
+            .map(|ptr| Self { ptr, len })
+            .ok_or(AllocError)
+    }
+
+    /// Number of pages in the area.
+    pub(crate) fn pages(&self) -> usize {
+        self.len / PAGE_SIZE
+    }
+
+    /// The page at `index`, or `None` past the end.
+    pub(crate) fn page(&self, index: usize) -> Option<BorrowedPage<'_>> {
+        if index >= self.pages() {
+            return None;
+        }
+        // SAFETY: `index` is in bounds, so the address lies inside the live vmalloc area.
+        let addr = unsafe { self.ptr.as_ptr().add(index * PAGE_SIZE) };
+        // SAFETY: `addr` is inside our vmalloc area, which the returned borrow cannot outlive.
+        Some(unsafe { kernel::alloc::allocator::Vmalloc::to_page(core::ptr::NonNull::new_unchecked(addr)) })
+    }
+
+    /// Zeroes `count` pages from `first`, so a range handed out again starts clean.
+    pub(crate) fn zero_pages(&self, first: usize, count: usize) {
+        let end = first.saturating_add(count).min(self.pages());
+        if first >= end {
+            return;
+        }
+        // SAFETY: `first..end` lies inside the area; the pool zeroes only ranges that no
+        // allocation owns, so no Rust reference to these bytes exists.
+        unsafe {
+            core::ptr::write_bytes(self.ptr.as_ptr().add(first * PAGE_SIZE), 0, (end - first) * PAGE_SIZE)
+        };
+    }
+}
+
+impl Drop for VmallocArea {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` is our vmalloc allocation (type invariant); `kvfree` handles vmalloc.
+        unsafe { bindings::kvfree(self.ptr.as_ptr().cast()) };
+    }
+}
+
+/// A zeroed array of atomic pointers from kvmalloc with the pool's GFP flags (kmalloc for small
+/// arrays, vmalloc for large ones).
+///
+/// # Invariants
+///
+/// `ptr` is a live kvmalloc allocation of `len` elements, all initialised (zero is null).
+struct AtomicPtrArray<T> {
+    ptr: core::ptr::NonNull<Atomic<*mut T>>,
+    len: usize,
+}
+
+impl<T> AtomicPtrArray<T> {
+    fn new(len: usize) -> Result<Self, AllocError> {
+        let bytes = len
+            .checked_mul(core::mem::size_of::<Atomic<*mut T>>())
+            .ok_or(AllocError)?;
+        // SAFETY: a null `p` makes this a fresh allocation; callers are in process context.
+        let ptr = unsafe {
+            bindings::kvrealloc_node_align(
+                core::ptr::null(),
+                bytes.max(1),
+                core::mem::align_of::<Atomic<*mut T>>() as _,
+                POOL_GFP,
+                bindings::NUMA_NO_NODE,
+            )
+        };
+        // `__GFP_ZERO` zeroed it, and an all-zero `Atomic<*mut T>` is a null pointer.
+        core::ptr::NonNull::new(ptr.cast())
+            .map(|ptr| Self { ptr, len })
+            .ok_or(AllocError)
+    }
+
+    fn slots(&self) -> &[Atomic<*mut T>] {
+        // SAFETY: by the type invariant `len` initialised elements live at `ptr`.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for AtomicPtrArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `kvrealloc_node_align` in `new` (type invariant).
+        unsafe { bindings::kvfree(self.ptr.as_ptr().cast()) };
+    }
+}
+
+// SAFETY: atomics may be shared and sent between threads.
+unsafe impl<T> Send for AtomicPtrArray<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for AtomicPtrArray<T> {}
+
+/// Pages per second-level table: one page of pointers.
+const SLOTS_PER_CHUNK: usize = PAGE_SIZE / core::mem::size_of::<usize>();
+
+type Chunk = AtomicPtrArray<bindings::page>;
+
+/// A sparse array of pages, each allocated (zeroed) on first use and freed on drop.
+///
+/// Two levels, both filled lock-free with compare-and-exchange: one pointer per 512 pages up
+/// front, then one pointer per page once any page of its 512 is used. That is 8 bytes per
+/// resident page, and nothing per page that was never touched.
+///
+/// # Invariants
+///
+/// Every non-null top-level slot is a `KBox<Chunk>` from `KBox::into_raw`, and every non-null
+/// chunk slot a page from `OwnedPage::alloc` whose ownership moved into the slot.
+pub(crate) struct SparsePages {
+    chunks: AtomicPtrArray<Chunk>,
+    pages: usize,
+}
+
+impl SparsePages {
+    /// An array of `pages` slots, none allocated.
+    pub(crate) fn new(pages: usize) -> Result<Self, AllocError> {
+        Ok(Self {
+            chunks: AtomicPtrArray::new(pages.div_ceil(SLOTS_PER_CHUNK))?,
+            pages,
+        })
+    }
+
+    /// Page `index`, allocating it when first asked for. The flag says whether this call
+    /// allocated it (to count resident memory exactly once).
+    pub(crate) fn get_or_alloc(&self, index: usize) -> Result<(BorrowedPage<'_>, bool)> {
+        if index >= self.pages {
+            return Err(EINVAL);
+        }
+        let chunk = self.chunk(index / SLOTS_PER_CHUNK)?;
+        let slot = &chunk.slots()[index % SLOTS_PER_CHUNK];
+        let mut allocated = false;
+        let mut page = slot.load(Acquire);
+        if page.is_null() {
+            let new = core::mem::ManuallyDrop::new(OwnedPage::alloc()?);
+            match slot.cmpxchg(core::ptr::null_mut(), new.as_ptr(), Full) {
+                Ok(_) => {
+                    allocated = true;
+                    page = new.as_ptr();
+                }
+                Err(winner) => {
+                    // Another thread filled the slot first: keep its page, free ours.
+                    drop(core::mem::ManuallyDrop::into_inner(new));
+                    page = winner;
+                }
+            }
+        }
+        // SAFETY: `page` is non-null and owned by the slot (type invariant) until `self` drops,
+        // which the returned borrow outlives not.
+        let page = unsafe { BorrowedPage::from_raw(core::ptr::NonNull::new_unchecked(page)) };
+        Ok((page, allocated))
+    }
+
+    /// How many pages have been allocated.
+    pub(crate) fn resident(&self) -> usize {
+        self.chunks
+            .slots()
+            .iter()
+            .map(|chunk| chunk.load(Acquire))
+            .filter(|chunk| !chunk.is_null())
+            // SAFETY: non-null chunk slots hold live `KBox<Chunk>`s until `self` drops.
+            .map(|chunk| unsafe { &*chunk })
+            .map(|chunk| chunk.slots().iter().filter(|p| !p.load(Relaxed).is_null()).count())
+            .sum()
+    }
+
+    /// The second-level table for `chunk_index`, allocated when first needed.
+    fn chunk(&self, chunk_index: usize) -> Result<&Chunk> {
+        let slot = &self.chunks.slots()[chunk_index];
+        let mut chunk = slot.load(Acquire);
+        if chunk.is_null() {
+            let new = KBox::into_raw(KBox::new(Chunk::new(SLOTS_PER_CHUNK)?, GFP_KERNEL_ACCOUNT)?);
+            match slot.cmpxchg(core::ptr::null_mut(), new, Full) {
+                Ok(_) => chunk = new,
+                Err(winner) => {
+                    // SAFETY: `new` came from `KBox::into_raw` above and was never shared.
+                    drop(unsafe { KBox::from_raw(new) });
+                    chunk = winner;
+                }
+            }
+        }
+        // SAFETY: non-null chunk slots hold live `KBox<Chunk>`s until `self` drops.
+        Ok(unsafe { &*chunk })
+    }
+}
+
+impl Drop for SparsePages {
+    fn drop(&mut self) {
+        for chunk in self.chunks.slots() {
+            let chunk = chunk.load(Relaxed);
+            if chunk.is_null() {
+                continue;
+            }
+            // SAFETY: see the type invariant; `&mut self` means no one else uses the slots.
+            let chunk = unsafe { KBox::from_raw(chunk) };
+            for page in chunk.slots() {
+                let page = page.load(Relaxed);
+                if let Some(page) = core::ptr::NonNull::new(page) {
+                    // SAFETY: the slot owned this page (type invariant); user mappings hold their own references.
+                    drop(OwnedPage { page });
+                }
+            }
+        }
+    }
+}
+
+/// Hands out page ranges `[first, first + count)` below a limit, first fit.
+///
+/// 7.2's `MapleTreeAlloc` is neither `Send` nor `Sync`, although every operation on it takes
+/// the tree's own spinlock; this wrapper says so once.
+pub(crate) struct RangeAllocator {
+    tree: Pin<KBox<MapleTreeAlloc<()>>>,
+    limit: usize,
+}
+
+// SAFETY: `mtree_alloc_range` and `mtree_erase` take the tree's internal spinlock, and `()`
+// entries own nothing, so the tree may be used and dropped from any thread.
+unsafe impl Send for RangeAllocator {}
+// SAFETY: as above: shared use is serialised by the tree's spinlock.
+unsafe impl Sync for RangeAllocator {}
+
+impl RangeAllocator {
+    /// An allocator of ranges inside `0..limit`.
+    pub(crate) fn new(limit: usize) -> Result<Self> {
+        Ok(Self {
+            tree: KBox::pin_init(MapleTreeAlloc::new(), GFP_KERNEL)?,
+            limit,
+        })
+    }
+
+    /// The first free range of `count`, or `ENOMEM` when none is left.
+    pub(crate) fn alloc(&self, count: usize) -> Result<usize> {
+        self.tree
+            .alloc_range(count, (), ..self.limit, GFP_KERNEL)
+            .map_err(|_| ENOMEM)
+    }
+
+    /// Frees the range that starts at `first`.
+    pub(crate) fn free(&self, first: usize) {
+        self.tree.erase(first);
+    }
+}

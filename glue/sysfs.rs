@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Read-only sysfs attributes of a class device whose driver data is a `T`.
+//!
+//! `struct device_attribute` changes shape with the kernel config (CFI, lockdep), so entries are
+//! zero-initialised and filled field by field instead of written as struct literals.
+
+use super::AssertSync;
+use core::marker::PhantomData;
+use kernel::{bindings, ffi::c_char, page::PAGE_SIZE, prelude::*, str::Formatter};
+
+/// Writes an attribute's value for `T` (its text, newline included).
+pub(crate) type ShowFn<T> = fn(&T, &mut Formatter<'_>) -> core::fmt::Result;
+
+/// One read-only attribute file.
+#[repr(C)]
+pub(crate) struct Attribute<T> {
+    pub(crate) raw: bindings::device_attribute,
+    show: ShowFn<T>,
+}
+
+// SAFETY: never mutated after its constant initialisation; the function pointer is `Sync`.
+unsafe impl<T> Sync for Attribute<T> {}
+
+impl<T: Sync> Attribute<T> {
+    /// A 0444 attribute `name` whose text `show` writes.
+    pub(crate) const fn read_only(name: &'static CStr, show: ShowFn<T>) -> Self {
+        let mut raw: bindings::device_attribute = pin_init::zeroed();
+        raw.attr.name = kernel::str::as_char_ptr_in_const_context(name);
+        raw.attr.mode = 0o444;
+        raw.__bindgen_anon_1.show = Some(Self::show_raw);
+        Self { raw, show }
+    }
+
+    unsafe extern "C" fn show_raw(
+        dev: *mut bindings::device,
+        attr: *mut bindings::device_attribute,
+        buf: *mut c_char,
+    ) -> isize {
+        // SAFETY: sysfs passes back the `raw` field of one of our `Attribute<T>` statics.
+        let attr = unsafe { &*kernel::container_of!(attr, Self, raw) };
+        // SAFETY: devices get these attributes only through `ClassDevice::<T>::new`, which sets
+        // the driver data to its `T`; sysfs removes the files before the device goes away.
+        let data = unsafe { &*bindings::dev_get_drvdata(dev).cast::<T>() };
+        // SAFETY: sysfs hands `show` one page that nothing else touches during the call.
+        let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), PAGE_SIZE) };
+        let mut out = Formatter::new(page);
+        // Text past a page is cut by the formatter; the length is clamped below.
+        let _ = (attr.show)(data, &mut out);
+        out.bytes_written().min(PAGE_SIZE) as isize
+    }
+}
+
+/// The NULL-terminated group list that `device_create_with_groups` takes.
+pub(crate) struct Groups<T> {
+    raw: AssertSync<[*const bindings::attribute_group; 2]>,
+    _data: PhantomData<fn(&T)>,
+}
+
+impl<T> Groups<T> {
+    #[doc(hidden)]
+    pub(crate) const fn new(group: *const bindings::attribute_group) -> Self {
+        Self {
+            raw: AssertSync([group, core::ptr::null()]),
+            _data: PhantomData,
+        }
+    }
+
+    pub(crate) fn as_raw(&self) -> *mut *const bindings::attribute_group {
+        self.raw.0.as_ptr().cast_mut()
+    }
+}
+
+/// Builds the unnamed attribute group of a list of `Attribute<T>` statics.
+#[doc(hidden)]
+pub(crate) const fn group(attrs: *mut *mut bindings::attribute) -> bindings::attribute_group {
+    let mut group: bindings::attribute_group = pin_init::zeroed();
+    group.__bindgen_anon_2.attrs = attrs;
+    group
+}
+
+/// `static NAME: Groups<T> = groups![A, B, ...];` from `Attribute<T>` statics.
+macro_rules! attribute_groups {
+    ($vis:vis static $name:ident: $t:ty = [$($attr:path),+ $(,)?];) => {
+        $vis static $name: $crate::glue::sysfs::Groups<$t> = {
+            use $crate::glue::AssertSync;
+            use kernel::bindings::{attribute, attribute_group};
+            const N: usize = [$(stringify!($attr)),+].len() + 1;
+            // sysfs only reads these tables; the `*mut` is what the C type says.
+            static ATTRS: AssertSync<[*mut attribute; N]> = AssertSync([
+                $((&raw const $attr.raw.attr).cast_mut(),)+
+                core::ptr::null_mut(),
+            ]);
+            static GROUP: AssertSync<attribute_group> =
+                AssertSync($crate::glue::sysfs::group((&raw const ATTRS.0).cast_mut().cast()));
+            $crate::glue::sysfs::Groups::new(&raw const GROUP.0)
+        };
+    };
+}
+pub(crate) use attribute_groups;

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The GeForce RTX 40xx/50xx desktop cards that emuv can emulate.
+//!
+//! One table, [`MODELS`]; every lookup is derived from it. PCI device IDs are the real ones from
+//! pci.ids (the seed's RTX 50xx IDs were placeholders). Pure data: no locking, no allocation.
+
+/// PCI vendor ID of NVIDIA.
+pub(crate) const NVIDIA_VENDOR_ID: u16 = 0x10de;
+
+/// GPU architecture generation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Architecture {
+    /// RTX 40 series.
+    AdaLovelace,
+    /// RTX 50 series.
+    Blackwell,
+}
+
+impl Architecture {
+    /// Marketing name of the architecture.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Architecture::AdaLovelace => "Ada Lovelace",
+            Architecture::Blackwell => "Blackwell",
+        }
+    }
+}
+
+/// Memory technology of the card.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum MemoryType {
+    Gddr6,
+    Gddr6x,
+    Gddr7,
+}
+
+impl MemoryType {
+    /// Name as printed on spec sheets.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            MemoryType::Gddr6 => "GDDR6",
+            MemoryType::Gddr6x => "GDDR6X",
+            MemoryType::Gddr7 => "GDDR7",
+        }
+    }
+}
+
+/// One emulatable card.
+#[derive(Debug)]
+pub(crate) struct GpuModel {
+    /// Canonical `gpu_model=` value: the seed's number plus `ti`/`super`/`16` suffixes.
+    pub(crate) key: &'static str,
+    /// Other spellings users type for this card (after normalisation, see [`normalize`]).
+    pub(crate) aliases: &'static [&'static str],
+    /// Marketing name, as NVML and nvidia-smi report it.
+    pub(crate) name: &'static str,
+    /// PCI device ID (vendor is always [`NVIDIA_VENDOR_ID`]).
+    pub(crate) device_id: u16,
+    /// Chip, e.g. "AD102".
+    pub(crate) chip: &'static str,
+    pub(crate) architecture: Architecture,
+    /// On-board memory in GiB.
+    pub(crate) vram_gib: u32,
+    pub(crate) memory_type: MemoryType,
+    /// Memory bus width in bits.
+    pub(crate) bus_width_bits: u32,
+    /// Peak memory bandwidth in MB/s (integer: the kernel forbids floats).
+    pub(crate) bandwidth_mbps: u32,
+}
+
+macro_rules! gpu {
+    ($key:literal [$($alias:literal),*], $name:literal, $id:literal, $chip:literal, $arch:ident,
+     $gib:literal, $mem:ident, $bus:literal, $bw:literal) => {
+        GpuModel {
+            key: $key,
+            aliases: &[$($alias),*],
+            name: concat!("NVIDIA GeForce ", $name),
+            device_id: $id,
+            chip: $chip,
+            architecture: Architecture::$arch,
+            vram_gib: $gib,
+            memory_type: MemoryType::$mem,
+            bus_width_bits: $bus,
+            bandwidth_mbps: $bw,
+        }
+    };
+}
+
+/// Every card emuv emulates. Device IDs: pci.ids 2026.05.24.
+pub(crate) static MODELS: [GpuModel; 17] = [
+    gpu!("4060" [], "RTX 4060", 0x2882, "AD107", AdaLovelace, 8, Gddr6, 128, 272_000),
+    gpu!("4060ti" ["4060ti8"], "RTX 4060 Ti", 0x2803, "AD106", AdaLovelace, 8, Gddr6, 128, 288_000),
+    gpu!("4060ti16" [], "RTX 4060 Ti 16GB", 0x2805, "AD106", AdaLovelace, 16, Gddr6, 128, 288_000),
+    gpu!("4070" [], "RTX 4070", 0x2786, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
+    gpu!("4070super" ["4070s"], "RTX 4070 SUPER", 0x2783, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
+    gpu!("4070ti" [], "RTX 4070 Ti", 0x2782, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
+    gpu!("4070tisuper" ["4070tis"], "RTX 4070 Ti SUPER", 0x2705, "AD103", AdaLovelace, 16, Gddr6x, 256, 672_000),
+    gpu!("4080" [], "RTX 4080", 0x2704, "AD103", AdaLovelace, 16, Gddr6x, 256, 716_800),
+    gpu!("4080super" ["4080s"], "RTX 4080 SUPER", 0x2702, "AD103", AdaLovelace, 16, Gddr6x, 256, 736_000),
+    gpu!("4090" [], "RTX 4090", 0x2684, "AD102", AdaLovelace, 24, Gddr6x, 384, 1_008_000),
+    gpu!("5060" [], "RTX 5060", 0x2d05, "GB206", Blackwell, 8, Gddr7, 128, 448_000),
+    gpu!("5060ti" ["5060ti8"], "RTX 5060 Ti", 0x2d04, "GB206", Blackwell, 8, Gddr7, 128, 448_000),
+    gpu!("5060ti16" [], "RTX 5060 Ti", 0x2d04, "GB206", Blackwell, 16, Gddr7, 128, 448_000),
+    gpu!("5070" [], "RTX 5070", 0x2f04, "GB205", Blackwell, 12, Gddr7, 192, 672_000),
+    gpu!("5070ti" [], "RTX 5070 Ti", 0x2c05, "GB203", Blackwell, 16, Gddr7, 256, 896_000),
+    gpu!("5080" [], "RTX 5080", 0x2c02, "GB203", Blackwell, 16, Gddr7, 256, 960_000),
+    gpu!("5090" [], "RTX 5090", 0x2b85, "GB202", Blackwell, 32, Gddr7, 512, 1_792_000),
+];
+
+/// Index in [`MODELS`] of the card loaded when `gpu_model` is not given: the seed's RTX 4070.
+pub(crate) const DEFAULT_MODEL_INDEX: usize = 3;
+
+/// Longest `gpu_model=` value worth looking at; anything longer is not a model.
+pub(crate) const MAX_KEY_LEN: usize = 32;
+
+/// Normalises a user-typed model name into `out`: lower case, no `rtx`/`geforce` prefix, no
+/// spaces, `-` or `_`, no trailing `gb`. Returns the used part of `out`, or `None` if too long.
+pub(crate) fn normalize<'a>(input: &[u8], out: &'a mut [u8; MAX_KEY_LEN]) -> Option<&'a [u8]> {
+    let mut len = 0;
+    for &c in input.trim_ascii() {
+        if matches!(c, b' ' | b'-' | b'_') {
+            continue;
+        }
+        *out.get_mut(len)? = c.to_ascii_lowercase();
+        len += 1;
+    }
+    let mut s = &out[..len];
+    for prefix in [b"nvidia".as_slice(), b"geforce", b"rtx"] {
+        s = s.strip_prefix(prefix).unwrap_or(s);
+    }
+    Some(s.strip_suffix(b"gb").unwrap_or(s))
+}
+
+impl GpuModel {
+    /// Whether `normalized` (see [`normalize`]) names this card.
+    fn answers_to(&self, normalized: &[u8]) -> bool {
+        self.key.as_bytes() == normalized || self.aliases.iter().any(|a| a.as_bytes() == normalized)
+    }
+
+    /// Size of the card's memory in bytes.
+    pub(crate) fn vram_bytes(&self) -> u64 {
+        u64::from(self.vram_gib) << 30
+    }
+}
+
+/// Index in [`MODELS`] of the card any accepted spelling names, case-insensitively.
+pub(crate) fn find_index_by_key(input: &[u8]) -> Option<usize> {
+    let mut buf = [0u8; MAX_KEY_LEN];
+    let wanted = normalize(input, &mut buf)?;
+    MODELS.iter().position(|m| m.answers_to(wanted))
+}
+
+/// The card any accepted spelling names, case-insensitively.
+pub(crate) fn find_by_key(input: &[u8]) -> Option<&'static GpuModel> {
+    MODELS.get(find_index_by_key(input)?)
+}
+
+/// Cards with a given PCI device ID; not unique (both 5060 Ti sizes are 0x2d04).
+pub(crate) fn find_by_device_id(device_id: u16) -> impl Iterator<Item = &'static GpuModel> {
+    MODELS.iter().filter(move |m| m.device_id == device_id)
+}
+
+/// The default card.
+pub(crate) fn default_model() -> &'static GpuModel {
+    &MODELS[DEFAULT_MODEL_INDEX]
+}

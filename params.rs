@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! emuv's module parameters, with the seed's names and meanings.
+//!
+//! They appear read-only under `/sys/module/emuv/parameters/`, the last value given wins (so
+//! `emuv.conf` and the `modprobe` command line combine), and bad input fails the load with
+//! `EINVAL` and one `dmesg` line naming the parameter, the value and what is accepted.
+
+use crate::{
+    glue::param::{module_param, Param},
+    gpu_db::{self, GpuModel, MODELS},
+    vram_pool::{PoolConfig, Strategy, Tier, MAX_TIER_BYTES},
+};
+use core::fmt::{self, Write};
+use kernel::{
+    prelude::*,
+    str::{BStr, Formatter},
+    sync::atomic::{Atomic, Relaxed},
+};
+
+/// Stored for a parameter that was not given.
+const UNSET: u64 = u64::MAX;
+
+/// Default size of the virtual tier, as in the seed.
+const DEFAULT_VIRTUAL_GIB: u64 = 2;
+
+/// `gpu_model`: which card to emulate.
+struct ModelParam {
+    index: Atomic<u64>,
+}
+
+/// The list of accepted model names, for error messages.
+struct AcceptedModels;
+
+impl kernel::fmt::Display for AcceptedModels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, model) in MODELS.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{}", model.key)?;
+        }
+        Ok(())
+    }
+}
+
+impl ModelParam {
+    fn model(&self) -> &'static GpuModel {
+        let index = self.index.load(Relaxed);
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| MODELS.get(i))
+            .unwrap_or_else(gpu_db::default_model)
+    }
+}
+
+impl Param for ModelParam {
+    fn set(&self, value: &[u8]) -> Result {
+        match gpu_db::find_index_by_key(value) {
+            Some(index) => {
+                self.index.store(index as u64, Relaxed);
+                Ok(())
+            }
+            None => {
+                pr_err!(
+                    "invalid gpu_model={}: unknown model; accepted (case-insensitive, 'RTX' prefix, spaces, '-' and '_' ignored): {}\n",
+                    BStr::from_bytes(value),
+                    AcceptedModels
+                );
+                Err(EINVAL)
+            }
+        }
+    }
+
+    fn get(&self, out: &mut Formatter<'_>) -> fmt::Result {
+        out.write_str(self.model().key)
+    }
+}
+
+/// One of `{physical,virtual}_vram_{gb,mb}`.
+struct SizeParam {
+    name: &'static str,
+    tier: Tier,
+    /// log2 of the unit: 30 for GiB, 20 for MiB.
+    unit_shift: u32,
+    value: Atomic<u64>,
+    /// The same tier's parameter in the other unit; giving both is an error.
+    other_unit: &'static SizeParam,
+}
+
+impl SizeParam {
+    fn bytes(&self) -> Option<u64> {
+        let value = self.value.load(Relaxed);
+        (value != UNSET).then(|| value << self.unit_shift)
+    }
+
+    fn unit(&self) -> &'static str {
+        if self.unit_shift == 30 {
+            "GiB"
+        } else {
+            "MiB"
+        }
+    }
+
+    fn reject(&self, value: &[u8], reason: &str) -> Result {
+        let (min, max) = (
+            u64::from(self.tier == Tier::Physical),
+            MAX_TIER_BYTES >> self.unit_shift,
+        );
+        pr_err!(
+            "invalid {}={}: {}; accepted: an integer from {} to {} ({}), and not together with {}\n",
+            self.name,
+            BStr::from_bytes(value),
+            reason,
+            min,
+            max,
+            self.unit(),
+            self.other_unit.name
+        );
+        Err(EINVAL)
+    }
+}
+
+impl Param for SizeParam {
+    fn set(&self, value: &[u8]) -> Result {
+        let parsed = core::str::from_utf8(value)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok());
+        let Some(number) = parsed else {
+            return self.reject(value, "not a decimal number");
+        };
+        if number == 0 && self.tier == Tier::Physical {
+            return self.reject(value, "the physical tier cannot be empty");
+        }
+        if number > MAX_TIER_BYTES >> self.unit_shift {
+            return self.reject(value, "a tier is at most 1 TiB");
+        }
+        if self.other_unit.bytes().is_some() {
+            return self.reject(value, "both GiB and MiB given for one tier");
+        }
+        self.value.store(number, Relaxed);
+        Ok(())
+    }
+
+    /// The tier's effective size in this parameter's unit, rounded down.
+    fn get(&self, out: &mut Formatter<'_>) -> fmt::Result {
+        let bytes = settings().tier_bytes(self.tier);
+        write!(out, "{}", bytes >> self.unit_shift)
+    }
+}
+
+/// `lazy_allocation` and `debug_mode`.
+struct BoolParam {
+    name: &'static str,
+    value: Atomic<bool>,
+}
+
+impl BoolParam {
+    fn get(&self) -> bool {
+        self.value.load(Relaxed)
+    }
+}
+
+impl Param for BoolParam {
+    fn set(&self, value: &[u8]) -> Result {
+        let mut lower = [0u8; 8];
+        let lower = match lower.get_mut(..value.len()) {
+            Some(lower) => {
+                lower.copy_from_slice(value);
+                lower.make_ascii_lowercase();
+                &*lower
+            }
+            None => value,
+        };
+        let parsed = match lower {
+            // A bare `name` means yes, as for the kernel's own bool parameters.
+            b"" | b"1" | b"y" | b"yes" | b"on" | b"true" => true,
+            b"0" | b"n" | b"no" | b"off" | b"false" => false,
+            _ => {
+                pr_err!(
+                    "invalid {}={}: not a boolean; accepted: 1/0, y/n, yes/no, on/off, true/false\n",
+                    self.name,
+                    BStr::from_bytes(value)
+                );
+                return Err(EINVAL);
+            }
+        };
+        self.value.store(parsed, Relaxed);
+        Ok(())
+    }
+
+    fn get(&self, out: &mut Formatter<'_>) -> fmt::Result {
+        out.write_str(if BoolParam::get(self) { "1" } else { "0" })
+    }
+}
+
+static GPU_MODEL: ModelParam = ModelParam {
+    index: Atomic::new(UNSET),
+};
+
+macro_rules! size_params {
+    ($($gb:ident, $mb:ident, $tier:expr;)+) => {$(
+        static $gb: SizeParam = SizeParam {
+            name: stringify!($gb),
+            tier: $tier,
+            unit_shift: 30,
+            value: Atomic::new(UNSET),
+            other_unit: &$mb,
+        };
+        static $mb: SizeParam = SizeParam {
+            name: stringify!($mb),
+            tier: $tier,
+            unit_shift: 20,
+            value: Atomic::new(UNSET),
+            other_unit: &$gb,
+        };
+    )+};
+}
+size_params! {
+    physical_vram_gb, physical_vram_mb, Tier::Physical;
+    virtual_vram_gb, virtual_vram_mb, Tier::Virtual;
+}
+
+static LAZY_ALLOCATION: BoolParam = BoolParam {
+    name: "lazy_allocation",
+    value: Atomic::new(true),
+};
+static DEBUG_MODE: BoolParam = BoolParam {
+    name: "debug_mode",
+    value: Atomic::new(false),
+};
+
+module_param!(gpu_model, &GPU_MODEL, "charp",
+    "GPU to emulate: 4060, 4060ti, 4060ti16, 4070 (default), 4070super, 4070ti, 4070tisuper, 4080, 4080super, 4090, 5060, 5060ti, 5060ti16, 5070, 5070ti, 5080, 5090");
+module_param!(physical_vram_gb, &physical_vram_gb, "ulong",
+    "Physical VRAM in GiB (default: the model's memory; 1..1024)");
+module_param!(physical_vram_mb, &physical_vram_mb, "ulong",
+    "Physical VRAM in MiB, instead of physical_vram_gb");
+module_param!(virtual_vram_gb, &virtual_vram_gb, "ulong",
+    "Virtual VRAM from system RAM in GiB (default 2; 0..1024)");
+module_param!(virtual_vram_mb, &virtual_vram_mb, "ulong",
+    "Virtual VRAM in MiB, instead of virtual_vram_gb");
+module_param!(lazy_allocation, &LAZY_ALLOCATION, "bool",
+    "1: allocate pages on first use (default); 0: reserve all VRAM at load");
+module_param!(debug_mode, &DEBUG_MODE, "bool", "1: log allocations and file events");
+
+/// The configuration the parameters describe.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub(crate) model: &'static GpuModel,
+    pub(crate) pool: PoolConfig,
+    pub(crate) debug: bool,
+}
+
+impl Settings {
+    pub(crate) fn tier_bytes(&self, tier: Tier) -> u64 {
+        match tier {
+            Tier::Physical => self.pool.physical_bytes,
+            Tier::Virtual => self.pool.virtual_bytes,
+        }
+    }
+}
+
+/// The settings in force: parameters given, defaults for the rest.
+pub(crate) fn settings() -> Settings {
+    let model = GPU_MODEL.model();
+    let physical = physical_vram_gb
+        .bytes()
+        .or(physical_vram_mb.bytes())
+        .unwrap_or(u64::from(model.vram_gib) << 30);
+    let virtual_ = virtual_vram_gb
+        .bytes()
+        .or(virtual_vram_mb.bytes())
+        .unwrap_or(DEFAULT_VIRTUAL_GIB << 30);
+    Settings {
+        model,
+        pool: PoolConfig {
+            physical_bytes: physical,
+            virtual_bytes: virtual_,
+            strategy: if LAZY_ALLOCATION.get() {
+                Strategy::Lazy
+            } else {
+                Strategy::Eager
+            },
+        },
+        debug: DEBUG_MODE.get(),
+    }
+}

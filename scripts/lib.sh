@@ -1,0 +1,30 @@
+# SPDX-License-Identifier: GPL-2.0
+# Shared settings and helpers for emuv's scripts. Sourced, not run.
+
+# Pinned tool versions: the kernel needs bindgen >= 0.71.1.
+BINDGEN_VERSION=0.73.2
+VIRTME_NG_VERSION=1.42
+KERNEL_SOURCE_PACKAGE=linux-source-7.2
+LLVM_SUFFIX=-19
+
+# Everything big lives outside the checkout, so a fresh clone reuses it.
+EMUV_CACHE=${EMUV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emuv}
+KSRC=$EMUV_CACHE/linux-7.2
+VENV=$EMUV_CACHE/venv
+
+export PATH="$HOME/.cargo/bin:$VENV/bin:$PATH"
+export LIBCLANG_PATH=/usr/lib/llvm${LLVM_SUFFIX}/lib
+
+log() { printf '[emuv] %s\n' "$*" >&2; }
+skip() { log "$1: already done"; }
+die() { printf '[emuv] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# timed LABEL CMD...: runs CMD and prints how long it took, for the per-phase timings.
+timed() {
+	local label=$1 start rc=0
+	shift
+	start=$(date +%s)
+	"$@" || rc=$?
+	log "$label: $(($(date +%s) - start)) s$([ $rc -eq 0 ] || echo " (failed, exit $rc)")"
+	return $rc
+}

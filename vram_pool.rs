@@ -1,0 +1,391 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Emulated VRAM: a physical tier and a virtual tier, with exact counters.
+//!
+//! Knows nothing of files, ioctls or sysfs. Allocations go to the physical tier first and
+//! overflow into the virtual one. Two strategies:
+//!
+//! * **Lazy**: only bookkeeping at load; each page is allocated, zeroed, the first time it is
+//!   asked for and freed with its allocation. Capacity costs no memory until used.
+//! * **Eager**: each tier is one zeroed vmalloc area reserved at load (after checking that it
+//!   fits in available memory); allocations are page ranges of it, zeroed again when freed.
+//!
+//! Memory comes with `__GFP_RETRY_MAYFAIL`: when it runs out, emuv fails with `ENOMEM` and the
+//! OOM killer is never invoked on its behalf.
+
+use crate::glue::mem::{available_bytes, RangeAllocator, SparsePages, VmallocArea};
+use kernel::{
+    new_mutex,
+    page::{BorrowedPage, PAGE_SIZE},
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Mutex,
+    },
+};
+
+/// Largest tier emuv accepts: 1 TiB.
+pub(crate) const MAX_TIER_BYTES: u64 = 1 << 40;
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// A tier of emulated VRAM.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Tier {
+    /// The card's own memory as configured (`physical_vram_*`).
+    Physical = 0,
+    /// Overflow taken from system RAM (`virtual_vram_*`).
+    Virtual = 1,
+}
+
+impl Tier {
+    /// Both tiers, in placement order.
+    pub(crate) const ALL: [Tier; 2] = [Tier::Physical, Tier::Virtual];
+
+    /// Lower-case name, as shown to users.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Tier::Physical => "physical",
+            Tier::Virtual => "virtual",
+        }
+    }
+}
+
+/// Where an allocation may go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Placement {
+    /// Only this tier.
+    Only(Tier),
+    /// Physical first, then virtual.
+    Any,
+}
+
+/// When memory is taken from the system.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Strategy {
+    /// Page by page, on first use.
+    Lazy,
+    /// All of it, at load.
+    Eager,
+}
+
+impl Strategy {
+    /// Name as shown in `allocation_strategy`.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Strategy::Lazy => "lazy",
+            Strategy::Eager => "eager",
+        }
+    }
+}
+
+/// Sizes and strategy of a pool.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolConfig {
+    pub(crate) physical_bytes: u64,
+    pub(crate) virtual_bytes: u64,
+    pub(crate) strategy: Strategy,
+}
+
+/// Counters of one tier, in bytes.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct TierStats {
+    pub(crate) capacity: u64,
+    /// Handed out to allocations.
+    pub(crate) used: u64,
+    /// Backed by system memory now (all of the capacity when eager).
+    pub(crate) resident: u64,
+}
+
+/// A consistent snapshot of the pool's counters.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct PoolStats {
+    pub(crate) tiers: [TierStats; 2],
+    /// Highest `used` (both tiers) seen since load.
+    pub(crate) peak_used: u64,
+    /// Allocations alive now.
+    pub(crate) allocations: u64,
+    /// Allocations made since load.
+    pub(crate) allocations_total: u64,
+}
+
+impl PoolStats {
+    /// The counters of `tier`.
+    pub(crate) fn tier(&self, tier: Tier) -> &TierStats {
+        &self.tiers[tier as usize]
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.tiers.iter().map(|t| t.capacity).sum()
+    }
+
+    pub(crate) fn used(&self) -> u64 {
+        self.tiers.iter().map(|t| t.used).sum()
+    }
+
+    /// Never negative: `used` never exceeds `capacity` by construction.
+    pub(crate) fn free(&self) -> u64 {
+        self.capacity().saturating_sub(self.used())
+    }
+
+    pub(crate) fn resident(&self) -> u64 {
+        self.tiers.iter().map(|t| t.resident).sum()
+    }
+}
+
+/// The eager backing of one tier: its area and which page ranges of it are taken.
+struct EagerTier {
+    area: VmallocArea,
+    ranges: RangeAllocator,
+}
+
+/// Counters changed together under one lock, so snapshots are consistent.
+#[derive(Default)]
+struct Counters {
+    used: [u64; 2],
+    peak_used: u64,
+    allocations: u64,
+    allocations_total: u64,
+}
+
+/// A pool of emulated VRAM.
+#[pin_data]
+pub(crate) struct VramPool {
+    config: PoolConfig,
+    eager: [Option<EagerTier>; 2],
+    #[pin]
+    counters: Mutex<Counters>,
+    /// Lazily allocated pages per tier; atomics because faults update them without the lock.
+    lazy_resident: [Atomic<u64>; 2],
+}
+
+/// Pages of one allocation.
+enum Backing {
+    Lazy(SparsePages),
+    /// A range of the tier's eager area.
+    Eager { first_page: usize },
+}
+
+/// Emulated VRAM handed out by [`VramPool::allocate`]; give it back with [`VramPool::free`].
+pub(crate) struct Allocation {
+    tier: Tier,
+    pages: usize,
+    backing: Backing,
+}
+
+impl Allocation {
+    pub(crate) fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.pages as u64 * PAGE
+    }
+}
+
+/// Bytes rounded up to whole pages, or `None` on overflow.
+fn pages_for(bytes: u64) -> Option<usize> {
+    usize::try_from(bytes.checked_next_multiple_of(PAGE)? / PAGE).ok()
+}
+
+impl VramPool {
+    /// Creates a pool; an eager one reserves all of its memory now.
+    ///
+    /// Fails with `EINVAL` for a tier above [`MAX_TIER_BYTES`] or an empty physical tier, and
+    /// with `ENOMEM` (and a `dmesg` line with the numbers) when an eager pool does not fit.
+    pub(crate) fn new(config: PoolConfig) -> Result<Pin<KBox<Self>>> {
+        if config.physical_bytes == 0
+            || config.physical_bytes > MAX_TIER_BYTES
+            || config.virtual_bytes > MAX_TIER_BYTES
+        {
+            return Err(EINVAL);
+        }
+        let mut eager = [None, None];
+        if config.strategy == Strategy::Eager {
+            let wanted = config.physical_bytes + config.virtual_bytes;
+            let available = available_bytes();
+            if wanted > available {
+                pr_err!(
+                    "eager reservation of {} MiB does not fit: {} MiB available\n",
+                    wanted >> 20,
+                    available >> 20
+                );
+                return Err(ENOMEM);
+            }
+            for (slot, bytes) in eager
+                .iter_mut()
+                .zip([config.physical_bytes, config.virtual_bytes])
+            {
+                if bytes == 0 {
+                    continue;
+                }
+                let len = usize::try_from(bytes).map_err(|_| ENOMEM)?;
+                let area = VmallocArea::new(len).inspect_err(|_| {
+                    pr_err!(
+                        "eager reservation of {} MiB failed: {} MiB available\n",
+                        bytes >> 20,
+                        available_bytes() >> 20
+                    );
+                })?;
+                let ranges = RangeAllocator::new(area.pages())?;
+                *slot = Some(EagerTier { area, ranges });
+            }
+        }
+        KBox::pin_init(
+            pin_init!(Self {
+                config,
+                eager,
+                counters <- new_mutex!(Counters::default()),
+                lazy_resident: [Atomic::new(0), Atomic::new(0)],
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    pub(crate) fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    fn capacity(&self, tier: Tier) -> u64 {
+        match tier {
+            Tier::Physical => self.config.physical_bytes,
+            Tier::Virtual => self.config.virtual_bytes,
+        }
+    }
+
+    /// A consistent snapshot of the counters.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let counters = self.counters.lock();
+        let mut stats = PoolStats {
+            peak_used: counters.peak_used,
+            allocations: counters.allocations,
+            allocations_total: counters.allocations_total,
+            ..PoolStats::default()
+        };
+        for tier in Tier::ALL {
+            let capacity = self.capacity(tier);
+            stats.tiers[tier as usize] = TierStats {
+                capacity,
+                used: counters.used[tier as usize],
+                resident: match self.config.strategy {
+                    Strategy::Eager => capacity,
+                    Strategy::Lazy => self.lazy_resident[tier as usize].load(Relaxed),
+                },
+            };
+        }
+        stats
+    }
+
+    /// Allocates `size` bytes (rounded up to pages): `EINVAL` for zero or overflowing sizes,
+    /// `ENOMEM` when no allowed tier has room (like `cudaMalloc` on a full card).
+    pub(crate) fn allocate(&self, size: u64, placement: Placement) -> Result<Allocation> {
+        let pages = match pages_for(size) {
+            Some(0) | None => return Err(EINVAL),
+            Some(pages) => pages,
+        };
+        let bytes = pages as u64 * PAGE;
+        let tiers: &[Tier] = match placement {
+            Placement::Only(Tier::Physical) => &[Tier::Physical],
+            Placement::Only(Tier::Virtual) => &[Tier::Virtual],
+            Placement::Any => &Tier::ALL,
+        };
+        for &tier in tiers {
+            // Take the bytes first, so concurrent allocations cannot overcommit the tier.
+            if !self.charge(tier, bytes) {
+                continue;
+            }
+            match self.back(tier, pages) {
+                Ok(backing) => {
+                    return Ok(Allocation {
+                        tier,
+                        pages,
+                        backing,
+                    })
+                }
+                Err(e) => {
+                    self.uncharge(tier, bytes);
+                    self.counters.lock().allocations_total -= 1;
+                    // An eager tier can be too fragmented for one range while the other has room.
+                    if e == ENOMEM {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(ENOMEM)
+    }
+
+    /// Returns an allocation's memory to the pool.
+    pub(crate) fn free(&self, allocation: Allocation) {
+        let tier = allocation.tier;
+        match allocation.backing {
+            Backing::Lazy(pages) => {
+                let resident = pages.resident() as u64;
+                drop(pages);
+                self.lazy_resident[tier as usize].fetch_sub(resident * PAGE, Relaxed);
+            }
+            Backing::Eager { first_page } => {
+                if let Some(eager) = &self.eager[tier as usize] {
+                    eager.area.zero_pages(first_page, allocation.pages);
+                    eager.ranges.free(first_page);
+                }
+            }
+        }
+        self.uncharge(tier, allocation.pages as u64 * PAGE);
+    }
+
+    /// Page `index` of `allocation`, allocated and zeroed on first use when lazy.
+    pub(crate) fn page<'a>(
+        &'a self,
+        allocation: &'a Allocation,
+        index: usize,
+    ) -> Result<BorrowedPage<'a>> {
+        if index >= allocation.pages {
+            return Err(EINVAL);
+        }
+        match &allocation.backing {
+            Backing::Lazy(pages) => {
+                let (page, allocated) = pages.get_or_alloc(index)?;
+                if allocated {
+                    self.lazy_resident[allocation.tier as usize].fetch_add(PAGE, Relaxed);
+                }
+                Ok(page)
+            }
+            Backing::Eager { first_page } => self.eager[allocation.tier as usize]
+                .as_ref()
+                .and_then(|eager| eager.area.page(first_page + index))
+                .ok_or(EINVAL),
+        }
+    }
+
+    fn charge(&self, tier: Tier, bytes: u64) -> bool {
+        let mut counters = self.counters.lock();
+        let used = counters.used[tier as usize];
+        if self.capacity(tier) - used < bytes {
+            return false;
+        }
+        counters.used[tier as usize] = used + bytes;
+        counters.allocations += 1;
+        counters.allocations_total += 1;
+        let total: u64 = counters.used.iter().sum();
+        counters.peak_used = counters.peak_used.max(total);
+        true
+    }
+
+    fn uncharge(&self, tier: Tier, bytes: u64) {
+        let mut counters = self.counters.lock();
+        counters.used[tier as usize] -= bytes;
+        counters.allocations -= 1;
+    }
+
+    fn back(&self, tier: Tier, pages: usize) -> Result<Backing> {
+        match &self.eager[tier as usize] {
+            None => Ok(Backing::Lazy(SparsePages::new(pages)?)),
+            Some(eager) => {
+                let first_page = eager.ranges.alloc(pages)?;
+                Ok(Backing::Eager { first_page })
+            }
+        }
+    }
+}
