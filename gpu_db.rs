@@ -165,3 +165,81 @@ pub(crate) fn find_by_device_id(device_id: u16) -> impl Iterator<Item = &'static
 pub(crate) fn default_model() -> &'static GpuModel {
     &MODELS[DEFAULT_MODEL_INDEX]
 }
+
+#[cfg(emuv_kunit)]
+#[kernel::prelude::kunit_tests(emuv_gpu_db)]
+mod tests {
+    use super::*;
+    use kernel::prelude::*;
+
+    #[test]
+    fn every_key_and_alias_is_unique() -> Result {
+        let mut names = KVec::new();
+        for model in MODELS.iter() {
+            names.push(model.key, GFP_KERNEL)?;
+            for alias in model.aliases {
+                names.push(*alias, GFP_KERNEL)?;
+            }
+        }
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_key_finds_its_own_entry() {
+        for (i, model) in MODELS.iter().enumerate() {
+            assert_eq!(find_index_by_key(model.key.as_bytes()), Some(i));
+            for alias in model.aliases {
+                assert_eq!(find_index_by_key(alias.as_bytes()), Some(i));
+            }
+        }
+    }
+
+    #[test]
+    fn spellings_users_type_are_accepted() {
+        let key = |s: &str| find_by_key(s.as_bytes()).map(|m| m.key);
+        assert_eq!(key("4070"), Some("4070"));
+        assert_eq!(key("RTX 4070 Ti SUPER"), Some("4070tisuper"));
+        assert_eq!(key("rtx-4070-ti"), Some("4070ti"));
+        assert_eq!(key("4060Ti16GB"), Some("4060ti16"));
+        assert_eq!(key("4060ti8"), Some("4060ti"));
+        assert_eq!(key("5060ti_16"), Some("5060ti16"));
+        assert_eq!(key("NVIDIA GeForce RTX 5090"), Some("5090"));
+        assert_eq!(key(" 4090\n"), Some("4090"));
+        assert_eq!(key("4075"), None);
+        assert_eq!(key(""), None);
+        assert_eq!(key("rtx"), None);
+        assert_eq!(key("40704070407040704070407040704070407040704070"), None);
+    }
+
+    #[test]
+    fn real_pci_ids_and_sizes() {
+        let model = |k: &str| find_by_key(k.as_bytes());
+        assert_eq!(model("5090").map(|m| (m.device_id, m.vram_gib)), Some((0x2b85, 32)));
+        assert_eq!(model("4090").map(|m| (m.device_id, m.vram_gib)), Some((0x2684, 24)));
+        assert_eq!(model("4070").map(|m| (m.device_id, m.vram_gib)), Some((0x2786, 12)));
+        assert_eq!(model("4060ti16").map(|m| m.device_id), Some(0x2805));
+        for model in MODELS.iter() {
+            assert!(model.name.starts_with("NVIDIA GeForce RTX "));
+            assert!(model.vram_gib >= 8 && model.vram_gib <= 32);
+            assert!(model.bandwidth_mbps > 0 && model.bus_width_bits >= 128);
+        }
+    }
+
+    #[test]
+    fn device_id_lookup_is_not_unique() {
+        assert_eq!(find_by_device_id(0x2d04).count(), 2);
+        assert_eq!(find_by_device_id(0x2b85).count(), 1);
+        assert_eq!(find_by_device_id(0x1234).count(), 0);
+    }
+
+    #[test]
+    fn default_is_the_seeds_rtx_4070() {
+        assert_eq!(default_model().key, "4070");
+        assert_eq!(default_model().vram_gib, 12);
+    }
+}

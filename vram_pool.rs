@@ -389,3 +389,153 @@ impl VramPool {
         }
     }
 }
+
+#[cfg(emuv_kunit)]
+#[kunit_tests(emuv_vram_pool)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn pool(physical: u64, virtual_: u64, strategy: Strategy) -> Result<Pin<KBox<VramPool>>> {
+        VramPool::new(PoolConfig {
+            physical_bytes: physical,
+            virtual_bytes: virtual_,
+            strategy,
+        })
+    }
+
+    /// Reads the first bytes of a page (through the kernel mapping).
+    fn first_bytes(page: &BorrowedPage<'_>) -> Result<[u8; 8]> {
+        let mut buf = [0u8; 8];
+        // SAFETY: the test owns the allocation; nothing writes the page concurrently.
+        unsafe { page.read_raw(buf.as_mut_ptr(), 0, buf.len())? };
+        Ok(buf)
+    }
+
+    #[test]
+    fn physical_first_then_virtual_then_enomem() -> Result {
+        for strategy in [Strategy::Lazy, Strategy::Eager] {
+            let pool = pool(4 * MIB, 2 * MIB, strategy)?;
+            let a = pool.allocate(3 * MIB, Placement::Any)?;
+            assert_eq!(a.tier(), Tier::Physical);
+            let b = pool.allocate(2 * MIB, Placement::Any)?;
+            assert_eq!(b.tier(), Tier::Virtual);
+            let c = pool.allocate(MIB, Placement::Any)?;
+            assert_eq!(c.tier(), Tier::Physical);
+            assert_eq!(pool.allocate(1, Placement::Any).err(), Some(ENOMEM));
+            let stats = pool.stats();
+            assert_eq!(stats.used(), 6 * MIB);
+            assert_eq!(stats.free(), 0);
+            assert_eq!(stats.allocations, 3);
+            pool.free(a);
+            pool.free(b);
+            pool.free(c);
+            let stats = pool.stats();
+            assert_eq!(stats.used(), 0);
+            assert_eq!(stats.allocations, 0);
+            assert_eq!(stats.allocations_total, 3);
+            assert_eq!(stats.peak_used, 6 * MIB);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn tier_placement_is_honoured() -> Result {
+        let pool = pool(MIB, MIB, Strategy::Lazy)?;
+        let v = pool.allocate(MIB, Placement::Only(Tier::Virtual))?;
+        assert_eq!(v.tier(), Tier::Virtual);
+        assert_eq!(pool.allocate(1, Placement::Only(Tier::Virtual)).err(), Some(ENOMEM));
+        let p = pool.allocate(1, Placement::Only(Tier::Physical))?;
+        assert_eq!(p.size(), PAGE);
+        assert_eq!(pool.stats().tier(Tier::Physical).used, PAGE);
+        pool.free(v);
+        pool.free(p);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() -> Result {
+        let pool = pool(MIB, 0, Strategy::Lazy)?;
+        assert_eq!(pool.allocate(0, Placement::Any).err(), Some(EINVAL));
+        assert_eq!(pool.allocate(u64::MAX, Placement::Any).err(), Some(EINVAL));
+        assert_eq!(pool.allocate(MIB + 1, Placement::Any).err(), Some(ENOMEM));
+        assert_eq!(pool.allocate(1, Placement::Only(Tier::Virtual)).err(), Some(ENOMEM));
+        assert_eq!(pool.stats(), PoolStats {
+            tiers: [
+                TierStats { capacity: MIB, used: 0, resident: 0 },
+                TierStats { capacity: 0, used: 0, resident: 0 },
+            ],
+            ..PoolStats::default()
+        });
+        Ok(())
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        assert_eq!(pool(0, MIB, Strategy::Lazy).err(), Some(EINVAL));
+        assert_eq!(pool(MAX_TIER_BYTES + 1, 0, Strategy::Lazy).err(), Some(EINVAL));
+        assert_eq!(pool(MIB, MAX_TIER_BYTES + 1, Strategy::Lazy).err(), Some(EINVAL));
+        // A lazy pool of 1 TiB per tier costs nothing at load.
+        assert!(pool(MAX_TIER_BYTES, MAX_TIER_BYTES, Strategy::Lazy).is_ok());
+        // An eager one that cannot fit fails cleanly.
+        assert_eq!(pool(MAX_TIER_BYTES, 0, Strategy::Eager).err(), Some(ENOMEM));
+    }
+
+    #[test]
+    fn lazy_pages_are_allocated_on_first_use_zeroed_and_counted_once() -> Result {
+        let pool = pool(8 * MIB, 0, Strategy::Lazy)?;
+        let a = pool.allocate(4 * MIB, Placement::Any)?;
+        assert_eq!(pool.stats().resident(), 0);
+        let page = pool.page(&a, 0)?;
+        assert_eq!(first_bytes(&page)?, [0; 8]);
+        // SAFETY: the test owns the allocation.
+        unsafe { page.write_raw([7u8; 8].as_ptr(), 0, 8)? };
+        assert_eq!(first_bytes(&pool.page(&a, 0)?)?, [7; 8]);
+        pool.page(&a, 1023)?;
+        pool.page(&a, 1023)?;
+        assert_eq!(pool.stats().resident(), 2 * PAGE);
+        assert_eq!(pool.page(&a, 1024).err(), Some(EINVAL));
+        pool.free(a);
+        assert_eq!(pool.stats().resident(), 0);
+        // A new allocation gets fresh zeroed pages.
+        let b = pool.allocate(4 * MIB, Placement::Any)?;
+        assert_eq!(first_bytes(&pool.page(&b, 0)?)?, [0; 8]);
+        pool.free(b);
+        Ok(())
+    }
+
+    #[test]
+    fn eager_pages_are_reserved_and_zeroed_again_after_free() -> Result {
+        let pool = pool(2 * MIB, MIB, Strategy::Eager)?;
+        assert_eq!(pool.stats().resident(), 3 * MIB);
+        let a = pool.allocate(2 * MIB, Placement::Any)?;
+        let page = pool.page(&a, 5)?;
+        // SAFETY: the test owns the allocation.
+        unsafe { page.write_raw([9u8; 8].as_ptr(), 0, 8)? };
+        pool.free(a);
+        let b = pool.allocate(2 * MIB, Placement::Any)?;
+        assert_eq!(first_bytes(&pool.page(&b, 5)?)?, [0; 8]);
+        assert_eq!(pool.stats().resident(), 3 * MIB);
+        pool.free(b);
+        Ok(())
+    }
+
+    #[test]
+    fn eager_fragmentation_spills_into_the_other_tier() -> Result {
+        let pool = pool(4 * PAGE, 4 * PAGE, Strategy::Eager)?;
+        let a = pool.allocate(PAGE, Placement::Any)?;
+        let b = pool.allocate(2 * PAGE, Placement::Any)?;
+        let c = pool.allocate(PAGE, Placement::Any)?;
+        pool.free(a);
+        pool.free(c);
+        // Two pages free in the physical tier, but not next to each other.
+        let d = pool.allocate(2 * PAGE, Placement::Any)?;
+        assert_eq!(d.tier(), Tier::Virtual);
+        assert_eq!(pool.stats().tier(Tier::Physical).used, 2 * PAGE);
+        pool.free(b);
+        pool.free(d);
+        assert_eq!(pool.stats().used(), 0);
+        Ok(())
+    }
+}

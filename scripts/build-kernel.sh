@@ -55,7 +55,7 @@ done < <(cat "${fragments[@]}")
 [ ${#missing[@]} -eq 0 ] || die "kernel config lost options (unmet dependencies?): ${missing[*]}"
 
 log "kernel: building bzImage and modules with $(nproc) jobs (about 11 minutes on 2 cores)"
-kmake -j"$(nproc)" bzImage modules || die "kernel build failed (see the output above)"
+kmake -j"$(nproc)" bzImage modules >&2 || die "kernel build failed (see the output above)"
 touch "$out/.emuv-build-ok"
 log "kernel: built $out"
 echo "$out"

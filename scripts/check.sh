@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# `make check`: set-up (when needed), the test kernel (cached), emuv.ko, the test programs,
+# then one VM boot that runs KUnit and every test program. Prints per-phase timings and ends
+# with the plain line `N passed, N failed, N skipped`; exits non-zero on any failure.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+
+# The test programs, in the order they run in the guest.
+PROGRAMS=(emuv_load emuv_params emuv_memory)
+# What must show up in the results: the KUnit suites and every program.
+EXPECTED=(kunit:emuv_gpu_db kunit:emuv_vram_pool "${PROGRAMS[@]}")
+
+start=$(date +%s)
+timed "phase: set-up" "$here/setup.sh"
+# The test programs do not need the kernel: build them while it compiles.
+timed "phase: test programs" cargo build --quiet --release --locked -p emuv-tests \
+	--manifest-path "$top/Cargo.toml" >"$EMUV_CACHE/cargo-build.log" 2>&1 &
+cargo_pid=$!
+kdir=$(timed "phase: test kernel" "$here/build-kernel.sh")
+wait "$cargo_pid" || { cat "$EMUV_CACHE/cargo-build.log" >&2; die "building the test programs failed"; }
+timed "phase: emuv.ko" make -s -C "$top" KDIR="$kdir" LLVM="$LLVM_SUFFIX" modules
+
+out=$(mktemp -d /tmp/emuv-check.XXXXXX)
+results=$out/results.txt
+vm_ok=1
+timed "phase: VM tests" "$here/vm-run.sh" --kernel "$kdir" --rwdir "$out" --log "$out/console.log" \
+	-- "$top/tests/vm/guest.sh" "$results" "$top" "$top/target/release" "${PROGRAMS[@]}" || vm_ok=0
+if [ $vm_ok -eq 0 ]; then
+	# A dead VM or a kernel report is a failure of its own, counted with the tests.
+	printf '### BEGIN vm\nnot ok 1 the VM finished and its kernel log is clean (see %s)\n### END vm rc=1\n' \
+		"$out/console.log" >>"$results"
+fi
+log "results: $results, console: $out/console.log"
+log "total: $(($(date +%s) - start)) s"
+"$top/target/release/ktap_summary" "$results" "${EXPECTED[@]}"

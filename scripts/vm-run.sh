@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boots the test kernel under QEMU with virtme-ng, the host's filesystem shared read-only, runs
+# COMMAND as root in the guest, powers off, and returns the true result. Fails on a VM timeout,
+# a non-zero exit of COMMAND, or an Oops/BUG/WARNING/panic (or KASAN/kmemleak/lockdep report) in
+# the guest's kernel log. The console log is kept in LOG.
+#
+#   scripts/vm-run.sh [--kernel DIR] [--timeout SECONDS] [--memory SIZE] [--log LOG]
+#                     [--rwdir DIR] -- COMMAND...
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+
+kernel= timeout=900 memory=1G log= rwdirs=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--kernel) kernel=$2; shift 2 ;;
+	--timeout) timeout=$2; shift 2 ;;
+	--memory) memory=$2; shift 2 ;;
+	--log) log=$2; shift 2 ;;
+	--rwdir) rwdirs+=(--rwdir "$2"); shift 2 ;;
+	--) shift; break ;;
+	*) die "vm-run: unknown option $1" ;;
+	esac
+done
+[ $# -gt 0 ] || die "vm-run: no command"
+[ -n "$kernel" ] || kernel=$("$here/build-kernel.sh")
+[ -n "$log" ] || log=$(mktemp /tmp/emuv-vm.XXXXXX.log)
+bzimage=$kernel/arch/x86/boot/bzImage
+[ -f "$bzimage" ] || die "no kernel image at $bzimage"
+
+# KVM only when the CPU really offers it: /dev/kvm exists on machines where it does not work.
+accel=(--disable-kvm)
+if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
+	accel=()
+fi
+
+log "vm: booting $(basename "$kernel") (${accel[*]:-kvm}, $memory), timeout ${timeout}s, log $log"
+rc=0
+# -v puts the guest's kernel log on the console, which goes to LOG with the command's output.
+timeout --kill-after=10 "$timeout" \
+	vng -v -r "$bzimage" "${accel[@]}" --memory "$memory" --cpus 2 "${rwdirs[@]}" \
+	--append "panic=-1 oops=panic" --exec "$*" </dev/null >"$log" 2>&1 || rc=$?
+
+failed=0
+if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+	log "vm: FAILED: the VM did not finish within ${timeout}s"
+	failed=1
+elif [ $rc -ne 0 ]; then
+	log "vm: FAILED: the guest command exited $rc"
+	failed=1
+fi
+# Reports the kernel's own checkers print; any of them fails the run.
+reports='Oops|BUG:|WARNING:|Kernel panic|general protection fault|KASAN|kmemleak|possible recursive locking|circular locking dependency|UBSAN|Call Trace:'
+if grep -qE "$reports" "$log"; then
+	log "vm: FAILED: the guest kernel reported a problem:"
+	grep -nE -A3 "$reports" "$log" | head -n 60 >&2
+	failed=1
+fi
+[ $failed -eq 0 ] || { log "vm: console log: $log"; exit 1; }
+log "vm: ok"

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Shared pieces of emuv's kselftest-style test programs: TAP 13 output with kselftest's exit
+//! codes, loading and unloading the module, and reading what the kernel reports.
+
+pub mod kmsg;
+pub mod module;
+pub mod tap;
+
+use std::{fs, io, path::Path};
+
+/// `/sys/class/emuv/emuv`, the emulated GPU's sysfs directory.
+pub const SYSFS_DIR: &str = "/sys/class/emuv/emuv";
+
+/// Reads one sysfs attribute of the emulated GPU, without its trailing newline.
+pub fn attr(name: &str) -> io::Result<String> {
+    read_trimmed(Path::new(SYSFS_DIR).join(name))
+}
+
+/// Reads one module parameter from `/sys/module/emuv/parameters/`.
+pub fn param(name: &str) -> io::Result<String> {
+    read_trimmed(Path::new("/sys/module/emuv/parameters").join(name))
+}
+
+fn read_trimmed(path: impl AsRef<Path>) -> io::Result<String> {
+    Ok(fs::read_to_string(path)?.trim_end_matches('\n').to_owned())
+}
+
+/// A `Key: value` line of the report (`cat /dev/emuv`, `vram_info`).
+pub fn report_field<'a>(report: &'a str, key: &str) -> Option<&'a str> {
+    report
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(": "))
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes.
+pub fn mem_available() -> u64 {
+    meminfo("MemAvailable")
+}
+
+/// A `/proc/meminfo` field in bytes (0 if missing).
+pub fn meminfo(field: &str) -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+                rest.trim().trim_end_matches(" kB").parse::<u64>().ok()
+            })
+        })
+        .map_or(0, |kib| kib * 1024)
+}

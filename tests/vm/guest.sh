@@ -1,0 +1,36 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# Runs inside the test VM (one boot per suite): the KUnit module once, then every test program,
+# each between "### BEGIN name" and "### END name rc=N" lines that the host's summary reads.
+#
+#   guest.sh RESULTS_FILE MODULE_DIR BIN_DIR PROGRAM...
+set -u
+results=$1 module_dir=$2 bin_dir=$3
+shift 3
+
+mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
+exec 3>"$results"
+echo "### VM: $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)" >&3
+
+# KUnit: the suites run when emuv_kunit.ko goes live; debugfs keeps their KTAP results.
+if insmod "$module_dir/emuv_kunit.ko" 2>&1; then
+	for suite in /sys/kernel/debug/kunit/emuv_*; do
+		name=$(basename "$suite")
+		echo "### BEGIN kunit:$name" >&3
+		cat "$suite/results" >&3
+		echo "### END kunit:$name rc=0" >&3
+	done
+	rmmod emuv_kunit
+else
+	echo "### BEGIN kunit:load" >&3
+	echo "not ok 1 insmod emuv_kunit.ko" >&3
+	echo "### END kunit:load rc=1" >&3
+fi
+
+for prog in "$@"; do
+	echo "### BEGIN $prog" >&3
+	EMUV_MODULE_DIR=$module_dir "$bin_dir/$prog" >&3 2>&1
+	echo "### END $prog rc=$?" >&3
+done
+echo "### DONE" >&3
