@@ -68,12 +68,7 @@ impl FileHandler for EmuvDevice {
         })
     }
 
-    fn read(
-        &self,
-        file: &OpenFile,
-        out: &mut UserSliceWriter,
-        offset: &mut i64,
-    ) -> Result<usize> {
+    fn read(&self, file: &OpenFile, out: &mut UserSliceWriter, offset: &mut i64) -> Result<usize> {
         let mut snapshot = file.snapshot.lock();
         if *offset == 0 || snapshot.is_empty() {
             snapshot.clear();

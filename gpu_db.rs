@@ -53,7 +53,8 @@ pub(crate) struct GpuModel {
     pub(crate) key: &'static str,
     /// Other spellings users type for this card (after normalisation, see [`normalize`]).
     pub(crate) aliases: &'static [&'static str],
-    /// Marketing name, as NVML and nvidia-smi report it.
+    /// Marketing name, as NVML and nvidia-smi report it (without the memory size, which the
+    /// driver does not put in the name: both RTX 5060 Ti sizes are "NVIDIA GeForce RTX 5060 Ti").
     pub(crate) name: &'static str,
     /// PCI device ID (vendor is always [`NVIDIA_VENDOR_ID`]).
     pub(crate) device_id: u16,
@@ -88,24 +89,26 @@ macro_rules! gpu {
 }
 
 /// Every card emuv emulates. Device IDs: pci.ids 2026.05.24.
+#[rustfmt::skip]
 pub(crate) static MODELS: [GpuModel; 17] = [
-    gpu!("4060" [], "RTX 4060", 0x2882, "AD107", AdaLovelace, 8, Gddr6, 128, 272_000),
-    gpu!("4060ti" ["4060ti8"], "RTX 4060 Ti", 0x2803, "AD106", AdaLovelace, 8, Gddr6, 128, 288_000),
-    gpu!("4060ti16" [], "RTX 4060 Ti 16GB", 0x2805, "AD106", AdaLovelace, 16, Gddr6, 128, 288_000),
-    gpu!("4070" [], "RTX 4070", 0x2786, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
-    gpu!("4070super" ["4070s"], "RTX 4070 SUPER", 0x2783, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
-    gpu!("4070ti" [], "RTX 4070 Ti", 0x2782, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
-    gpu!("4070tisuper" ["4070tis"], "RTX 4070 Ti SUPER", 0x2705, "AD103", AdaLovelace, 16, Gddr6x, 256, 672_000),
-    gpu!("4080" [], "RTX 4080", 0x2704, "AD103", AdaLovelace, 16, Gddr6x, 256, 716_800),
-    gpu!("4080super" ["4080s"], "RTX 4080 SUPER", 0x2702, "AD103", AdaLovelace, 16, Gddr6x, 256, 736_000),
-    gpu!("4090" [], "RTX 4090", 0x2684, "AD102", AdaLovelace, 24, Gddr6x, 384, 1_008_000),
-    gpu!("5060" [], "RTX 5060", 0x2d05, "GB206", Blackwell, 8, Gddr7, 128, 448_000),
-    gpu!("5060ti" ["5060ti8"], "RTX 5060 Ti", 0x2d04, "GB206", Blackwell, 8, Gddr7, 128, 448_000),
-    gpu!("5060ti16" [], "RTX 5060 Ti", 0x2d04, "GB206", Blackwell, 16, Gddr7, 128, 448_000),
-    gpu!("5070" [], "RTX 5070", 0x2f04, "GB205", Blackwell, 12, Gddr7, 192, 672_000),
-    gpu!("5070ti" [], "RTX 5070 Ti", 0x2c05, "GB203", Blackwell, 16, Gddr7, 256, 896_000),
-    gpu!("5080" [], "RTX 5080", 0x2c02, "GB203", Blackwell, 16, Gddr7, 256, 960_000),
-    gpu!("5090" [], "RTX 5090", 0x2b85, "GB202", Blackwell, 32, Gddr7, 512, 1_792_000),
+    //   key            aliases       name                 PCI ID  chip     arch         GiB mem     bus  MB/s
+    gpu!("4060"        [],           "RTX 4060",          0x2882, "AD107", AdaLovelace, 8,  Gddr6,  128, 272_000),
+    gpu!("4060ti"      ["4060ti8"],  "RTX 4060 Ti",       0x2803, "AD106", AdaLovelace, 8,  Gddr6,  128, 288_000),
+    gpu!("4060ti16"    [],           "RTX 4060 Ti",       0x2805, "AD106", AdaLovelace, 16, Gddr6,  128, 288_000),
+    gpu!("4070"        [],           "RTX 4070",          0x2786, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
+    gpu!("4070super"   ["4070s"],    "RTX 4070 SUPER",    0x2783, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
+    gpu!("4070ti"      [],           "RTX 4070 Ti",       0x2782, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
+    gpu!("4070tisuper" ["4070tis"],  "RTX 4070 Ti SUPER", 0x2705, "AD103", AdaLovelace, 16, Gddr6x, 256, 672_000),
+    gpu!("4080"        [],           "RTX 4080",          0x2704, "AD103", AdaLovelace, 16, Gddr6x, 256, 716_800),
+    gpu!("4080super"   ["4080s"],    "RTX 4080 SUPER",    0x2702, "AD103", AdaLovelace, 16, Gddr6x, 256, 736_000),
+    gpu!("4090"        [],           "RTX 4090",          0x2684, "AD102", AdaLovelace, 24, Gddr6x, 384, 1_008_000),
+    gpu!("5060"        [],           "RTX 5060",          0x2d05, "GB206", Blackwell,   8,  Gddr7,  128, 448_000),
+    gpu!("5060ti"      ["5060ti8"],  "RTX 5060 Ti",       0x2d04, "GB206", Blackwell,   8,  Gddr7,  128, 448_000),
+    gpu!("5060ti16"    [],           "RTX 5060 Ti",       0x2d04, "GB206", Blackwell,   16, Gddr7,  128, 448_000),
+    gpu!("5070"        [],           "RTX 5070",          0x2f04, "GB205", Blackwell,   12, Gddr7,  192, 672_000),
+    gpu!("5070ti"      [],           "RTX 5070 Ti",       0x2c05, "GB203", Blackwell,   16, Gddr7,  256, 896_000),
+    gpu!("5080"        [],           "RTX 5080",          0x2c02, "GB203", Blackwell,   16, Gddr7,  256, 960_000),
+    gpu!("5090"        [],           "RTX 5090",          0x2b85, "GB202", Blackwell,   32, Gddr7,  512, 1_792_000),
 ];
 
 /// Index in [`MODELS`] of the card loaded when `gpu_model` is not given: the seed's RTX 4070.
@@ -219,9 +222,18 @@ mod tests {
     #[test]
     fn real_pci_ids_and_sizes() {
         let model = |k: &str| find_by_key(k.as_bytes());
-        assert_eq!(model("5090").map(|m| (m.device_id, m.vram_gib)), Some((0x2b85, 32)));
-        assert_eq!(model("4090").map(|m| (m.device_id, m.vram_gib)), Some((0x2684, 24)));
-        assert_eq!(model("4070").map(|m| (m.device_id, m.vram_gib)), Some((0x2786, 12)));
+        assert_eq!(
+            model("5090").map(|m| (m.device_id, m.vram_gib)),
+            Some((0x2b85, 32))
+        );
+        assert_eq!(
+            model("4090").map(|m| (m.device_id, m.vram_gib)),
+            Some((0x2684, 24))
+        );
+        assert_eq!(
+            model("4070").map(|m| (m.device_id, m.vram_gib)),
+            Some((0x2786, 12))
+        );
         assert_eq!(model("4060ti16").map(|m| m.device_id), Some(0x2805));
         for model in MODELS.iter() {
             assert!(model.name.starts_with("NVIDIA GeForce RTX "));

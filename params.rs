@@ -198,16 +198,16 @@ static GPU_MODEL: ModelParam = ModelParam {
 };
 
 macro_rules! size_params {
-    ($($gb:ident, $mb:ident, $tier:expr;)+) => {$(
+    ($($gb:ident $gb_name:literal, $mb:ident $mb_name:literal, $tier:expr;)+) => {$(
         static $gb: SizeParam = SizeParam {
-            name: stringify!($gb),
+            name: $gb_name,
             tier: $tier,
             unit_shift: 30,
             value: Atomic::new(UNSET),
             other_unit: &$mb,
         };
         static $mb: SizeParam = SizeParam {
-            name: stringify!($mb),
+            name: $mb_name,
             tier: $tier,
             unit_shift: 20,
             value: Atomic::new(UNSET),
@@ -216,8 +216,8 @@ macro_rules! size_params {
     )+};
 }
 size_params! {
-    physical_vram_gb, physical_vram_mb, Tier::Physical;
-    virtual_vram_gb, virtual_vram_mb, Tier::Virtual;
+    PHYSICAL_VRAM_GB "physical_vram_gb", PHYSICAL_VRAM_MB "physical_vram_mb", Tier::Physical;
+    VIRTUAL_VRAM_GB "virtual_vram_gb", VIRTUAL_VRAM_MB "virtual_vram_mb", Tier::Virtual;
 }
 
 static LAZY_ALLOCATION: BoolParam = BoolParam {
@@ -231,17 +231,42 @@ static DEBUG_MODE: BoolParam = BoolParam {
 
 module_param!(gpu_model, &GPU_MODEL, "charp",
     "GPU to emulate: 4060, 4060ti, 4060ti16, 4070 (default), 4070super, 4070ti, 4070tisuper, 4080, 4080super, 4090, 5060, 5060ti, 5060ti16, 5070, 5070ti, 5080, 5090");
-module_param!(physical_vram_gb, &physical_vram_gb, "ulong",
-    "Physical VRAM in GiB (default: the model's memory; 1..1024)");
-module_param!(physical_vram_mb, &physical_vram_mb, "ulong",
-    "Physical VRAM in MiB, instead of physical_vram_gb");
-module_param!(virtual_vram_gb, &virtual_vram_gb, "ulong",
-    "Virtual VRAM from system RAM in GiB (default 2; 0..1024)");
-module_param!(virtual_vram_mb, &virtual_vram_mb, "ulong",
-    "Virtual VRAM in MiB, instead of virtual_vram_gb");
-module_param!(lazy_allocation, &LAZY_ALLOCATION, "bool",
-    "1: allocate pages on first use (default); 0: reserve all VRAM at load");
-module_param!(debug_mode, &DEBUG_MODE, "bool", "1: log allocations and file events");
+module_param!(
+    physical_vram_gb,
+    &PHYSICAL_VRAM_GB,
+    "ulong",
+    "Physical VRAM in GiB (default: the model's memory; 1..1024)"
+);
+module_param!(
+    physical_vram_mb,
+    &PHYSICAL_VRAM_MB,
+    "ulong",
+    "Physical VRAM in MiB, instead of physical_vram_gb"
+);
+module_param!(
+    virtual_vram_gb,
+    &VIRTUAL_VRAM_GB,
+    "ulong",
+    "Virtual VRAM from system RAM in GiB (default 2; 0..1024)"
+);
+module_param!(
+    virtual_vram_mb,
+    &VIRTUAL_VRAM_MB,
+    "ulong",
+    "Virtual VRAM in MiB, instead of virtual_vram_gb"
+);
+module_param!(
+    lazy_allocation,
+    &LAZY_ALLOCATION,
+    "bool",
+    "1: allocate pages on first use (default); 0: reserve all VRAM at load"
+);
+module_param!(
+    debug_mode,
+    &DEBUG_MODE,
+    "bool",
+    "1: log allocations and file events"
+);
 
 /// The configuration the parameters describe.
 #[derive(Clone, Copy, Debug)]
@@ -263,13 +288,13 @@ impl Settings {
 /// The settings in force: parameters given, defaults for the rest.
 pub(crate) fn settings() -> Settings {
     let model = GPU_MODEL.model();
-    let physical = physical_vram_gb
+    let physical = PHYSICAL_VRAM_GB
         .bytes()
-        .or(physical_vram_mb.bytes())
+        .or(PHYSICAL_VRAM_MB.bytes())
         .unwrap_or(u64::from(model.vram_gib) << 30);
-    let virtual_ = virtual_vram_gb
+    let virtual_ = VIRTUAL_VRAM_GB
         .bytes()
-        .or(virtual_vram_mb.bytes())
+        .or(VIRTUAL_VRAM_MB.bytes())
         .unwrap_or(DEFAULT_VIRTUAL_GIB << 30);
     Settings {
         model,

@@ -21,13 +21,12 @@ pub(crate) fn write_report(
 ) -> fmt::Result {
     writeln!(out, "GPU: {}", model.name)?;
     writeln!(out, "Model: {}", model.key)?;
-    writeln!(out, "PCI ID: {:04x}:{:04x}", NVIDIA_VENDOR_ID, model.device_id)?;
     writeln!(
         out,
-        "Chip: {} ({})",
-        model.chip,
-        model.architecture.name()
+        "PCI ID: {:04x}:{:04x}",
+        NVIDIA_VENDOR_ID, model.device_id
     )?;
+    writeln!(out, "Chip: {} ({})", model.chip, model.architecture.name())?;
     writeln!(
         out,
         "Card memory: {} GiB {}, {}-bit, {}.{} GB/s",

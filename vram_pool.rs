@@ -163,7 +163,9 @@ pub(crate) struct VramPool {
 enum Backing {
     Lazy(SparsePages),
     /// A range of the tier's eager area.
-    Eager { first_page: usize },
+    Eager {
+        first_page: usize,
+    },
 }
 
 /// Emulated VRAM handed out by [`VramPool::allocate`]; give it back with [`VramPool::free`].
@@ -445,7 +447,10 @@ mod tests {
         let pool = pool(MIB, MIB, Strategy::Lazy)?;
         let v = pool.allocate(MIB, Placement::Only(Tier::Virtual))?;
         assert_eq!(v.tier(), Tier::Virtual);
-        assert_eq!(pool.allocate(1, Placement::Only(Tier::Virtual)).err(), Some(ENOMEM));
+        assert_eq!(
+            pool.allocate(1, Placement::Only(Tier::Virtual)).err(),
+            Some(ENOMEM)
+        );
         let p = pool.allocate(1, Placement::Only(Tier::Physical))?;
         assert_eq!(p.size(), PAGE);
         assert_eq!(pool.stats().tier(Tier::Physical).used, PAGE);
@@ -460,22 +465,42 @@ mod tests {
         assert_eq!(pool.allocate(0, Placement::Any).err(), Some(EINVAL));
         assert_eq!(pool.allocate(u64::MAX, Placement::Any).err(), Some(EINVAL));
         assert_eq!(pool.allocate(MIB + 1, Placement::Any).err(), Some(ENOMEM));
-        assert_eq!(pool.allocate(1, Placement::Only(Tier::Virtual)).err(), Some(ENOMEM));
-        assert_eq!(pool.stats(), PoolStats {
-            tiers: [
-                TierStats { capacity: MIB, used: 0, resident: 0 },
-                TierStats { capacity: 0, used: 0, resident: 0 },
-            ],
-            ..PoolStats::default()
-        });
+        assert_eq!(
+            pool.allocate(1, Placement::Only(Tier::Virtual)).err(),
+            Some(ENOMEM)
+        );
+        assert_eq!(
+            pool.stats(),
+            PoolStats {
+                tiers: [
+                    TierStats {
+                        capacity: MIB,
+                        used: 0,
+                        resident: 0
+                    },
+                    TierStats {
+                        capacity: 0,
+                        used: 0,
+                        resident: 0
+                    },
+                ],
+                ..PoolStats::default()
+            }
+        );
         Ok(())
     }
 
     #[test]
     fn bad_configs_are_refused() {
         assert_eq!(pool(0, MIB, Strategy::Lazy).err(), Some(EINVAL));
-        assert_eq!(pool(MAX_TIER_BYTES + 1, 0, Strategy::Lazy).err(), Some(EINVAL));
-        assert_eq!(pool(MIB, MAX_TIER_BYTES + 1, Strategy::Lazy).err(), Some(EINVAL));
+        assert_eq!(
+            pool(MAX_TIER_BYTES + 1, 0, Strategy::Lazy).err(),
+            Some(EINVAL)
+        );
+        assert_eq!(
+            pool(MIB, MAX_TIER_BYTES + 1, Strategy::Lazy).err(),
+            Some(EINVAL)
+        );
         // A lazy pool of 1 TiB per tier costs nothing at load.
         assert!(pool(MAX_TIER_BYTES, MAX_TIER_BYTES, Strategy::Lazy).is_ok());
         // An eager one that cannot fit fails cleanly.

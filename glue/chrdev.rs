@@ -198,7 +198,10 @@ impl<T: FileHandler> ClassDevice<T> {
         // of the `cdev` field of a live `ClassDevice<T>` (open files keep the module, so it, alive).
         let this = unsafe {
             &*kernel::container_of!(
-                (*inode).__bindgen_anon_5.i_cdev.cast::<Opaque<bindings::cdev>>(),
+                (*inode)
+                    .__bindgen_anon_5
+                    .i_cdev
+                    .cast::<Opaque<bindings::cdev>>(),
                 Self,
                 cdev.inner
             )

@@ -59,7 +59,9 @@ impl OwnedPage {
         // SAFETY: allocating a page has no preconditions beyond a sleepable context, which all
         // of emuv's allocation paths are.
         let page = unsafe { bindings::alloc_pages(POOL_GFP, 0) };
-        core::ptr::NonNull::new(page).map(|page| Self { page }).ok_or(AllocError)
+        core::ptr::NonNull::new(page)
+            .map(|page| Self { page })
+            .ok_or(AllocError)
     }
 
     /// The `struct page` pointer, valid while `self` lives.
@@ -126,7 +128,9 @@ impl VmallocArea {
         // SAFETY: `index` is in bounds, so the address lies inside the live vmalloc area.
         let addr = unsafe { self.ptr.as_ptr().add(index * PAGE_SIZE) };
         // SAFETY: `addr` is inside our vmalloc area, which the returned borrow cannot outlive.
-        Some(unsafe { kernel::alloc::allocator::Vmalloc::to_page(core::ptr::NonNull::new_unchecked(addr)) })
+        Some(unsafe {
+            kernel::alloc::allocator::Vmalloc::to_page(core::ptr::NonNull::new_unchecked(addr))
+        })
     }
 
     /// Zeroes `count` pages from `first`, so a range handed out again starts clean.
@@ -138,7 +142,11 @@ impl VmallocArea {
         // SAFETY: `first..end` lies inside the area; the pool zeroes only ranges that no
         // allocation owns, so no Rust reference to these bytes exists.
         unsafe {
-            core::ptr::write_bytes(self.ptr.as_ptr().add(first * PAGE_SIZE), 0, (end - first) * PAGE_SIZE)
+            core::ptr::write_bytes(
+                self.ptr.as_ptr().add(first * PAGE_SIZE),
+                0,
+                (end - first) * PAGE_SIZE,
+            )
         };
     }
 }
@@ -268,7 +276,13 @@ impl SparsePages {
             .filter(|chunk| !chunk.is_null())
             // SAFETY: non-null chunk slots hold live `KBox<Chunk>`s until `self` drops.
             .map(|chunk| unsafe { &*chunk })
-            .map(|chunk| chunk.slots().iter().filter(|p| !p.load(Relaxed).is_null()).count())
+            .map(|chunk| {
+                chunk
+                    .slots()
+                    .iter()
+                    .filter(|p| !p.load(Relaxed).is_null())
+                    .count()
+            })
             .sum()
     }
 

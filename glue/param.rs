@@ -89,19 +89,19 @@ pub(crate) const fn modinfo<const N: usize>(s: &str) -> [u8; N] {
 macro_rules! module_param {
     ($name:ident, $param:expr, $ty:literal, $desc:literal) => {
         const _: () = {
-            use $crate::glue::param::{modinfo, ParamSlot, PARAM_OPS};
             use kernel::bindings;
+            use $crate::glue::param::{modinfo, ParamSlot, PARAM_OPS};
 
             static SLOT: ParamSlot = ParamSlot($param);
 
             #[link_section = "__param"]
-            #[used]
+            #[used(compiler)]
             static PARAM: kernel::module_param::KernelParam =
                 kernel::module_param::KernelParam::new(bindings::kernel_param {
                     name: concat!(stringify!($name), "\0").as_ptr().cast(),
-                    // SAFETY: `__this_module` is set up by the module loader and lives as long
-                    // as the module.
-                    mod_: unsafe { core::ptr::from_ref(&bindings::__this_module).cast_mut() },
+                    // `__this_module` is set up by the module loader and lives as long as the
+                    // module.
+                    mod_: &raw const bindings::__this_module as *mut bindings::module,
                     ops: &PARAM_OPS,
                     perm: 0o444,
                     level: -1,
@@ -114,10 +114,10 @@ macro_rules! module_param {
             const PARM: &str = concat!("parm=", stringify!($name), ":", $desc, "\0");
             const PARMTYPE: &str = concat!("parmtype=", stringify!($name), ":", $ty, "\0");
             #[link_section = ".modinfo"]
-            #[used]
+            #[used(compiler)]
             static MODINFO_PARM: [u8; PARM.len()] = modinfo(PARM);
             #[link_section = ".modinfo"]
-            #[used]
+            #[used(compiler)]
             static MODINFO_PARMTYPE: [u8; PARMTYPE.len()] = modinfo(PARMTYPE);
         };
     };

@@ -18,11 +18,14 @@ EXPECTED=(kunit:emuv_gpu_db kunit:emuv_vram_pool "${PROGRAMS[@]}")
 start=$(date +%s)
 timed "phase: set-up" "$here/setup.sh"
 # The test programs do not need the kernel: build them while it compiles.
-timed "phase: test programs" cargo build --quiet --release --locked -p emuv-tests \
-	--manifest-path "$top/Cargo.toml" >"$EMUV_CACHE/cargo-build.log" 2>&1 &
+build_tests() {
+	cargo build --quiet --release --locked -p emuv-tests --manifest-path "$top/Cargo.toml" \
+		>"$EMUV_CACHE/cargo-build.log" 2>&1 || { cat "$EMUV_CACHE/cargo-build.log" >&2; return 1; }
+}
+timed "phase: test programs" build_tests &
 cargo_pid=$!
 kdir=$(timed "phase: test kernel" "$here/build-kernel.sh")
-wait "$cargo_pid" || { cat "$EMUV_CACHE/cargo-build.log" >&2; die "building the test programs failed"; }
+wait "$cargo_pid" || die "building the test programs failed"
 timed "phase: emuv.ko" make -s -C "$top" KDIR="$kdir" LLVM="$LLVM_SUFFIX" modules
 
 out=$(mktemp -d /tmp/emuv-check.XXXXXX)

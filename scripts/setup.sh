@@ -41,7 +41,7 @@ step_rust_components() {
 }
 
 step_bindgen() {
-	if command -v bindgen >/dev/null && [ "$(bindgen --version | awk '{print $2}')" = "$BINDGEN_VERSION" ]; then
+	if command -v bindgen >/dev/null && [ "$(bindgen --version 2>/dev/null | awk '{print $2}')" = "$BINDGEN_VERSION" ]; then
 		skip "bindgen $BINDGEN_VERSION"; return
 	fi
 	log "cargo install bindgen-cli $BINDGEN_VERSION (about 3 minutes)"
@@ -93,7 +93,9 @@ step_kernel_source() {
 }
 
 step_virtme_ng() {
-	if [ -x "$VENV/bin/vng" ] && "$VENV/bin/pip" show virtme-ng 2>/dev/null | grep -q "^Version: $VIRTME_NG_VERSION$"; then
+	local installed=
+	[ -x "$VENV/bin/vng" ] && installed=$("$VENV/bin/pip" show virtme-ng 2>/dev/null | awk '/^Version:/ {print $2}')
+	if [ "$installed" = "$VIRTME_NG_VERSION" ]; then
 		skip "virtme-ng $VIRTME_NG_VERSION"; return
 	fi
 	log "installing virtme-ng $VIRTME_NG_VERSION in $VENV"

@@ -42,7 +42,7 @@ rc=0
 # -v puts the guest's kernel log on the console, which goes to LOG with the command's output.
 timeout --kill-after=10 "$timeout" \
 	vng -v -r "$bzimage" "${accel[@]}" --memory "$memory" --cpus 2 "${rwdirs[@]}" \
-	--append "panic=-1 oops=panic" --exec "$*" </dev/null >"$log" 2>&1 || rc=$?
+	--append "root=/dev/root panic=-1 oops=panic" --exec "$*" </dev/null >"$log" 2>&1 || rc=$?
 
 failed=0
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then

@@ -16,8 +16,12 @@ pub struct Kmsg {
 impl Kmsg {
     /// Starts at the end of the log: only later messages are returned.
     pub fn new() -> Self {
-        let fd = open("/dev/kmsg", OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty())
-            .expect("open /dev/kmsg");
+        let fd = open(
+            "/dev/kmsg",
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+            Mode::empty(),
+        )
+        .expect("open /dev/kmsg");
         lseek(&fd, 0, Whence::SeekEnd).expect("seek /dev/kmsg");
         Kmsg { fd }
     }

@@ -22,7 +22,13 @@ impl Tap {
     pub fn new(planned: usize) -> Self {
         println!("TAP version 13");
         println!("1..{planned}");
-        Tap { planned, run: 0, pass: 0, fail: 0, skip: 0 }
+        Tap {
+            planned,
+            run: 0,
+            pass: 0,
+            fail: 0,
+            skip: 0,
+        }
     }
 
     /// Records one test: `ok N name` or `not ok N name`, with `diag` as a `#` line on failure.
@@ -60,7 +66,10 @@ impl Tap {
     /// Prints the totals and exits with kselftest's code.
     pub fn finish(self) -> ! {
         if self.run != self.planned {
-            println!("# Planned tests != run tests ({} != {})", self.planned, self.run);
+            println!(
+                "# Planned tests != run tests ({} != {})",
+                self.planned, self.run
+            );
         }
         println!(
             "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
@@ -87,6 +96,12 @@ pub fn check(cond: bool, message: impl FnOnce() -> String) -> Result<(), String>
 }
 
 /// `Err` naming both values unless `actual == expected`.
-pub fn check_eq<T: PartialEq + std::fmt::Debug>(what: &str, actual: T, expected: T) -> Result<(), String> {
-    check(actual == expected, || format!("{what}: got {actual:?}, expected {expected:?}"))
+pub fn check_eq<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    actual: T,
+    expected: T,
+) -> Result<(), String> {
+    check(actual == expected, || {
+        format!("{what}: got {actual:?}, expected {expected:?}")
+    })
 }

@@ -22,7 +22,10 @@ const BAD: &[(&str, &str)] = &[
     ("physical_vram_gb=1025", "physical_vram_gb=1025"),
     ("virtual_vram_gb=2048", "virtual_vram_gb=2048"),
     ("virtual_vram_mb=1048577", "virtual_vram_mb=1048577"),
-    ("physical_vram_gb=12 physical_vram_mb=512", "physical_vram_mb=512"),
+    (
+        "physical_vram_gb=12 physical_vram_mb=512",
+        "physical_vram_mb=512",
+    ),
     ("virtual_vram_mb=64 virtual_vram_gb=1", "virtual_vram_gb=1"),
     ("lazy_allocation=maybe", "lazy_allocation=maybe"),
     ("debug_mode=2", "debug_mode=2"),
@@ -40,17 +43,28 @@ fn main() {
             let _ = module::unload();
         }
         let log = kmsg.read_new();
-        let errors: Vec<_> = log.iter().filter(|l| l.starts_with("emuv: invalid")).collect();
+        let errors: Vec<_> = log
+            .iter()
+            .filter(|l| l.starts_with("emuv: invalid"))
+            .collect();
         let result = check_eq("insmod result", loaded, Err(Errno::EINVAL))
             .and_then(|()| check_eq("error lines", errors.len(), 1))
             .and_then(|()| {
                 let line = errors[0];
-                check(line.contains(&format!("invalid {named}:")) && line.contains("accepted"), || {
-                    format!("error line does not name '{named}' and what is accepted: {line}")
-                })
+                check(
+                    line.contains(&format!("invalid {named}:")) && line.contains("accepted"),
+                    || format!("error line does not name '{named}' and what is accepted: {line}"),
+                )
             })
-            .and_then(|()| check(!module::is_loaded(), || "module loaded after a failed insmod".into()));
-        tap.test(&format!("insmod emuv.ko {params} fails with EINVAL"), result);
+            .and_then(|()| {
+                check(!module::is_loaded(), || {
+                    "module loaded after a failed insmod".into()
+                })
+            });
+        tap.test(
+            &format!("insmod emuv.ko {params} fails with EINVAL"),
+            result,
+        );
     }
 
     // The accepted spellings of every variant: case, an RTX prefix, separators, suffixes.
@@ -69,7 +83,13 @@ fn main() {
     ];
     let result = spellings.iter().try_for_each(|(spelling, id)| {
         module::with_loaded(&format!("gpu_model={spelling} physical_vram_mb=64"), || {
-            check_eq(spelling, emuv_tests::attr("device_id").map_err(|e| e.to_string())?.as_str(), id)
+            check_eq(
+                spelling,
+                emuv_tests::attr("device_id")
+                    .map_err(|e| e.to_string())?
+                    .as_str(),
+                id,
+            )
         })
     });
     tap.test("model spellings users guess are accepted", result);

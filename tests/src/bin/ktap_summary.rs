@@ -37,10 +37,15 @@ fn parse(text: &str) -> Vec<Section> {
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("### BEGIN ") {
             sections.extend(current.take());
-            current = Some(Section { name: name.trim().to_owned(), ..Section::default() });
+            current = Some(Section {
+                name: name.trim().to_owned(),
+                ..Section::default()
+            });
         } else if let Some(rest) = line.strip_prefix("### END ") {
             if let Some(mut s) = current.take() {
-                s.rc = rest.rsplit_once("rc=").and_then(|(_, rc)| rc.trim().parse().ok());
+                s.rc = rest
+                    .rsplit_once("rc=")
+                    .and_then(|(_, rc)| rc.trim().parse().ok());
                 sections.push(s);
             }
         } else if let (Some(s), Some((indent, ok, skip))) = (current.as_mut(), tap_result(line)) {
@@ -75,7 +80,11 @@ fn main() -> ExitCode {
     let mut seen = BTreeSet::new();
     for s in parse(&text) {
         // A KUnit suite's own line sums its cases: count the cases.
-        let (p, mut f, k) = if s.nested != (0, 0, 0) { s.nested } else { (s.passed, s.failed, s.skipped) };
+        let (p, mut f, k) = if s.nested != (0, 0, 0) {
+            s.nested
+        } else {
+            (s.passed, s.failed, s.skipped)
+        };
         let mut why = String::new();
         match s.rc {
             None => {

@@ -10,7 +10,11 @@ use emuv_tests::{
 fn main() {
     let mut tap = Tap::new(1);
     let result = module::with_loaded("", || {
-        check_eq("gpu_name", attr("gpu_name").map_err(|e| e.to_string())?.as_str(), "NVIDIA GeForce RTX 4090")
+        check_eq(
+            "gpu_name",
+            attr("gpu_name").map_err(|e| e.to_string())?.as_str(),
+            "NVIDIA GeForce RTX 4090",
+        )
     });
     tap.test("default card is an RTX 4090 (deliberately wrong)", result);
     tap.finish()
