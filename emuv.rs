@@ -43,6 +43,15 @@ impl kernel::Module for EmuvModule {
                 model.vram_gib
             );
         }
+        for twin in gpu_db::find_by_device_id(model.device_id).filter(|m| m.key != model.key) {
+            pr_notice!(
+                "PCI ID {:04x}:{:04x} is shared with the {} GiB {}: tools tell them apart by memory size\n",
+                gpu_db::NVIDIA_VENDOR_ID,
+                model.device_id,
+                twin.vram_gib,
+                twin.name
+            );
+        }
         let pool = VramPool::new(pool_config)?;
         let device = ClassDevice::new(
             c"emuv",

@@ -135,7 +135,7 @@ unsafe impl<T: FileHandler> Sync for OpenState<T> {}
 
 impl<T: FileHandler> ClassDevice<T> {
     const FOPS: bindings::file_operations = bindings::file_operations {
-        owner: &raw const bindings::__this_module as *mut bindings::module,
+        owner: (&raw const bindings::__this_module).cast_mut(),
         open: Some(Self::open),
         release: Some(Self::release),
         read: Some(Self::read),
@@ -193,6 +193,11 @@ impl<T: FileHandler> ClassDevice<T> {
         &self.data
     }
 
+    /// `file_operations.open`.
+    ///
+    /// # Safety
+    ///
+    /// Called by `chrdev_open` with a valid inode of this cdev and a valid file.
     unsafe extern "C" fn open(inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
         // SAFETY: `chrdev_open` only calls us for inodes of our cdev, which is the `inner` field
         // of the `cdev` field of a live `ClassDevice<T>` (open files keep the module, so it, alive).
@@ -223,12 +228,23 @@ impl<T: FileHandler> ClassDevice<T> {
         }
     }
 
+    /// `file_operations.release`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the VFS once per file that `open` succeeded on.
     unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
         // SAFETY: `private_data` was set by `into_foreign` in `open` and is released once.
         drop(unsafe { Pin::<KBox<OpenState<T>>>::from_foreign((*file).private_data) });
         0
     }
 
+    /// `file_operations.read`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the VFS on a file that `open` succeeded on, with a user buffer of `len`
+    /// bytes and a valid position.
     unsafe extern "C" fn read(
         file: *mut bindings::file,
         buf: *mut c_char,

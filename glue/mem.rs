@@ -5,6 +5,7 @@
 use kernel::{
     alloc::AllocError,
     bindings,
+    ffi::c_ulong,
     maple_tree::MapleTreeAlloc,
     page::{BorrowedPage, PAGE_SIZE},
     prelude::*,
@@ -105,7 +106,7 @@ impl VmallocArea {
             bindings::vrealloc_node_align(
                 core::ptr::null(),
                 len,
-                PAGE_SIZE as _,
+                PAGE_SIZE as c_ulong,
                 POOL_GFP,
                 bindings::NUMA_NO_NODE,
             )
@@ -179,7 +180,7 @@ impl<T> AtomicPtrArray<T> {
             bindings::kvrealloc_node_align(
                 core::ptr::null(),
                 bytes.max(1),
-                core::mem::align_of::<Atomic<*mut T>>() as _,
+                core::mem::align_of::<Atomic<*mut T>>() as c_ulong,
                 POOL_GFP,
                 bindings::NUMA_NO_NODE,
             )
@@ -318,7 +319,7 @@ impl Drop for SparsePages {
             for page in chunk.slots() {
                 let page = page.load(Relaxed);
                 if let Some(page) = core::ptr::NonNull::new(page) {
-                    // SAFETY: the slot owned this page (type invariant); user mappings hold their own references.
+                    // INVARIANT: the slot owned this page; user mappings hold their own references.
                     drop(OwnedPage { page });
                 }
             }

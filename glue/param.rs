@@ -46,6 +46,12 @@ unsafe fn slot(kp: *const bindings::kernel_param) -> &'static ParamSlot {
     unsafe { &*(*kp).__bindgen_anon_1.arg.cast::<ParamSlot>() }
 }
 
+/// `kernel_param_ops.set`.
+///
+/// # Safety
+///
+/// Called by the kernel with a `kp` from [`module_param!`] and `val` null or a NUL-terminated
+/// string valid for the call.
 unsafe extern "C" fn param_set(val: *const c_char, kp: *const bindings::kernel_param) -> c_int {
     let value: &[u8] = if val.is_null() {
         // A bare `name` with no `=value`.
@@ -61,6 +67,11 @@ unsafe extern "C" fn param_set(val: *const c_char, kp: *const bindings::kernel_p
     }
 }
 
+/// `kernel_param_ops.get`.
+///
+/// # Safety
+///
+/// Called by sysfs with a `kp` from [`module_param!`] and a `buffer` of one page.
 unsafe extern "C" fn param_get(buffer: *mut c_char, kp: *const bindings::kernel_param) -> c_int {
     // SAFETY: sysfs hands `get` a buffer of one page that nothing else touches during the call.
     let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), PAGE_SIZE) };
@@ -101,7 +112,7 @@ macro_rules! module_param {
                     name: concat!(stringify!($name), "\0").as_ptr().cast(),
                     // `__this_module` is set up by the module loader and lives as long as the
                     // module.
-                    mod_: &raw const bindings::__this_module as *mut bindings::module,
+                    mod_: (&raw const bindings::__this_module).cast_mut(),
                     ops: &PARAM_OPS,
                     perm: 0o444,
                     level: -1,

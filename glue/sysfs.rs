@@ -32,6 +32,12 @@ impl<T: Sync> Attribute<T> {
         Self { raw, show }
     }
 
+    /// `device_attribute.show`.
+    ///
+    /// # Safety
+    ///
+    /// Called by sysfs with a device made by `ClassDevice::<T>::new`, one of our attributes
+    /// and a buffer of one page.
     unsafe extern "C" fn show_raw(
         dev: *mut bindings::device,
         attr: *mut bindings::device_attribute,

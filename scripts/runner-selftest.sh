@@ -49,5 +49,5 @@ expect "a guest WARN_ON fails the run" nonzero "reported a problem" \
 	vm -- insmod "$top/tests/vm/selftest/emuv_selftest_warn.ko"
 expect "a hung guest fails the run" nonzero "did not finish within" vm --timeout 60 -- sleep 600
 echo "# Totals: pass:$pass fail:$fail xfail:0 xpass:0 skip:0 error:0"
-echo "runner self-test: $pass passed, $fail failed"
+echo "runner-selftest: $pass passed, $fail failed"
 [ $fail -eq 0 ]
