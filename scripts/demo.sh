@@ -18,7 +18,7 @@ cat >"$out/demo.sh" <<GUEST
 exec >"$out/demo.txt" 2>&1
 set -x
 insmod "$top/emuv.ko"
-dmesg | grep emuv
+dmesg | grep -w 'emuv:'
 ls -l /dev/emuv
 cat /dev/emuv
 cat /sys/class/emuv/emuv/vram_info
