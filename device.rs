@@ -3,27 +3,46 @@
 //! The emulated GPU as users see it: `/dev/emuv` and `/sys/class/emuv/emuv/`.
 
 use crate::{
+    client::{placement_from_uapi, Client},
     glue::{
         chrdev::FileHandler,
         sysfs::{attribute_groups, Attribute},
+        vma,
     },
     gpu_db::{GpuModel, NVIDIA_VENDOR_ID},
-    report::write_report,
-    vram_pool::{PoolStats, Tier, VramPool},
+    report::{write_report, ProcessUsage},
+    uapi,
+    vram_pool::{PoolStats, Strategy, Tier, VramPool},
 };
 use core::fmt::{self, Write};
-use kernel::{new_mutex, prelude::*, str::Formatter, sync::Mutex, uaccess::UserSliceWriter};
+use kernel::{
+    mm::virt::{flags as vm_flags, VmaNew},
+    new_mutex,
+    page::PAGE_SHIFT,
+    prelude::*,
+    str::Formatter,
+    sync::{Arc, Mutex},
+    transmute::{AsBytes, FromBytes},
+    uaccess::{UserPtr, UserSlice, UserSliceWriter},
+};
 
 /// One emulated GPU.
+#[pin_data]
 pub(crate) struct EmuvDevice {
     pub(crate) model: &'static GpuModel,
-    pub(crate) pool: Pin<KBox<VramPool>>,
+    pub(crate) pool: Arc<VramPool>,
     pub(crate) debug: bool,
+    /// Bytes one open file may hold; 0 for no limit.
+    pub(crate) file_limit: u64,
+    /// Every open file, for the per-process report.
+    #[pin]
+    clients: Mutex<KVec<Arc<Client>>>,
 }
 
 /// State of one open `/dev/emuv`.
 #[pin_data]
 pub(crate) struct OpenFile {
+    client: Arc<Client>,
     /// The report as it was when this file read from offset 0, so a read in several chunks (or
     /// after an `lseek`) sees one consistent text.
     #[pin]
@@ -41,38 +60,218 @@ impl Write for VecWriter<'_> {
     }
 }
 
+/// Copies `s` into a fixed, NUL-terminated C string field.
+fn copy_c_string(dst: &mut [u8], s: &str) {
+    let len = s.len().min(dst.len().saturating_sub(1));
+    dst[..len].copy_from_slice(&s.as_bytes()[..len]);
+    dst[len..].fill(0);
+}
+
+/// Reads a `T` from `arg`, lets `f` work on it, writes it back.
+fn with_user_struct<T: FromBytes + AsBytes>(
+    arg: UserPtr,
+    f: impl FnOnce(&mut T) -> Result,
+) -> Result<isize> {
+    let (mut reader, mut writer) = UserSlice::new(arg, core::mem::size_of::<T>()).reader_writer();
+    let mut value: T = reader.read()?;
+    f(&mut value)?;
+    writer.write(&value)?;
+    Ok(0)
+}
+
 impl EmuvDevice {
-    fn write_report(&self, out: &mut impl Write) -> fmt::Result {
-        write_report(
-            out,
-            self.model,
-            self.pool.config().strategy,
-            &self.pool.stats(),
-        )
+    /// Initialises a device for `model` over `pool`.
+    pub(crate) fn new(
+        model: &'static GpuModel,
+        pool: Arc<VramPool>,
+        debug: bool,
+        file_limit: u64,
+    ) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            model,
+            pool,
+            debug,
+            file_limit,
+            clients <- new_mutex!(KVec::new()),
+        })
     }
 
     fn stats(&self) -> PoolStats {
         self.pool.stats()
     }
+
+    fn strategy(&self) -> Strategy {
+        self.pool.config().strategy
+    }
+
+    /// The report; with the per-process list only for readers of `/dev/emuv` (root).
+    fn write_report(&self, out: &mut impl Write, with_processes: bool) -> fmt::Result {
+        let mut processes = KVec::new();
+        if with_processes {
+            self.process_usage(&mut processes).map_err(|_| fmt::Error)?;
+        }
+        write_report(
+            out,
+            self.model,
+            self.strategy(),
+            &self.stats(),
+            with_processes.then_some(&processes[..]),
+        )
+    }
+
+    /// Usage per process (a process may hold several open files), pids as the reader sees them.
+    fn process_usage(&self, out: &mut KVec<ProcessUsage>) -> Result {
+        let clients = self.clients.lock();
+        for (i, client) in clients.iter().enumerate() {
+            if clients[..i].iter().any(|c| c.process.is(&client.process)) {
+                continue;
+            }
+            let mut entry = ProcessUsage::new(
+                client.process.pid_for_current_reader(),
+                client.process.comm(),
+            );
+            for same in clients[i..]
+                .iter()
+                .filter(|c| c.process.is(&client.process))
+            {
+                let usage = same.usage();
+                entry.bytes += usage.bytes;
+                entry.allocations += usage.allocations;
+            }
+            out.push(entry, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    fn info(&self, file: &OpenFile, info: &mut uapi::Info) -> Result {
+        if info.size as usize != core::mem::size_of::<uapi::Info>() {
+            return Err(EINVAL);
+        }
+        let stats = self.stats();
+        info.abi_version = uapi::ABI_VERSION;
+        info.vendor_id = NVIDIA_VENDOR_ID;
+        info.device_id = self.model.device_id;
+        info.strategy = match self.strategy() {
+            Strategy::Lazy => uapi::STRATEGY_LAZY,
+            Strategy::Eager => uapi::STRATEGY_EAGER,
+        };
+        copy_c_string(&mut info.name, self.model.name);
+        copy_c_string(&mut info.model, self.model.key);
+        for tier in Tier::ALL {
+            let t = stats.tier(tier);
+            info.tiers[tier as usize] = uapi::TierInfo {
+                capacity: t.capacity,
+                used: t.used,
+                resident: t.resident,
+            };
+        }
+        info.total = stats.capacity();
+        info.used = stats.used();
+        info.free = stats.free();
+        info.file_limit = self.file_limit;
+        info.file_used = file.client.usage().bytes;
+        info.reserved = [0; 4];
+        Ok(())
+    }
+
+    fn alloc(&self, file: &OpenFile, req: &mut uapi::Alloc) -> Result {
+        if req.size as usize != core::mem::size_of::<uapi::Alloc>()
+            || req.flags != 0
+            || req.reserved != [0; 2]
+        {
+            return Err(EINVAL);
+        }
+        let placement = placement_from_uapi(req.tier)?;
+        let buffer = file
+            .client
+            .allocate(&self.pool, req.bytes, placement, self.file_limit)?;
+        let mut query = uapi::Query::default();
+        buffer.query(&mut query)?;
+        req.bytes = query.bytes;
+        req.tier = query.tier;
+        req.handle = (buffer.mmap_offset() >> uapi::MMAP_HANDLE_SHIFT) as u32;
+        req.mmap_offset = query.mmap_offset;
+        if self.debug {
+            let tier = buffer.tier().name();
+            pr_info!(
+                "{} allocated {} bytes ({tier}) as handle {}\n",
+                client_name(&file.client),
+                req.bytes,
+                req.handle
+            );
+        }
+        Ok(())
+    }
+
+    fn free(&self, file: &OpenFile, req: &uapi::Free) -> Result {
+        if req.flags != 0 || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let bytes = file.client.free(req.handle)?;
+        if self.debug {
+            pr_info!(
+                "{} freed handle {} ({} bytes)\n",
+                client_name(&file.client),
+                req.handle,
+                bytes
+            );
+        }
+        Ok(())
+    }
+
+    fn query(&self, file: &OpenFile, req: &mut uapi::Query) -> Result {
+        if req.flags != 0 {
+            return Err(EINVAL);
+        }
+        file.client.buffer(req.handle)?.query(req)?;
+        req.reserved = [0; 2];
+        Ok(())
+    }
+}
+
+/// The command name of a client's process, for log lines.
+fn client_name(client: &Client) -> &kernel::str::BStr {
+    kernel::str::BStr::from_bytes(client.process.comm())
 }
 
 impl FileHandler for EmuvDevice {
     type OpenFile = OpenFile;
 
     fn open(&self) -> impl PinInit<OpenFile, Error> {
+        let client = Client::new().and_then(|client| {
+            self.clients.lock().push(client.clone(), GFP_KERNEL)?;
+            Ok(client)
+        });
         if self.debug {
             pr_info!("/dev/emuv opened\n");
         }
         try_pin_init!(OpenFile {
+            client: client?,
             snapshot <- new_mutex!(KVec::new()),
         })
+    }
+
+    fn release(&self, file: &OpenFile) {
+        let mut clients = self.clients.lock();
+        if let Some(i) = clients.iter().position(|c| Arc::ptr_eq(c, &file.client)) {
+            let _ = clients.remove(i);
+        }
+        if self.debug {
+            let usage = file.client.usage();
+            pr_info!(
+                "/dev/emuv closed by {}: returning {} bytes in {} allocations\n",
+                client_name(&file.client),
+                usage.bytes,
+                usage.allocations
+            );
+        }
     }
 
     fn read(&self, file: &OpenFile, out: &mut UserSliceWriter, offset: &mut i64) -> Result<usize> {
         let mut snapshot = file.snapshot.lock();
         if *offset == 0 || snapshot.is_empty() {
             snapshot.clear();
-            self.write_report(&mut VecWriter(&mut snapshot))
+            self.write_report(&mut VecWriter(&mut snapshot), true)
                 .map_err(|_| ENOMEM)?;
         }
         let start = usize::try_from(*offset).map_err(|_| EINVAL)?;
@@ -84,9 +283,58 @@ impl FileHandler for EmuvDevice {
         *offset += len as i64;
         Ok(len)
     }
+
+    fn ioctl(&self, file: &OpenFile, cmd: u32, arg: UserPtr) -> Result<isize> {
+        match cmd {
+            uapi::IOCTL_INFO => with_user_struct(arg, |info| self.info(file, info)),
+            uapi::IOCTL_ALLOC => {
+                // If the result cannot be copied out, the caller never learns the handle: free it.
+                let mut handle = 0;
+                let result = with_user_struct(arg, |req: &mut uapi::Alloc| {
+                    self.alloc(file, req)?;
+                    handle = req.handle;
+                    Ok(())
+                });
+                if result.is_err() && handle != 0 {
+                    let _ = file.client.free(handle);
+                }
+                result
+            }
+            uapi::IOCTL_FREE => {
+                let req: uapi::Free = UserSlice::new(arg, core::mem::size_of::<uapi::Free>())
+                    .reader()
+                    .read()?;
+                self.free(file, &req).map(|()| 0)
+            }
+            uapi::IOCTL_QUERY => with_user_struct(arg, |req| self.query(file, req)),
+            _ => Err(ENOTTY),
+        }
+    }
+
+    fn mmap(&self, file: &OpenFile, vma: &VmaNew) -> Result {
+        // Private mappings would copy pages on write and hide them from other mappings.
+        if vma.flags() & vm_flags::SHARED == 0 {
+            return Err(EINVAL);
+        }
+        let pgoff = vma::pgoff(vma);
+        let handle_shift = uapi::MMAP_HANDLE_SHIFT as usize - PAGE_SHIFT;
+        let handle = u32::try_from(pgoff >> handle_shift).map_err(|_| EINVAL)?;
+        let first = pgoff & ((1 << handle_shift) - 1);
+        let pages = (vma.end() - vma.start()) >> PAGE_SHIFT;
+        let buffer = file.client.buffer_for_mapping(handle).map_err(|_| EINVAL)?;
+        if first
+            .checked_add(pages)
+            .is_none_or(|end| end > buffer.pages())
+        {
+            buffer.mappings_undo();
+            return Err(EINVAL);
+        }
+        vma::map(vma, buffer, self.strategy() == Strategy::Eager)
+    }
 }
 
-// One value per file, as sysfs wants; `vram_info` is the whole report.
+// One value per file, as sysfs wants; `vram_info` is the whole report, totals only (the file is
+// world-readable; the per-process list is root's, through /dev/emuv).
 macro_rules! attributes {
     ($($static:ident: $name:literal => |$dev:ident, $out:ident| $body:expr;)+) => {
         $(static $static: Attribute<EmuvDevice> =
@@ -98,7 +346,7 @@ macro_rules! attributes {
 }
 
 attributes! {
-    VRAM_INFO: c"vram_info" => |dev, out| dev.write_report(out);
+    VRAM_INFO: c"vram_info" => |dev, out| dev.write_report(out, false);
     GPU_NAME: c"gpu_name" => |dev, out| writeln!(out, "{}", dev.model.name);
     GPU_MODEL: c"gpu_model" => |dev, out| writeln!(out, "{}", dev.model.key);
     VENDOR_ID: c"vendor_id" => |_dev, out| writeln!(out, "0x{:04x}", NVIDIA_VENDOR_ID);
@@ -112,5 +360,5 @@ attributes! {
     FREE_BYTES: c"free_bytes" => |dev, out| writeln!(out, "{}", dev.stats().free());
     RESIDENT_BYTES: c"resident_bytes" => |dev, out| writeln!(out, "{}", dev.stats().resident());
     ALLOCATION_STRATEGY: c"allocation_strategy" =>
-        |dev, out| writeln!(out, "{}", dev.pool.config().strategy.name());
+        |dev, out| writeln!(out, "{}", dev.strategy().name());
 }

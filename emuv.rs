@@ -6,11 +6,13 @@
 //! eager) from the module parameters, and shows it through `/dev/emuv` and
 //! `/sys/class/emuv/emuv/`. This file only wires the parts together.
 
+mod client;
 mod device;
 mod glue;
 mod gpu_db;
 mod params;
 mod report;
+mod uapi;
 mod vram_pool;
 
 use device::{EmuvDevice, GROUPS};
@@ -55,11 +57,7 @@ impl kernel::Module for EmuvModule {
         let pool = VramPool::new(pool_config)?;
         let device = ClassDevice::new(
             c"emuv",
-            EmuvDevice {
-                model,
-                pool,
-                debug: settings.debug,
-            },
+            EmuvDevice::new(model, pool, settings.debug, settings.file_limit),
             &GROUPS,
         )?;
         pr_info!(

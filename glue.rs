@@ -10,6 +10,9 @@ pub(crate) mod chrdev;
 pub(crate) mod mem;
 pub(crate) mod param;
 pub(crate) mod sysfs;
+pub(crate) mod task;
+pub(crate) mod uapi;
+pub(crate) mod vma;
 
 /// Makes a C struct holding raw pointers usable as a `static`.
 #[repr(transparent)]

@@ -220,6 +220,44 @@ size_params! {
     VIRTUAL_VRAM_GB "virtual_vram_gb", VIRTUAL_VRAM_MB "virtual_vram_mb", Tier::Virtual;
 }
 
+/// `vram_limit_per_file_mb`: how much one open file may hold, for slicing a card between
+/// tenants; 0 means no limit.
+struct LimitParam {
+    mib: Atomic<u64>,
+}
+
+impl Param for LimitParam {
+    fn set(&self, value: &[u8]) -> Result {
+        let parsed = core::str::from_utf8(value)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|&mib| mib <= MAX_TIER_BYTES >> 19);
+        match parsed {
+            Some(mib) => {
+                self.mib.store(mib, Relaxed);
+                Ok(())
+            }
+            None => {
+                pr_err!(
+                    "invalid vram_limit_per_file_mb={}: not a decimal number of MiB; accepted: 0 (no limit) to {}\n",
+                    BStr::from_bytes(value),
+                    MAX_TIER_BYTES >> 19
+                );
+                Err(EINVAL)
+            }
+        }
+    }
+
+    fn get(&self, out: &mut Formatter<'_>) -> fmt::Result {
+        write!(out, "{}", self.mib.load(Relaxed))
+    }
+}
+
+static VRAM_LIMIT_PER_FILE_MB: LimitParam = LimitParam {
+    mib: Atomic::new(0),
+};
+
 static LAZY_ALLOCATION: BoolParam = BoolParam {
     name: "lazy_allocation",
     value: Atomic::new(true),
@@ -274,6 +312,8 @@ pub(crate) struct Settings {
     pub(crate) model: &'static GpuModel,
     pub(crate) pool: PoolConfig,
     pub(crate) debug: bool,
+    /// Bytes one open file may hold; 0 for no limit.
+    pub(crate) file_limit: u64,
 }
 
 impl Settings {
@@ -308,5 +348,6 @@ pub(crate) fn settings() -> Settings {
             },
         },
         debug: DEBUG_MODE.get(),
+        file_limit: VRAM_LIMIT_PER_FILE_MB.mib.load(Relaxed) << 20,
     }
 }

@@ -12,12 +12,41 @@ use core::fmt::{self, Write};
 
 const MIB: u64 = 1 << 20;
 
-/// Writes the report for `model` and a snapshot of its pool.
+/// What one process holds, for the process list.
+pub(crate) struct ProcessUsage {
+    pub(crate) pid: i32,
+    comm: [u8; 16],
+    comm_len: usize,
+    pub(crate) bytes: u64,
+    pub(crate) allocations: u64,
+}
+
+impl ProcessUsage {
+    pub(crate) fn new(pid: i32, comm: &[u8]) -> Self {
+        let mut entry = Self {
+            pid,
+            comm: [0; 16],
+            comm_len: comm.len().min(16),
+            bytes: 0,
+            allocations: 0,
+        };
+        entry.comm[..entry.comm_len].copy_from_slice(&comm[..entry.comm_len]);
+        entry
+    }
+
+    fn comm(&self) -> &str {
+        core::str::from_utf8(&self.comm[..self.comm_len]).unwrap_or("?")
+    }
+}
+
+/// Writes the report for `model` and a snapshot of its pool, and the process list if given
+/// (like nvidia-smi's: pid, command, memory, allocations).
 pub(crate) fn write_report(
     out: &mut impl Write,
     model: &GpuModel,
     strategy: Strategy,
     stats: &PoolStats,
+    processes: Option<&[ProcessUsage]>,
 ) -> fmt::Result {
     writeln!(out, "GPU: {}", model.name)?;
     writeln!(out, "Model: {}", model.key)?;
@@ -60,5 +89,27 @@ pub(crate) fn write_report(
         "Allocations: {} (peak used {} MiB)",
         stats.allocations,
         stats.peak_used / MIB
-    )
+    )?;
+    let Some(processes) = processes else {
+        return Ok(());
+    };
+    writeln!(out, "Processes: {}", processes.len())?;
+    if !processes.is_empty() {
+        writeln!(
+            out,
+            "  {:>7}  {:<16}  {:>14}  {:>11}",
+            "PID", "COMMAND", "USED BYTES", "ALLOCATIONS"
+        )?;
+    }
+    for p in processes {
+        writeln!(
+            out,
+            "  {:>7}  {:<16}  {:>14}  {:>11}",
+            p.pid,
+            p.comm(),
+            p.bytes,
+            p.allocations
+        )?;
+    }
+    Ok(())
 }

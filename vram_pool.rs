@@ -20,7 +20,7 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Mutex,
+        Arc, Mutex,
     },
 };
 
@@ -195,7 +195,7 @@ impl VramPool {
     ///
     /// Fails with `EINVAL` for a tier above [`MAX_TIER_BYTES`] or an empty physical tier, and
     /// with `ENOMEM` (and a `dmesg` line with the numbers) when an eager pool does not fit.
-    pub(crate) fn new(config: PoolConfig) -> Result<Pin<KBox<Self>>> {
+    pub(crate) fn new(config: PoolConfig) -> Result<Arc<Self>> {
         if config.physical_bytes == 0
             || config.physical_bytes > MAX_TIER_BYTES
             || config.virtual_bytes > MAX_TIER_BYTES
@@ -233,7 +233,7 @@ impl VramPool {
                 *slot = Some(EagerTier { area, ranges });
             }
         }
-        KBox::pin_init(
+        Arc::pin_init(
             pin_init!(Self {
                 config,
                 eager,
@@ -337,6 +337,14 @@ impl VramPool {
         self.uncharge(tier, allocation.pages as u64 * PAGE);
     }
 
+    /// Bytes of `allocation` backed by system memory now.
+    pub(crate) fn resident_of(&self, allocation: &Allocation) -> u64 {
+        match &allocation.backing {
+            Backing::Lazy(pages) => pages.resident() as u64 * PAGE,
+            Backing::Eager { .. } => allocation.size(),
+        }
+    }
+
     /// Page `index` of `allocation`, allocated and zeroed on first use when lazy.
     pub(crate) fn page<'a>(
         &'a self,
@@ -399,7 +407,7 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    fn pool(physical: u64, virtual_: u64, strategy: Strategy) -> Result<Pin<KBox<VramPool>>> {
+    fn pool(physical: u64, virtual_: u64, strategy: Strategy) -> Result<Arc<VramPool>> {
         VramPool::new(PoolConfig {
             physical_bytes: physical,
             virtual_bytes: virtual_,

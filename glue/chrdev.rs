@@ -13,6 +13,7 @@ use kernel::{
     bindings,
     error::{from_err_ptr, to_result},
     ffi::{c_char, c_int},
+    mm::virt::VmaNew,
     prelude::*,
     types::{ForeignOwnable, Opaque},
     uaccess::{UserPtr, UserSlice, UserSliceWriter},
@@ -33,6 +34,15 @@ pub(crate) trait FileHandler: Send + Sync + Sized + 'static {
         out: &mut UserSliceWriter,
         offset: &mut i64,
     ) -> Result<usize>;
+
+    /// Called on `ioctl` (and, with the same structures, on 32-bit callers' `ioctl`).
+    fn ioctl(&self, file: &Self::OpenFile, cmd: u32, arg: UserPtr) -> Result<isize>;
+
+    /// Called on `mmap`.
+    fn mmap(&self, file: &Self::OpenFile, vma: &VmaNew) -> Result;
+
+    /// Called on the last `close`, before the open file's state is dropped.
+    fn release(&self, file: &Self::OpenFile);
 }
 
 /// A registered dev_t range of one minor.
@@ -112,6 +122,7 @@ pub(crate) struct ClassDevice<T: FileHandler> {
     cdev: Cdev,
     class: Class,
     region: ChrdevRegion,
+    #[pin]
     data: T,
 }
 
@@ -140,13 +151,18 @@ impl<T: FileHandler> ClassDevice<T> {
         release: Some(Self::release),
         read: Some(Self::read),
         llseek: Some(bindings::default_llseek),
+        unlocked_ioctl: Some(Self::ioctl),
+        // The structures have one layout for 32- and 64-bit callers; only the pointer differs.
+        #[cfg(CONFIG_COMPAT)]
+        compat_ioctl: bindings::compat_ptr_ioctl,
+        mmap: Some(Self::mmap),
         ..pin_init::zeroed()
     };
 
     /// Creates class `name`, device `name` in it with sysfs `groups`, and `/dev/name`.
     pub(crate) fn new(
         name: &'static CStr,
-        data: T,
+        data: impl PinInit<T, Error>,
         groups: &'static Groups<T>,
     ) -> Result<Pin<KBox<Self>>> {
         let region = ChrdevRegion::new(name)?;
@@ -156,7 +172,7 @@ impl<T: FileHandler> ClassDevice<T> {
             try_pin_init!(&this in Self {
                 region,
                 class,
-                data,
+                data <- data,
                 cdev <- pin_init!(Cdev {
                     // SAFETY: `slot` is the cdev's final, pinned location; `FOPS` is static.
                     inner <- Opaque::try_ffi_init(|slot: *mut bindings::cdev| unsafe {
@@ -235,7 +251,10 @@ impl<T: FileHandler> ClassDevice<T> {
     /// Called by the VFS once per file that `open` succeeded on.
     unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
         // SAFETY: `private_data` was set by `into_foreign` in `open` and is released once.
-        drop(unsafe { Pin::<KBox<OpenState<T>>>::from_foreign((*file).private_data) });
+        let state = unsafe { Pin::<KBox<OpenState<T>>>::from_foreign((*file).private_data) };
+        // SAFETY: the device outlives every open file (`.owner` pins the module).
+        unsafe { &*state.device }.release(&state.file);
+        drop(state);
         0
     }
 
@@ -265,6 +284,47 @@ impl<T: FileHandler> ClassDevice<T> {
                 n as isize
             }
             Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    /// `file_operations.unlocked_ioctl`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the VFS on a file that `open` succeeded on.
+    unsafe extern "C" fn ioctl(
+        file: *mut bindings::file,
+        cmd: kernel::ffi::c_uint,
+        arg: kernel::ffi::c_ulong,
+    ) -> kernel::ffi::c_long {
+        // SAFETY: `open` set `private_data`; it lives until `release`, after every `ioctl`.
+        let state = unsafe { Pin::<KBox<OpenState<T>>>::borrow((*file).private_data) };
+        // SAFETY: the device outlives every open file (`.owner` pins the module).
+        let device = unsafe { &*state.device };
+        match device.ioctl(&state.file, cmd, UserPtr::from_addr(arg)) {
+            Ok(ret) => ret as kernel::ffi::c_long,
+            Err(e) => e.to_errno() as kernel::ffi::c_long,
+        }
+    }
+
+    /// `file_operations.mmap`.
+    ///
+    /// # Safety
+    ///
+    /// Called by `mmap_region` on a file that `open` succeeded on, with a new VMA.
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
+        // SAFETY: `open` set `private_data`; the VMA being set up holds a reference to the file.
+        let state = unsafe { Pin::<KBox<OpenState<T>>>::borrow((*file).private_data) };
+        // SAFETY: the device outlives every open file (`.owner` pins the module).
+        let device = unsafe { &*state.device };
+        // SAFETY: this is `f_op->mmap`, where the VMA is new and ours to set up.
+        let vma = unsafe { VmaNew::from_raw(vma) };
+        match device.mmap(&state.file, vma) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
         }
     }
 }

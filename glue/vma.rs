@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Mapping emulated VRAM into a process: a `vm_operations_struct` whose fault handler takes
+//! pages on first touch, and whose `open`/`close` count the mappings.
+//!
+//! 7.2 has no Rust `vm_operations_struct`; binder sets `vm_ops` by hand too.
+
+use kernel::{
+    bindings,
+    mm::virt::VmaNew,
+    page::{BorrowedPage, PAGE_SIZE},
+    prelude::*,
+    sync::Arc,
+};
+
+/// Memory that can be mapped: pages by file offset, and a count of live mappings.
+pub(crate) trait Mappable: Send + Sync + Sized + 'static {
+    /// The page at file offset `pgoff` (in pages), allocated (zeroed) on first use if need be.
+    /// An error makes the faulting access `SIGBUS`.
+    fn page(&self, pgoff: usize) -> Result<BorrowedPage<'_>>;
+
+    /// A mapping of it appeared (`mmap`, a VMA split or move).
+    fn mapped(&self);
+
+    /// A mapping of it went away (`munmap`, exit, the other half of a split).
+    fn unmapped(&self);
+}
+
+struct VmOps<M>(core::marker::PhantomData<M>);
+
+impl<M: Mappable> VmOps<M> {
+    const OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
+        open: Some(Self::open),
+        close: Some(Self::close),
+        fault: Some(Self::fault),
+        ..pin_init::zeroed()
+    };
+
+    /// # Safety
+    ///
+    /// `vma` must carry `OPS`, so its private data is a counted `Arc<M>` from [`map`].
+    unsafe fn memory<'a>(vma: *const bindings::vm_area_struct) -> &'a M {
+        // SAFETY: per the contract, the pointer came from `Arc::into_raw` and the VMA's
+        // reference keeps it alive while the VMA exists.
+        unsafe { &*(*vma).vm_private_data.cast::<M>() }
+    }
+
+    /// `vm_ops.open`: a copy of a VMA (split, move) takes its own reference.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm on a new VMA copied from one set up by [`map`].
+    unsafe extern "C" fn open(vma: *mut bindings::vm_area_struct) {
+        // SAFETY: the private data is a counted `Arc<M>`; this makes a second count for the copy.
+        let arc = unsafe { Arc::from_raw((*vma).vm_private_data.cast::<M>()) };
+        arc.mapped();
+        let copy = arc.clone();
+        let _ = Arc::into_raw(arc);
+        let _ = Arc::into_raw(copy);
+    }
+
+    /// `vm_ops.close`: the VMA goes and drops its reference.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm once per VMA set up by [`map`] or copied through `open`.
+    unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
+        // SAFETY: the VMA's count, given back exactly once.
+        let arc = unsafe { Arc::from_raw((*vma).vm_private_data.cast::<M>()) };
+        arc.unmapped();
+    }
+
+    /// `vm_ops.fault`: inserts the page for the faulting offset, or `SIGBUS` when it cannot
+    /// be had (never `VM_FAULT_OOM`, which retries the fault forever).
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm for a VMA set up by [`map`], with `mmap_lock` or the VMA lock held.
+    unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+        // SAFETY: the mm passes a valid fault description for this call.
+        let (vma, pgoff, flags) = unsafe {
+            (
+                (*vmf).__bindgen_anon_1.vma,
+                (*vmf).__bindgen_anon_1.pgoff,
+                (*vmf).flags,
+            )
+        };
+        // SAFETY: `vma` is ours (see the function's contract).
+        let memory = unsafe { Self::memory(vma) };
+        let Ok(page) = memory.page(pgoff) else {
+            return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+        };
+        let write = flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0;
+        // SAFETY: `vmf` is valid; the page stays allocated while the VMA holds `memory`, and the
+        // page table takes its own reference.
+        unsafe { bindings::vmf_insert_page_mkwrite(vmf, page.as_ptr(), write) }
+    }
+}
+
+/// Sets up a new shared VMA over `memory`: no copy into children (`fork`), no growth
+/// (`mremap`), pages inserted on fault, or all of them now when `prefault` (eager memory, whose
+/// pages exist already). The caller has counted this mapping with [`Mappable::mapped`] (under
+/// whatever lock orders it against freeing); on error it is uncounted here.
+pub(crate) fn map<M: Mappable>(vma: &VmaNew, memory: Arc<M>, prefault: bool) -> Result {
+    let result = install(vma, &*memory, prefault);
+    if result.is_err() {
+        memory.unmapped();
+        return result;
+    }
+    let raw = Arc::into_raw(memory);
+    // SAFETY: in `f_op->mmap` the VMA is ours to set up; `OPS` and its callbacks are static, and
+    // the private data is the counted `Arc<M>` they expect (given back in `close`).
+    unsafe {
+        (*vma.as_ptr()).vm_private_data = raw.cast_mut().cast();
+        (*vma.as_ptr()).vm_ops = &VmOps::<M>::OPS;
+    }
+    Ok(())
+}
+
+fn install<M: Mappable>(vma: &VmaNew, memory: &M, prefault: bool) -> Result {
+    vma.set_dontcopy();
+    vma.set_dontexpand();
+    let mixed = vma.set_mixedmap();
+    if prefault {
+        let first = pgoff(vma);
+        let pages = (vma.end() - vma.start()) / PAGE_SIZE;
+        for i in 0..pages {
+            let page = memory.page(first + i)?;
+            mixed.vm_insert_page(vma.start() + i * PAGE_SIZE, &page)?;
+        }
+    }
+    Ok(())
+}
+
+/// The file offset, in pages, that the new VMA maps from.
+pub(crate) fn pgoff(vma: &VmaNew) -> usize {
+    // SAFETY: `vm_pgoff` is plain data, fixed while the VMA is being set up.
+    unsafe { (*vma.as_ptr()).vm_pgoff }
+}
