@@ -144,9 +144,10 @@ pub(crate) struct Usage {
 impl Client {
     /// A client for the calling process.
     pub(crate) fn new() -> Result<Arc<Self>> {
+        let process = Process::current().ok_or(ESRCH)?;
         Arc::pin_init(
             pin_init!(Self {
-                process: Process::current(),
+                process,
                 holdings <- new_mutex!(Holdings::default()),
             }),
             GFP_KERNEL,

@@ -300,6 +300,12 @@ module_param!(
     "1: allocate pages on first use (default); 0: reserve all VRAM at load"
 );
 module_param!(
+    vram_limit_per_file_mb,
+    &VRAM_LIMIT_PER_FILE_MB,
+    "ulong",
+    "Most VRAM one open /dev/emuv may hold, in MiB (0: no limit, the default)"
+);
+module_param!(
     debug_mode,
     &DEBUG_MODE,
     "bool",

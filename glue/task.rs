@@ -1,47 +1,78 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Who opened a file: the process (thread-group leader) and its command name.
+//! Who opened a file: the process (by its `struct pid`) and its command name.
+//!
+//! Only C functions are used to find the process: 7.2's bindgen output places every
+//! `task_struct` field after `stats` 48 bytes too early when `CONFIG_SCHEDSTATS=n` (the empty
+//! `struct sched_statistics` is `____cacheline_aligned` in C, alignment bindgen drops), so
+//! Rust field reads such as `Task::pid()` or `group_leader` are wrong on such kernels. The
+//! command name has no C accessor; it is read from the field only after checking that the
+//! bindings agree with C on this kernel.
 
-use kernel::{
-    sync::aref::ARef,
-    task::{Pid, Task},
-};
+use kernel::{bindings, task::Task};
 
-/// The process that called into the driver, kept alive as long as this value.
+/// The calling process, kept as a counted `struct pid` (its thread-group ID).
+///
+/// # Invariants
+///
+/// `pid` holds a reference taken by `get_task_pid`, put on drop.
 pub(crate) struct Process {
-    leader: ARef<Task>,
-    /// `comm` at open time, NUL-padded.
+    pid: core::ptr::NonNull<bindings::pid>,
+    /// `comm` of the calling thread at open time, NUL-padded; "?" when it cannot be read safely.
     comm: [u8; 16],
 }
 
+// SAFETY: a counted `struct pid` may be used and put from any thread.
+unsafe impl Send for Process {}
+// SAFETY: `&Process` only reads the pid number through `pid_vnr`, which is thread-safe.
+unsafe impl Sync for Process {}
+
+/// Whether the Rust bindings' `task_struct` layout matches C's on this kernel, judged by two
+/// fields after the usual point of divergence.
+fn task_fields_match(task: *mut bindings::task_struct) -> bool {
+    // SAFETY: `task` is the current task, alive for this call; the C functions only read it.
+    unsafe {
+        let pid_c =
+            bindings::__task_pid_nr_ns(task, bindings::pid_type_PIDTYPE_PID, core::ptr::null_mut());
+        let tgid_c = bindings::__task_pid_nr_ns(
+            task,
+            bindings::pid_type_PIDTYPE_TGID,
+            core::ptr::null_mut(),
+        );
+        (*task).pid == pid_c && (*task).tgid == tgid_c
+    }
+}
+
 impl Process {
-    /// The calling process.
-    pub(crate) fn current() -> Self {
-        let current = kernel::current!();
-        let leader = current.group_leader();
+    /// The calling process; `None` if the kernel cannot name it (it is exiting).
+    pub(crate) fn current() -> Option<Self> {
+        let task = Task::current_raw();
+        // SAFETY: `task` is the current task; `get_task_pid` takes a reference or returns NULL.
+        let pid = unsafe { bindings::get_task_pid(task, bindings::pid_type_PIDTYPE_TGID) };
+        let pid = core::ptr::NonNull::new(pid)?;
         let mut comm = [0u8; 16];
-        // SAFETY: `leader` is a live task (it leads the calling thread's group); reading
-        // `comm` without `task_lock` may see a concurrent rename half-done, which is harmless
-        // for a name shown to people, and the copy is always within the array.
-        let raw = unsafe { (*leader.as_ptr()).comm };
-        for (dst, src) in comm.iter_mut().zip(raw.iter()) {
-            *dst = *src;
+        if task_fields_match(task) {
+            // SAFETY: the layout check passed, so `comm` is the real field of the live current
+            // task; a concurrent rename may be seen half-done, harmless for a displayed name.
+            let raw = unsafe { (*task).comm };
+            for (dst, src) in comm.iter_mut().zip(raw.iter()) {
+                *dst = *src;
+            }
+        } else {
+            comm[0] = b'?';
         }
-        Self {
-            leader: leader.into(),
-            comm,
-        }
+        Some(Self { pid, comm })
     }
 
     /// Its process ID as the calling reader sees it (0 if outside the reader's namespace).
-    pub(crate) fn pid_for_current_reader(&self) -> Pid {
-        let current = kernel::current!();
-        self.leader.tgid_nr_ns(current.active_pid_ns())
+    pub(crate) fn pid_for_current_reader(&self) -> i32 {
+        // SAFETY: `pid` is counted (type invariant); `pid_vnr` reads it for the current task.
+        unsafe { bindings::pid_vnr(self.pid.as_ptr()) }
     }
 
     /// Whether both are the same process.
     pub(crate) fn is(&self, other: &Process) -> bool {
-        core::ptr::eq(self.leader.as_ptr(), other.leader.as_ptr())
+        self.pid == other.pid
     }
 
     /// Its command name.
@@ -52,5 +83,12 @@ impl Process {
             .position(|&c| c == 0)
             .unwrap_or(self.comm.len());
         &self.comm[..len]
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `current` (type invariant).
+        unsafe { bindings::put_pid(self.pid.as_ptr()) };
     }
 }

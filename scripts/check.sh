@@ -11,15 +11,15 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory)
-# What must show up in the results: the KUnit suites and every program.
-EXPECTED=(kunit:emuv_gpu_db kunit:emuv_vram_pool "${PROGRAMS[@]}")
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc)
+# What must show up in the results: the ABI check, the KUnit suites and every program.
+EXPECTED=(abi kunit:emuv_gpu_db kunit:emuv_vram_pool "${PROGRAMS[@]}")
 
 start=$(date +%s)
 timed "phase: set-up" "$here/setup.sh"
 # The test programs do not need the kernel: build them while it compiles.
 build_tests() {
-	cargo build --quiet --release --locked -p emuv-tests --manifest-path "$top/Cargo.toml" \
+	cargo build --quiet --release --locked -p emuv-tests -p emuv --manifest-path "$top/Cargo.toml" \
 		>"$EMUV_CACHE/cargo-build.log" 2>&1 || { cat "$EMUV_CACHE/cargo-build.log" >&2; return 1; }
 }
 timed "phase: test programs" build_tests &
@@ -30,6 +30,21 @@ timed "phase: emuv.ko" make -s -C "$top" KDIR="$kdir" LLVM="$LLVM_SUFFIX" module
 
 out=$(mktemp -d /tmp/emuv-check.XXXXXX)
 results=$out/results.txt
+
+# The module's copy of the ABI against include/uapi/emuv.h, on the host, as TAP.
+abi_check() {
+	local rc=0
+	cargo test --release --locked -p emuv --test abi --manifest-path "$top/Cargo.toml" \
+		>"$out/abi.log" 2>&1 || rc=$?
+	{
+		echo "### BEGIN abi"
+		awk '/^test .* \.\.\. / { n++; print ($NF == "ok" ? "ok " : "not ok ") n " " $2 }' "$out/abi.log"
+		echo "### END abi rc=$rc"
+	} >>"$results"
+	[ $rc -eq 0 ] || cat "$out/abi.log" >&2
+}
+timed "phase: ABI check" abi_check || true
+
 vm_ok=1
 timed "phase: VM tests" "$here/vm-run.sh" --kernel "$kdir" --rwdir "$out" --log "$out/console.log" \
 	-- "$top/tests/vm/guest.sh" "$results" "$top" "$top/target/release" "${PROGRAMS[@]}" || vm_ok=0

@@ -126,12 +126,23 @@ fn check_loaded(e: &Expected, log: &[String]) -> Result<(), String> {
         report_field(&info, "Allocation strategy"),
         Some("lazy"),
     )?;
+    // `cat /dev/emuv` (root only) is the same report plus the process list, here only ourselves.
     let dev = fs::read_to_string("/dev/emuv").map_err(|e| format!("cat /dev/emuv: {e}"))?;
+    let (totals, processes) = dev
+        .split_once("Processes: ")
+        .ok_or("no process list in /dev/emuv")?;
     check_eq(
-        "cat /dev/emuv equals vram_info",
-        dev.trim_end(),
+        "cat /dev/emuv starts with vram_info",
+        totals.trim_end(),
         info.as_str(),
-    )
+    )?;
+    let me = std::process::id().to_string();
+    let listed = processes
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == [me.as_str(), "emuv_load", "0", "0"]);
+    check(listed, || {
+        format!("this process ({me}, emuv_load, 0 bytes) is not listed: {processes}")
+    })
 }
 
 /// `/dev/emuv` is the node of `/sys/class/emuv/emuv/dev`, root-only.
@@ -239,6 +250,11 @@ fn main() {
             check_eq(
                 "debug_mode",
                 param("debug_mode").map_err(|e| e.to_string())?,
+                "0".into(),
+            )?;
+            check_eq(
+                "vram_limit_per_file_mb",
+                param("vram_limit_per_file_mb").map_err(|e| e.to_string())?,
                 "0".into(),
             )?;
             let mode = fs::metadata("/sys/module/emuv/parameters/gpu_model")

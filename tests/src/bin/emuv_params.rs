@@ -29,6 +29,11 @@ const BAD: &[(&str, &str)] = &[
     ("virtual_vram_mb=64 virtual_vram_gb=1", "virtual_vram_gb=1"),
     ("lazy_allocation=maybe", "lazy_allocation=maybe"),
     ("debug_mode=2", "debug_mode=2"),
+    ("vram_limit_per_file_mb=lots", "vram_limit_per_file_mb=lots"),
+    (
+        "vram_limit_per_file_mb=2097153",
+        "vram_limit_per_file_mb=2097153",
+    ),
 ];
 
 fn main() {
