@@ -11,7 +11,7 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc)
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_examples)
 # What must show up in the results: the ABI check, the KUnit suites and every program.
 EXPECTED=(abi kunit:emuv_gpu_db kunit:emuv_vram_pool "${PROGRAMS[@]}")
 
@@ -19,8 +19,13 @@ start=$(date +%s)
 timed "phase: set-up" "$here/setup.sh"
 # The test programs do not need the kernel: build them while it compiles.
 build_tests() {
-	cargo build --quiet --release --locked -p emuv-tests -p emuv --manifest-path "$top/Cargo.toml" \
-		>"$EMUV_CACHE/cargo-build.log" 2>&1 || { cat "$EMUV_CACHE/cargo-build.log" >&2; return 1; }
+	cargo build --quiet --release --locked -p emuv-tests -p emuv --examples --bins \
+		--manifest-path "$top/Cargo.toml" >"$EMUV_CACHE/cargo-build.log" 2>&1 &&
+		mkdir -p "$top/target/examples" &&
+		cp "$top/target/release/examples/vram_fill" "$top/target/examples/vram_fill_rs" &&
+		cc -Wall -Wextra -Werror -O2 -I "$top/include" -o "$top/target/examples/vram_fill_c" \
+			"$top/examples/vram_fill.c" >>"$EMUV_CACHE/cargo-build.log" 2>&1 ||
+		{ cat "$EMUV_CACHE/cargo-build.log" >&2; return 1; }
 }
 timed "phase: test programs" build_tests &
 cargo_pid=$!
