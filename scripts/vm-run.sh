@@ -37,12 +37,40 @@ if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
 	accel=()
 fi
 
-log "vm: booting $(basename "$kernel") (${accel[*]:-kvm}, $memory), timeout ${timeout}s, log $log"
+# A boot that stalls before userspace (seen once under TCG on a loaded host, stuck in early
+# device set-up) is retried once; a guest that hangs after booting fails the run.
+BOOT_TIMEOUT=${EMUV_BOOT_TIMEOUT:-180}
+boot() {
+	# -v puts the guest's kernel log on the console, which goes to LOG with the command's output.
+	timeout --kill-after=10 "$timeout" \
+		vng -v -r "$bzimage" "${accel[@]}" --memory "$memory" --cpus 2 "${rwdirs[@]}" \
+		--append "root=/dev/root panic=-1 oops=panic" --exec "$*" </dev/null >"$log" 2>&1 &
+	local pid=$! waited=0
+	while kill -0 "$pid" 2>/dev/null; do
+		if [ $waited -ge "$BOOT_TIMEOUT" ] && ! grep -q "virtme-ng-init:" "$log"; then
+			kill -- "$pid" 2>/dev/null
+			wait "$pid" 2>/dev/null
+			return 200
+		fi
+		sleep 2
+		waited=$((waited + 2))
+	done
+	wait "$pid"
+}
+
 rc=0
-# -v puts the guest's kernel log on the console, which goes to LOG with the command's output.
-timeout --kill-after=10 "$timeout" \
-	vng -v -r "$bzimage" "${accel[@]}" --memory "$memory" --cpus 2 "${rwdirs[@]}" \
-	--append "root=/dev/root panic=-1 oops=panic" --exec "$*" </dev/null >"$log" 2>&1 || rc=$?
+for attempt in 1 2; do
+	log "vm: booting $(basename "$kernel") (${accel[*]:-kvm}, $memory), timeout ${timeout}s, log $log"
+	rc=0
+	boot "$@" || rc=$?
+	[ $rc -eq 200 ] || break
+	cp "$log" "$log.stalled-boot-$attempt"
+	log "vm: the guest did not reach userspace within ${BOOT_TIMEOUT}s (attempt $attempt)"
+done
+if [ $rc -eq 200 ]; then
+	log "vm: FAILED: the guest never booted"
+	exit 1
+fi
 
 failed=0
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then

@@ -10,7 +10,7 @@ results=$1 module_dir=$2 bin_dir=$3
 shift 3
 
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
-exec 3>"$results"
+exec 3>>"$results"
 echo "### VM: $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)" >&3
 
 # KUnit: the suites run when emuv_kunit.ko goes live; debugfs keeps their KTAP results.
