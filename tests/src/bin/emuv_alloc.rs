@@ -20,6 +20,8 @@ use nix::{
 use std::{os::fd::AsFd, process::exit};
 
 const MIB: u64 = 1 << 20;
+
+type TestFn = fn() -> Result<(), String>;
 const PAGE: u64 = 4096;
 /// A small card: 64 MiB physical + 32 MiB virtual.
 const PARAMS: &str = "physical_vram_mb=64 virtual_vram_mb=32";
@@ -473,7 +475,7 @@ fn main() {
     if module::is_loaded() {
         let _ = module::unload();
     }
-    let tests: [(&str, fn() -> Result<(), String>); 7] = [
+    let tests: [(&str, TestFn); 7] = [
         (
             "data integrity across two mappings and remaps; zeroed memory",
             integrity,
