@@ -9,9 +9,7 @@ top=$(dirname "$here")
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 
-"$here/setup.sh"
-kdir=$("$here/build-kernel.sh")
-make -s -C "$top" KDIR="$kdir" LLVM="$LLVM_SUFFIX" modules
+kdir=$(prepare "$top")
 out=$(mktemp -d /tmp/emuv-demo.XXXXXX)
 cat >"$out/demo.sh" <<GUEST
 #!/bin/sh

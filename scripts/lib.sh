@@ -28,3 +28,13 @@ timed() {
 	log "$label: $(($(date +%s) - start)) s$([ $rc -eq 0 ] || echo " (failed, exit $rc)")"
 	return $rc
 }
+
+# prepare TOP: set-up, the test kernel (cached) and emuv.ko built against it; prints the
+# kernel's build directory.
+prepare() {
+	local top=$1 dir
+	"$(dirname "${BASH_SOURCE[0]}")/setup.sh" >&2
+	dir=$("$(dirname "${BASH_SOURCE[0]}")/build-kernel.sh")
+	make -s -C "$top" KDIR="$dir" LLVM="$LLVM_SUFFIX" modules >&2
+	echo "$dir"
+}

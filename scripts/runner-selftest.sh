@@ -9,9 +9,7 @@ top=$(dirname "$here")
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 
-"$here/setup.sh"
-kdir=$("$here/build-kernel.sh")
-make -s -C "$top" KDIR="$kdir" LLVM="$LLVM_SUFFIX" modules
+kdir=$(prepare "$top")
 make -s -C "$kdir" M="$top/tests/vm/selftest" LLVM="$LLVM_SUFFIX" modules
 cargo build --quiet --release --locked -p emuv-tests --manifest-path "$top/Cargo.toml"
 out=$(mktemp -d /tmp/emuv-runner-selftest.XXXXXX)

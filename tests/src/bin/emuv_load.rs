@@ -222,41 +222,24 @@ fn main() {
     let result = module::with_loaded(
         "gpu_model=RTX-4070-Ti-Super physical_vram_mb=512 lazy_allocation=1",
         || {
-            check_eq(
-                "gpu_model",
-                param("gpu_model").map_err(|e| e.to_string())?,
-                "4070tisuper".into(),
-            )?;
-            check_eq(
-                "physical_vram_mb",
-                param("physical_vram_mb").map_err(|e| e.to_string())?,
-                "512".into(),
-            )?;
-            check_eq(
-                "physical_vram_gb",
-                param("physical_vram_gb").map_err(|e| e.to_string())?,
-                "0".into(),
-            )?;
-            check_eq(
-                "virtual_vram_gb",
-                param("virtual_vram_gb").map_err(|e| e.to_string())?,
-                "2".into(),
-            )?;
-            check_eq(
-                "lazy_allocation",
-                param("lazy_allocation").map_err(|e| e.to_string())?,
-                "1".into(),
-            )?;
-            check_eq(
-                "debug_mode",
-                param("debug_mode").map_err(|e| e.to_string())?,
-                "0".into(),
-            )?;
-            check_eq(
-                "vram_limit_per_file_mb",
-                param("vram_limit_per_file_mb").map_err(|e| e.to_string())?,
-                "0".into(),
-            )?;
+            // The value in force, whatever spelling or unit was given.
+            let expected = [
+                ("gpu_model", "4070tisuper"),
+                ("physical_vram_mb", "512"),
+                ("physical_vram_gb", "0"),
+                ("virtual_vram_gb", "2"),
+                ("virtual_vram_mb", "2048"),
+                ("lazy_allocation", "1"),
+                ("debug_mode", "0"),
+                ("vram_limit_per_file_mb", "0"),
+            ];
+            for (name, value) in expected {
+                check_eq(
+                    name,
+                    param(name).map_err(|e| format!("{name}: {e}"))?.as_str(),
+                    value,
+                )?;
+            }
             let mode = fs::metadata("/sys/module/emuv/parameters/gpu_model")
                 .map_err(|e| e.to_string())?
                 .mode();
