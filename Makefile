@@ -38,8 +38,12 @@ demo:
 check-runner:
 	scripts/runner-selftest.sh
 
+# emuv against the kernel's own memory (anonymous, memfd), side by side in the VM.
+bench:
+	scripts/bench.sh
+
 # rustfmt with the kernel's .rustfmt.toml on our files, then a clippy build.
 lint:
 	scripts/lint.sh
 
-.PHONY: default modules modules_install clean setup kernel check demo check-runner lint
+.PHONY: default modules modules_install clean setup kernel check demo check-runner bench lint

@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `make bench`: emuv measured side by side with the kernel's own baselines in one VM boot.
+//! Warms up, repeats, and reports medians of per-round ratios, so the slowness of the VM
+//! (QEMU TCG) cancels out. Writes the figures as JSON to the path given as the argument.
+
+use emuv::{Device, Tier};
+use emuv_tests::{meminfo, module};
+use nix::{
+    sys::{
+        memfd::{memfd_create, MFdFlags},
+        mman::{mmap_anonymous, munmap, MapFlags, ProtFlags},
+    },
+    unistd::ftruncate,
+};
+use std::{num::NonZeroUsize, time::Instant};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const PAGE: usize = 4096;
+const ROUNDS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs `f` once to warm up, then `ROUNDS` times; returns the median of `f`'s ratios.
+fn rounds(mut f: impl FnMut() -> f64) -> f64 {
+    f();
+    median((0..ROUNDS).map(|_| f()).collect())
+}
+
+fn touch(ptr: *mut u8, len: usize) {
+    for off in (0..len).step_by(PAGE) {
+        // SAFETY: `ptr..ptr+len` is a live read-write mapping of ours.
+        unsafe { ptr.add(off).write_volatile(1) };
+    }
+}
+
+fn anon_touch(len: usize) -> f64 {
+    let start = Instant::now();
+    // SAFETY: a fresh private anonymous mapping, unmapped below.
+    let p = unsafe {
+        mmap_anonymous(
+            None,
+            NonZeroUsize::new(len).expect("len"),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .expect("mmap anon");
+    touch(p.as_ptr().cast(), len);
+    // SAFETY: unmapping what we mapped.
+    unsafe { munmap(p, len) }.expect("munmap");
+    start.elapsed().as_secs_f64()
+}
+
+fn emuv_touch(dev: &Device, len: usize) -> f64 {
+    let start = Instant::now();
+    let a = dev.alloc(len as u64, Tier::Any).expect("alloc");
+    let m = dev.map(&a).expect("mmap");
+    touch(m.as_ptr(), len);
+    drop(m);
+    dev.free(a.handle).expect("free");
+    start.elapsed().as_secs_f64()
+}
+
+/// anon time / emuv time: above 1 means emuv is faster.
+fn touch_vs_anon(params: &str, len: usize) -> f64 {
+    module::load(params).expect("insmod");
+    let dev = Device::open().expect("open");
+    let ratio = rounds(|| anon_touch(len) / emuv_touch(&dev, len));
+    drop(dev);
+    module::unload().expect("rmmod");
+    ratio
+}
+
+/// emuv alloc+map+unmap+free / memfd create+truncate+map+unmap+close, 2 MiB, many times a round.
+fn alloc_cycle_vs_memfd() -> f64 {
+    const LEN: usize = 2 << 20;
+    const N: usize = 50;
+    module::load("physical_vram_mb=64").expect("insmod");
+    let dev = Device::open().expect("open");
+    let ratio = rounds(|| {
+        let start = Instant::now();
+        for _ in 0..N {
+            let a = dev.alloc(LEN as u64, Tier::Any).expect("alloc");
+            drop(dev.map(&a).expect("mmap"));
+            dev.free(a.handle).expect("free");
+        }
+        let emuv = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        for _ in 0..N {
+            let fd = memfd_create(c"bench", MFdFlags::MFD_CLOEXEC).expect("memfd");
+            ftruncate(&fd, LEN as i64).expect("ftruncate");
+            // SAFETY: a fresh shared mapping of our memfd, unmapped right away.
+            let p = unsafe {
+                nix::sys::mman::mmap(
+                    None,
+                    NonZeroUsize::new(LEN).expect("len"),
+                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                    MapFlags::MAP_SHARED,
+                    &fd,
+                    0,
+                )
+            }
+            .expect("mmap memfd");
+            // SAFETY: unmapping what we mapped.
+            unsafe { munmap(p, LEN) }.expect("munmap");
+        }
+        emuv / start.elapsed().as_secs_f64()
+    });
+    drop(dev);
+    module::unload().expect("rmmod");
+    ratio
+}
+
+fn load_time(params: &str) -> f64 {
+    let start = Instant::now();
+    module::load(params).expect("insmod");
+    let t = start.elapsed().as_secs_f64();
+    module::unload().expect("rmmod");
+    t
+}
+
+/// Kernel memory that emuv's bookkeeping can grow.
+fn kernel_memory() -> u64 {
+    meminfo("Slab") + meminfo("VmallocUsed") + meminfo("PageTables")
+}
+
+/// Kernel memory added by loading `params`, minus that of a 1 GiB pool, per extra GiB.
+fn kmem_per_gib_capacity() -> f64 {
+    let added = |params: &str| {
+        let before = kernel_memory();
+        module::load(params).expect("insmod");
+        let after = kernel_memory();
+        module::unload().expect("rmmod");
+        after as f64 - before as f64
+    };
+    let small = median(
+        (0..ROUNDS)
+            .map(|_| added("physical_vram_gb=1 virtual_vram_gb=0"))
+            .collect(),
+    );
+    let large = median(
+        (0..ROUNDS)
+            .map(|_| added("physical_vram_gb=1024 virtual_vram_gb=1024"))
+            .collect(),
+    );
+    (large - small) / 2047.0
+}
+
+/// Kernel memory beyond the pages themselves, per GiB of resident lazy pages.
+fn kmem_per_gib_resident() -> f64 {
+    const LEN: u64 = 256 * MIB;
+    module::load("physical_vram_mb=512").expect("insmod");
+    let dev = Device::open().expect("open");
+    let per_gib = median(
+        (0..ROUNDS)
+            .map(|_| {
+                let before = kernel_memory();
+                let a = dev.alloc(LEN, Tier::Any).expect("alloc");
+                let m = dev.map(&a).expect("mmap");
+                touch(m.as_ptr(), LEN as usize);
+                drop(m);
+                let after = kernel_memory();
+                dev.free(a.handle).expect("free");
+                (after as f64 - before as f64) * (GIB / LEN) as f64
+            })
+            .collect(),
+    );
+    drop(dev);
+    module::unload().expect("rmmod");
+    per_gib
+}
+
+fn main() {
+    let out = std::env::args()
+        .nth(1)
+        .expect("usage: emuv_bench RESULTS.json");
+    if module::is_loaded() {
+        let _ = module::unload();
+    }
+    let len = (64 * MIB) as usize;
+    let figures = [
+        (
+            "lazy_touch_vs_anon",
+            touch_vs_anon("physical_vram_mb=256", len),
+            ">= 1.0",
+            "anon time / emuv time, mmap + first touch of 64 MiB, lazy",
+        ),
+        (
+            "eager_touch_vs_anon",
+            touch_vs_anon(
+                "lazy_allocation=0 physical_vram_mb=128 virtual_vram_mb=0",
+                len,
+            ),
+            ">= 1.5",
+            "anon time / emuv time, mmap + touch of 64 MiB, eager",
+        ),
+        (
+            "alloc_cycle_vs_memfd",
+            alloc_cycle_vs_memfd(),
+            "<= 1.0",
+            "emuv time / memfd time, 2 MiB alloc+map+unmap+free",
+        ),
+        (
+            "lazy_load_1tib_vs_1gib",
+            {
+                let small = median(
+                    (0..ROUNDS)
+                        .map(|_| load_time("physical_vram_gb=1 virtual_vram_gb=0"))
+                        .collect(),
+                );
+                let large = median(
+                    (0..ROUNDS)
+                        .map(|_| load_time("physical_vram_gb=1024 virtual_vram_gb=0"))
+                        .collect(),
+                );
+                large / small
+            },
+            "<= 2.0",
+            "insmod time, 1 TiB lazy pool / 1 GiB lazy pool",
+        ),
+        (
+            "kmem_bytes_per_gib_capacity",
+            kmem_per_gib_capacity(),
+            "<= 65536",
+            "Slab+VmallocUsed+PageTables added per GiB of lazy capacity at load",
+        ),
+        (
+            "kmem_bytes_per_gib_resident",
+            kmem_per_gib_resident(),
+            "<= 2097152",
+            "Slab+VmallocUsed+PageTables added per GiB of touched lazy pages",
+        ),
+    ];
+    println!(
+        "{:<30} {:>14}  {:<12} {}",
+        "figure", "measured", "goal", "method"
+    );
+    let mut json = String::from("{\n");
+    for (i, (key, value, goal, method)) in figures.iter().enumerate() {
+        println!("{key:<30} {value:>14.3}  {goal:<12} {method}");
+        let sep = if i + 1 < figures.len() { "," } else { "" };
+        json.push_str(&format!("  \"{key}\": {value:.4}{sep}\n"));
+    }
+    json.push_str("}\n");
+    std::fs::write(&out, json).expect("write results");
+}
