@@ -235,10 +235,7 @@ fn main() {
             "Slab+VmallocUsed+PageTables added per GiB of touched lazy pages",
         ),
     ];
-    println!(
-        "{:<30} {:>14}  {:<12} {}",
-        "figure", "measured", "goal", "method"
-    );
+    println!("{:<30} {:>14}  {:<12} method", "figure", "measured", "goal");
     let mut json = String::from("{\n");
     for (i, (key, value, goal, method)) in figures.iter().enumerate() {
         println!("{key:<30} {value:>14.3}  {goal:<12} {method}");
