@@ -195,6 +195,22 @@ impl<T> AtomicPtrArray<T> {
         // SAFETY: by the type invariant `len` initialised elements live at `ptr`.
         unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
+
+    /// Gives up ownership: the array lives on at the returned address until `from_raw`.
+    fn into_raw(self) -> *mut Atomic<*mut T> {
+        let ptr = self.ptr.as_ptr();
+        core::mem::forget(self);
+        ptr
+    }
+
+    /// # Safety
+    ///
+    /// `ptr` must come from `into_raw` of an array of `len` elements, not yet taken back.
+    unsafe fn from_raw(ptr: *mut Atomic<*mut T>, len: usize) -> Self {
+        // SAFETY: non-null, as `into_raw` returned it from a live array.
+        let ptr = unsafe { core::ptr::NonNull::new_unchecked(ptr) };
+        Self { ptr, len }
+    }
 }
 
 impl<T> Drop for AtomicPtrArray<T> {
@@ -212,7 +228,10 @@ unsafe impl<T> Sync for AtomicPtrArray<T> {}
 /// Pages per second-level table: one page of pointers.
 const SLOTS_PER_CHUNK: usize = PAGE_SIZE / core::mem::size_of::<usize>();
 
+/// A second-level table: `SLOTS_PER_CHUNK` page pointers.
 type Chunk = AtomicPtrArray<bindings::page>;
+/// What a top-level slot holds: the first slot of a chunk, from `Chunk::into_raw`.
+type ChunkSlots = Atomic<*mut bindings::page>;
 
 /// A sparse array of pages, each allocated (zeroed) on first use and freed on drop.
 ///
@@ -222,10 +241,11 @@ type Chunk = AtomicPtrArray<bindings::page>;
 ///
 /// # Invariants
 ///
-/// Every non-null top-level slot is a `KBox<Chunk>` from `KBox::into_raw`, and every non-null
+/// Every non-null top-level slot is a chunk of `SLOTS_PER_CHUNK` from `Chunk::into_raw`, and
+/// every non-null
 /// chunk slot a page from `OwnedPage::alloc` whose ownership moved into the slot.
 pub(crate) struct SparsePages {
-    chunks: AtomicPtrArray<Chunk>,
+    chunks: AtomicPtrArray<ChunkSlots>,
     pages: usize,
 }
 
@@ -245,7 +265,7 @@ impl SparsePages {
             return Err(EINVAL);
         }
         let chunk = self.chunk(index / SLOTS_PER_CHUNK)?;
-        let slot = &chunk.slots()[index % SLOTS_PER_CHUNK];
+        let slot = &chunk[index % SLOTS_PER_CHUNK];
         let mut allocated = false;
         let mut page = slot.load(Acquire);
         if page.is_null() {
@@ -270,55 +290,48 @@ impl SparsePages {
 
     /// How many pages have been allocated.
     pub(crate) fn resident(&self) -> usize {
-        self.chunks
-            .slots()
-            .iter()
-            .map(|chunk| chunk.load(Acquire))
-            .filter(|chunk| !chunk.is_null())
-            // SAFETY: non-null chunk slots hold live `KBox<Chunk>`s until `self` drops.
-            .map(|chunk| unsafe { &*chunk })
-            .map(|chunk| {
-                chunk
-                    .slots()
-                    .iter()
-                    .filter(|p| !p.load(Relaxed).is_null())
-                    .count()
-            })
+        (0..self.chunks.slots().len())
+            .filter_map(|i| self.existing_chunk(i))
+            .map(|chunk| chunk.iter().filter(|p| !p.load(Relaxed).is_null()).count())
             .sum()
     }
 
+    /// The second-level table for `chunk_index`, if it was allocated.
+    fn existing_chunk(&self, chunk_index: usize) -> Option<&[ChunkSlots]> {
+        let chunk = self.chunks.slots()[chunk_index].load(Acquire);
+        // SAFETY: non-null top-level slots point at live chunks of `SLOTS_PER_CHUNK` until
+        // `self` drops (type invariant).
+        (!chunk.is_null()).then(|| unsafe { core::slice::from_raw_parts(chunk, SLOTS_PER_CHUNK) })
+    }
+
     /// The second-level table for `chunk_index`, allocated when first needed.
-    fn chunk(&self, chunk_index: usize) -> Result<&Chunk> {
-        let slot = &self.chunks.slots()[chunk_index];
-        let mut chunk = slot.load(Acquire);
-        if chunk.is_null() {
-            let new = KBox::into_raw(KBox::new(Chunk::new(SLOTS_PER_CHUNK)?, GFP_KERNEL_ACCOUNT)?);
-            match slot.cmpxchg(core::ptr::null_mut(), new, Full) {
-                Ok(_) => chunk = new,
-                Err(winner) => {
-                    // SAFETY: `new` came from `KBox::into_raw` above and was never shared.
-                    drop(unsafe { KBox::from_raw(new) });
-                    chunk = winner;
-                }
-            }
+    fn chunk(&self, chunk_index: usize) -> Result<&[ChunkSlots]> {
+        if let Some(chunk) = self.existing_chunk(chunk_index) {
+            return Ok(chunk);
         }
-        // SAFETY: non-null chunk slots hold live `KBox<Chunk>`s until `self` drops.
-        Ok(unsafe { &*chunk })
+        let new = Chunk::new(SLOTS_PER_CHUNK)?.into_raw();
+        if let Err(_winner) =
+            self.chunks.slots()[chunk_index].cmpxchg(core::ptr::null_mut(), new, Full)
+        {
+            // Another thread installed one first: keep it, free ours.
+            // SAFETY: `new` came from `into_raw` above and was never shared.
+            drop(unsafe { Chunk::from_raw(new, SLOTS_PER_CHUNK) });
+        }
+        self.existing_chunk(chunk_index).ok_or(ENOMEM)
     }
 }
 
 impl Drop for SparsePages {
     fn drop(&mut self) {
-        for chunk in self.chunks.slots() {
-            let chunk = chunk.load(Relaxed);
+        for top in self.chunks.slots() {
+            let chunk = top.load(Relaxed);
             if chunk.is_null() {
                 continue;
             }
             // SAFETY: see the type invariant; `&mut self` means no one else uses the slots.
-            let chunk = unsafe { KBox::from_raw(chunk) };
+            let chunk = unsafe { Chunk::from_raw(chunk, SLOTS_PER_CHUNK) };
             for page in chunk.slots() {
-                let page = page.load(Relaxed);
-                if let Some(page) = core::ptr::NonNull::new(page) {
+                if let Some(page) = core::ptr::NonNull::new(page.load(Relaxed)) {
                     // INVARIANT: the slot owned this page; user mappings hold their own references.
                     drop(OwnedPage { page });
                 }
