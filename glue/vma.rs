@@ -7,7 +7,7 @@
 
 use kernel::{
     bindings,
-    mm::virt::VmaNew,
+    mm::virt::{VmaNew, VmaRef},
     page::{BorrowedPage, PAGE_SIZE},
     prelude::*,
     sync::Arc,
@@ -25,6 +25,9 @@ pub(crate) trait Mappable: Send + Sync + Sized + 'static {
     /// A mapping of it went away (`munmap`, exit, the other half of a split).
     fn unmapped(&self);
 }
+
+/// Pages mapped per fault: the faulting one and the ones after it.
+const FAULT_AROUND_PAGES: usize = 16;
 
 struct VmOps<M>(core::marker::PhantomData<M>);
 
@@ -93,7 +96,34 @@ impl<M: Mappable> VmOps<M> {
         let write = flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0;
         // SAFETY: `vmf` is valid; the page stays allocated while the VMA holds `memory`, and the
         // page table takes its own reference.
-        unsafe { bindings::vmf_insert_page_mkwrite(vmf, page.as_ptr(), write) }
+        let ret = unsafe { bindings::vmf_insert_page_mkwrite(vmf, page.as_ptr(), write) };
+        // SAFETY: as above; `address` is the faulting page's address.
+        let address = unsafe { (*vmf).__bindgen_anon_1.address };
+        // SAFETY: the VMA is live for the whole fault.
+        Self::fault_around(unsafe { VmaRef::from_raw(vma) }, memory, address, pgoff);
+        ret
+    }
+
+    /// Maps the next pages of the mapping too, so a program filling its buffer from the start
+    /// (the usual way) takes one fault per `FAULT_AROUND_PAGES` pages instead of one per page.
+    /// Pages already mapped are skipped by the kernel (`EBUSY`); any failure just stops early,
+    /// leaving later pages to their own faults.
+    fn fault_around(vma: &VmaRef, memory: &M, address: usize, pgoff: usize) {
+        for i in 1..FAULT_AROUND_PAGES {
+            let addr = address + i * PAGE_SIZE;
+            if addr >= vma.end() {
+                break;
+            }
+            let Ok(page) = memory.page(pgoff + i) else {
+                break;
+            };
+            // SAFETY: a `VM_MIXEDMAP` VMA of ours inside its fault, `addr` within it; the page
+            // table takes its own reference to the page.
+            let err = unsafe { bindings::vm_insert_page(vma.as_ptr(), addr, page.as_ptr()) };
+            if err != 0 && err != EBUSY.to_errno() {
+                break;
+            }
+        }
     }
 }
 
