@@ -54,3 +54,19 @@ pub fn with_loaded<T>(params: &str, f: impl FnOnce() -> Result<T, String>) -> Re
     unloaded?;
     Ok(value)
 }
+
+/// Loads emuv with `params` and checks that `rmmod` is refused while what `hold` returns (an
+/// open file, a mapping) lives, as "in use" (`EWOULDBLOCK`), and succeeds once it is dropped.
+pub fn check_pinned_by<T>(
+    params: &str,
+    hold: impl FnOnce() -> Result<T, String>,
+) -> Result<(), String> {
+    load(params).map_err(|e| format!("insmod emuv.ko {params}: {e}"))?;
+    let held = hold();
+    let busy = unload();
+    let held = held.map(drop);
+    let after = unload();
+    held?;
+    crate::tap::check_eq("rmmod while held", busy, Err(Errno::EWOULDBLOCK))?;
+    crate::tap::check_eq("rmmod after release", after, Ok(()))
+}

@@ -9,7 +9,6 @@ use emuv_tests::{
     tap::{check, check_eq, Tap},
     SYSFS_DIR,
 };
-use nix::errno::Errno;
 use std::{
     fs::{self, File},
     io::{Read, Seek, SeekFrom},
@@ -288,15 +287,7 @@ fn main() {
 
     // The VFS pins the module while /dev/emuv is open: delete_module() says EWOULDBLOCK, which
     // rmmod prints as "Module emuv is in use".
-    let result = (|| {
-        module::load("").map_err(|e| format!("insmod: {e}"))?;
-        let file = File::open("/dev/emuv").map_err(|e| e.to_string());
-        let busy = module::unload();
-        drop(file);
-        let after = module::unload();
-        check_eq("rmmod while open", busy, Err(Errno::EWOULDBLOCK))?;
-        check_eq("rmmod after close", after, Ok(()))
-    })();
+    let result = module::check_pinned_by("", || File::open("/dev/emuv").map_err(|e| e.to_string()));
     tap.test("rmmod is refused while /dev/emuv is open", result);
 
     tap.finish()
