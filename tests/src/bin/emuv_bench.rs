@@ -128,6 +128,13 @@ fn kernel_memory() -> u64 {
     meminfo("Slab") + meminfo("VmallocUsed") + meminfo("PageTables")
 }
 
+/// [`kernel_memory`] once the page tables of a finished `munmap` are gone: x86 frees them after
+/// an RCU grace period, so right after `munmap` they still count.
+fn settled_kernel_memory() -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    kernel_memory()
+}
+
 /// Kernel memory added by loading `params`, minus that of a 1 GiB pool, per extra GiB.
 fn kmem_per_gib_capacity() -> f64 {
     let added = |params: &str| {
@@ -158,12 +165,12 @@ fn kmem_per_gib_resident() -> f64 {
     let per_gib = median(
         (0..ROUNDS)
             .map(|_| {
-                let before = kernel_memory();
+                let before = settled_kernel_memory();
                 let a = dev.alloc(LEN, Tier::Any).expect("alloc");
                 let m = dev.map(&a).expect("mmap");
                 touch(m.as_ptr(), LEN as usize);
                 drop(m);
-                let after = kernel_memory();
+                let after = settled_kernel_memory();
                 dev.free(a.handle).expect("free");
                 (after as f64 - before as f64) * (GIB / LEN) as f64
             })
