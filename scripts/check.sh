@@ -11,7 +11,7 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_examples)
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_examples emuv_compat32)
 # What must show up in the results: the ABI check, the KUnit suites and every program.
 EXPECTED=(abi kunit:emuv_gpu_db kunit:emuv_vram_pool "${PROGRAMS[@]}")
 
@@ -24,7 +24,10 @@ build_tests() {
 		mkdir -p "$top/target/examples" &&
 		cp "$top/target/release/examples/vram_fill" "$top/target/examples/vram_fill_rs" &&
 		cc -Wall -Wextra -Werror -O2 -I "$top/include" -o "$top/target/examples/vram_fill_c" \
-			"$top/examples/vram_fill.c" >>"$EMUV_CACHE/cargo-build.log" 2>&1 ||
+			"$top/examples/vram_fill.c" >>"$EMUV_CACHE/cargo-build.log" 2>&1 &&
+		cc -m32 -static -Wall -Wextra -Werror -O2 -I "$top/include" \
+			-o "$top/target/release/emuv_compat32" "$top/tests/compat/emuv_compat32.c" \
+			>>"$EMUV_CACHE/cargo-build.log" 2>&1 ||
 		{ cat "$EMUV_CACHE/cargo-build.log" >&2; return 1; }
 }
 timed "phase: test programs" build_tests &

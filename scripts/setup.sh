@@ -15,7 +15,8 @@ need_root() {
 
 step_debian_packages() {
 	local pkgs=(clang-19 lld-19 llvm-19 libclang-19-dev bc flex bison libelf-dev libssl-dev cpio
-		make gcc qemu-system-x86 busybox-static kmod udev file python3-venv xz-utils ca-certificates)
+		make gcc gcc-multilib qemu-system-x86 busybox-static kmod udev file python3-venv xz-utils
+		ca-certificates)
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
