@@ -76,9 +76,8 @@ impl kernel::Module for EmuvModule {
 impl Drop for EmuvModule {
     fn drop(&mut self) {
         let device = self.device.data();
-        let stats = device.pool.stats();
         if device.debug {
-            pr_info!("unloading: {:?}\n", stats);
+            pr_info!("unloading: {:?}\n", device.pool.stats());
         }
         pr_info!("unloaded {}\n", device.model.name);
     }

@@ -37,6 +37,12 @@ pub fn mem_available() -> u64 {
     meminfo("MemAvailable")
 }
 
+/// Kernel memory that emuv's bookkeeping (or a leak) can grow: slab, vmalloc and page tables,
+/// in bytes.
+pub fn kernel_memory() -> u64 {
+    meminfo("Slab") + meminfo("VmallocUsed") + meminfo("PageTables")
+}
+
 /// A `/proc/meminfo` field in bytes (0 if missing).
 pub fn meminfo(field: &str) -> u64 {
     fs::read_to_string("/proc/meminfo")

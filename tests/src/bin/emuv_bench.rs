@@ -4,7 +4,7 @@
 //! (QEMU TCG) cancels out. Writes the figures as JSON to the path given as the argument.
 
 use emuv::{Device, Tier};
-use emuv_tests::{meminfo, module};
+use emuv_tests::{kernel_memory, module};
 use nix::{
     sys::{
         memfd::{memfd_create, MFdFlags},
@@ -121,11 +121,6 @@ fn load_time(params: &str) -> f64 {
     let t = start.elapsed().as_secs_f64();
     module::unload().expect("rmmod");
     t
-}
-
-/// Kernel memory that emuv's bookkeeping can grow.
-fn kernel_memory() -> u64 {
-    meminfo("Slab") + meminfo("VmallocUsed") + meminfo("PageTables")
 }
 
 /// [`kernel_memory`] once the page tables of a finished `munmap` are gone: x86 frees them after

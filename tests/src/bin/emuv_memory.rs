@@ -4,9 +4,9 @@
 //! nothing at load however large, and load/unload cycles do not grow the kernel's memory.
 
 use emuv_tests::{
-    attr,
+    attr, kernel_memory,
     kmsg::Kmsg,
-    mem_available, meminfo, module,
+    mem_available, module,
     tap::{check, check_eq, Tap},
 };
 use nix::errno::Errno;
@@ -19,11 +19,6 @@ const TOLERANCE: u64 = 24 * MIB;
 
 fn mib(bytes: u64) -> String {
     format!("{} MiB", bytes as f64 / MIB as f64)
-}
-
-/// Kernel memory that a leak would grow: slab plus vmalloc plus page tables.
-fn kernel_memory() -> u64 {
-    meminfo("Slab") + meminfo("VmallocUsed") + meminfo("PageTables")
 }
 
 fn main() {
