@@ -18,6 +18,11 @@ modules_install: modules
 clean:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean
 
+# emuv-smi and the NVML library (target/nvml/libnvidia-ml.so.1) for GPU tools: docs/gpu-tools.md.
+tools:
+	cargo build --release --locked -p emuv-smi -p emuv-nvml
+	scripts/install-nvml.sh target/nvml
+
 # Installs everything the build and the tests need (Debian 12, as root). Idempotent.
 setup:
 	scripts/setup.sh
@@ -46,4 +51,4 @@ bench:
 lint:
 	scripts/lint.sh
 
-.PHONY: default modules modules_install clean setup kernel check demo check-runner bench lint
+.PHONY: default modules modules_install clean tools setup kernel check demo check-runner bench lint

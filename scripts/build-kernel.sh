@@ -6,6 +6,7 @@
 # toolchain versions. Prints the build directory on stdout.
 #
 #   scripts/build-kernel.sh [FRAGMENT...]   default: tests/vm/kernel.config
+# The cache directory is named after the last fragment (kernel-KEY, debug-KEY).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -24,7 +25,7 @@ key_input() {
 	"clang$LLVM_SUFFIX" --version | head -n1
 }
 key=$(key_input | sha256sum | cut -c1-16)
-name=$(basename "${fragments[0]}" .config)
+name=$(basename "${fragments[-1]}" .config)
 out="$EMUV_CACHE/kernel/$name-$key"
 
 if [ -f "$out/.emuv-build-ok" ]; then

@@ -11,6 +11,8 @@ LLVM_SUFFIX=-19
 EMUV_CACHE=${EMUV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emuv}
 KSRC=$EMUV_CACHE/linux-7.2
 VENV=$EMUV_CACHE/venv
+# pynvml, gpustat and nvitop, which the tests run against emuv (tests/gpu-tools/).
+GPU_TOOLS_VENV=$EMUV_CACHE/gpu-tools
 
 export PATH="$HOME/.cargo/bin:$VENV/bin:$PATH"
 export LIBCLANG_PATH=/usr/lib/llvm${LLVM_SUFFIX}/lib

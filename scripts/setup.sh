@@ -104,6 +104,20 @@ step_virtme_ng() {
 	"$VENV/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION" || die "pip install virtme-ng==$VIRTME_NG_VERSION failed"
 }
 
+# Installed exactly as pinned; re-installed when the pins change.
+step_gpu_tools() {
+	local requirements="$here/../tests/gpu-tools/requirements.txt" stamp="$GPU_TOOLS_VENV/.emuv-requirements"
+	if [ -x "$GPU_TOOLS_VENV/bin/python" ] && cmp -s "$requirements" "$stamp"; then
+		skip "GPU tools (pynvml, gpustat, nvitop)"; return
+	fi
+	log "installing the GPU tools the tests run (pynvml, gpustat, nvitop) in $GPU_TOOLS_VENV"
+	rm -rf "$GPU_TOOLS_VENV"
+	python3 -m venv "$GPU_TOOLS_VENV" || die "python3 -m venv $GPU_TOOLS_VENV failed"
+	"$GPU_TOOLS_VENV/bin/pip" install -q --no-deps -r "$requirements" ||
+		die "pip install -r tests/gpu-tools/requirements.txt failed"
+	cp "$requirements" "$stamp"
+}
+
 main() {
 	need_root
 	local only=${1:-all}
@@ -117,6 +131,7 @@ main() {
 		local src_pid=$!
 		timed "setup: bindgen" step_bindgen
 		timed "setup: virtme-ng" step_virtme_ng
+		timed "setup: GPU tools" step_gpu_tools
 		wait "$src_pid" || die "kernel source step failed"
 		;;
 	*) "step_$only" ;;

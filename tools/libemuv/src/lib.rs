@@ -18,6 +18,8 @@ use std::{
     ptr::NonNull,
 };
 
+pub mod gpus;
+
 /// The C ABI, as bindgen reads it from `include/uapi/emuv.h`.
 #[allow(
     non_camel_case_types,

@@ -1,0 +1,739 @@
+// SPDX-License-Identifier: GPL-2.0
+//! GPU tools see the emulated card: the unmodified pynvml, gpustat and nvitop, loading emuv's
+//! libnvidia-ml.so.1, and emuv-smi report what emuv's own sysfs and the test's allocations say,
+//! live; the library's C ABI keeps NVIDIA's contracts; without emuv, NVIDIA's errors.
+//!
+//! Needs `EMUV_GPU_TOOLS` (the venv of tests/gpu-tools/requirements.txt); emuv-smi and
+//! `nvml/libnvidia-ml.so.1` are found next to this program's directory (target/release, target/nvml).
+
+use emuv::{Device, Tier};
+use emuv_tests::{
+    attr, module,
+    tap::{check, check_eq, Tap},
+};
+use libloading::{Library, Symbol};
+use nix::{
+    sys::wait::{waitpid, WaitStatus},
+    unistd::{fork, setgid, setuid, ForkResult, Gid, Uid},
+};
+use serde_json::Value;
+use std::{
+    ffi::{c_char, c_uint, c_void, CStr},
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+};
+
+const MIB: u64 = 1 << 20;
+/// A 4090 with small tiers, so the numbers are easy to read in the log.
+const PARAMS: &str = "gpu_model=4090 physical_vram_mb=1024 virtual_vram_mb=512";
+/// What this process holds: two allocations.
+const OWN_ALLOCATIONS: [u64; 2] = [64 * MIB, 32 * MIB];
+/// What the helper process holds.
+const HELPER_BYTES: u64 = 16 * MIB;
+
+type TestResult = Result<(), String>;
+
+fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn nvml_dir() -> PathBuf {
+    target_dir().join("nvml")
+}
+
+fn emuv_smi() -> PathBuf {
+    target_dir().join("release/emuv-smi")
+}
+
+fn venv_bin(tool: &str) -> Result<PathBuf, String> {
+    let venv = std::env::var_os("EMUV_GPU_TOOLS").ok_or("EMUV_GPU_TOOLS is not set")?;
+    Ok(PathBuf::from(venv).join("bin").join(tool))
+}
+
+/// Runs a tool with emuv's NVML library first on the search path, as users do.
+fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Result<Output, String> {
+    let program = program.as_ref();
+    Command::new(program)
+        .args(args)
+        .env("LD_LIBRARY_PATH", nvml_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("TERM", "dumb")
+        .env("COLUMNS", "200")
+        .output()
+        .map_err(err(&format!("run {}", program.to_string_lossy())))
+}
+
+fn stdout_of(what: &str, output: Output) -> Result<String, String> {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    check(output.status.success(), || {
+        format!(
+            "{what}: {}\nstdout: {stdout}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    Ok(stdout)
+}
+
+/// emuv's own numbers, from sysfs: the truth every tool must match.
+struct Truth {
+    name: String,
+    device_id: u16,
+    total: u64,
+    used: u64,
+    free: u64,
+    /// (pid, bytes) of every process holding VRAM, sorted.
+    processes: Vec<(u32, u64)>,
+}
+
+fn sysfs_u64(name: &str) -> Result<u64, String> {
+    let text = attr(name).map_err(err(name))?;
+    text.parse().map_err(err(name))
+}
+
+fn truth(helper: &Child) -> Result<Truth, String> {
+    let mut processes = vec![
+        (std::process::id(), OWN_ALLOCATIONS.iter().sum()),
+        (helper.id(), HELPER_BYTES),
+    ];
+    processes.sort();
+    let device_id = attr("device_id").map_err(err("device_id"))?;
+    Ok(Truth {
+        name: attr("gpu_name").map_err(err("gpu_name"))?,
+        device_id: u16::from_str_radix(device_id.trim_start_matches("0x"), 16)
+            .map_err(err("device_id"))?,
+        total: sysfs_u64("total_vram_bytes")?,
+        used: sysfs_u64("used_bytes")?,
+        free: sysfs_u64("free_bytes")?,
+        processes,
+    })
+}
+
+/// A second process holding VRAM: this program again, with `--hold BYTES`; it exits when its
+/// stdin closes.
+fn spawn_helper() -> Result<Child, String> {
+    let mut child = Command::new(std::env::current_exe().map_err(err("own path"))?)
+        .args(["--hold", &HELPER_BYTES.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(err("spawn helper"))?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().ok_or("helper stdout")?;
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(err("helper ready"))?;
+    check_eq("helper says", line.trim(), "ready")?;
+    Ok(child)
+}
+
+fn hold(bytes: u64) -> ! {
+    let device = Device::open().unwrap_or_else(|e| panic!("open: {e}"));
+    let _allocation = device
+        .alloc(bytes, Tier::Any)
+        .unwrap_or_else(|e| panic!("alloc: {e}"));
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let mut rest = String::new();
+    let _ = std::io::stdin().read_line(&mut rest);
+    std::process::exit(0)
+}
+
+const PYNVML_SCRIPT: &str = r#"
+import json, pynvml as n
+def text(v):
+    return v.decode() if isinstance(v, bytes) else v
+n.nvmlInit()
+out = {"count": n.nvmlDeviceGetCount(), "driver": text(n.nvmlSystemGetDriverVersion()), "gpus": []}
+for i in range(out["count"]):
+    h = n.nvmlDeviceGetHandleByIndex(i)
+    m = n.nvmlDeviceGetMemoryInfo(h)
+    m2 = n.nvmlDeviceGetMemoryInfo(h, version=n.nvmlMemory_v2)
+    pci = n.nvmlDeviceGetPciInfo(h)
+    uuid = text(n.nvmlDeviceGetUUID(h))
+    try:
+        n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)
+        temperature = "a value"
+    except n.NVMLError_NotSupported as e:
+        temperature = str(e)
+    out["gpus"].append({
+        "index": n.nvmlDeviceGetIndex(h),
+        "name": text(n.nvmlDeviceGetName(h)),
+        "uuid": uuid,
+        "uuid_index": n.nvmlDeviceGetIndex(n.nvmlDeviceGetHandleByUUID(uuid)),
+        "bus_id": text(pci.busId),
+        "pci_device_id": pci.pciDeviceId,
+        "memory": [m.total, m.used, m.free],
+        "memory_v2": [m2.total, m2.reserved, m2.used, m2.free],
+        "compute": sorted([p.pid, p.usedGpuMemory] for p in n.nvmlDeviceGetComputeRunningProcesses(h)),
+        "graphics": len(n.nvmlDeviceGetGraphicsRunningProcesses(h)),
+        "temperature": temperature,
+    })
+n.nvmlShutdown()
+print(json.dumps(out))
+"#;
+
+fn pynvml_json() -> Result<Value, String> {
+    let out = stdout_of("pynvml", run(venv_bin("python")?, &["-c", PYNVML_SCRIPT])?)?;
+    serde_json::from_str(&out).map_err(err(&format!("pynvml output {out:?}")))
+}
+
+fn json_u64(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(u64::MAX)
+}
+
+fn pynvml_matches(t: &Truth) -> TestResult {
+    let v = pynvml_json()?;
+    check_eq("count", json_u64(&v["count"]), 1)?;
+    check_eq(
+        "driver version",
+        v["driver"].as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+    )?;
+    let g = &v["gpus"][0];
+    check_eq("index", json_u64(&g["index"]), 0)?;
+    check_eq("name", g["name"].as_str(), Some(t.name.as_str()))?;
+    check_eq(
+        "PCI device ID",
+        json_u64(&g["pci_device_id"]),
+        u64::from(t.device_id) << 16 | 0x10de,
+    )?;
+    check_eq("bus ID", g["bus_id"].as_str(), Some("00000000:01:00.0"))?;
+    let uuid = g["uuid"].as_str().unwrap_or("");
+    check(uuid.starts_with("GPU-") && uuid.len() == 40, || {
+        format!("UUID {uuid:?}")
+    })?;
+    check_eq("handle by UUID", json_u64(&g["uuid_index"]), 0)?;
+    let memory: Vec<u64> = g["memory"]
+        .as_array()
+        .map_or(vec![], |a| a.iter().map(json_u64).collect());
+    check_eq(
+        "memory (total, used, free)",
+        memory,
+        vec![t.total, t.used, t.free],
+    )?;
+    let v2: Vec<u64> = g["memory_v2"]
+        .as_array()
+        .map_or(vec![], |a| a.iter().map(json_u64).collect());
+    check_eq(
+        "memory v2 (total, reserved, used, free)",
+        v2,
+        vec![t.total, 0, t.used, t.free],
+    )?;
+    let compute: Vec<(u32, u64)> = g["compute"].as_array().map_or(vec![], |a| {
+        a.iter()
+            .map(|p| (json_u64(&p[0]) as u32, json_u64(&p[1])))
+            .collect()
+    });
+    check_eq(
+        "compute processes (pid, bytes)",
+        compute,
+        t.processes.clone(),
+    )?;
+    check_eq("graphics processes", json_u64(&g["graphics"]), 0)?;
+    check_eq(
+        "temperature",
+        g["temperature"].as_str(),
+        Some("Not Supported"),
+    )
+}
+
+/// Prints a tool's output into the log, for people reading it (and docs/gpu-tools.md).
+fn show(what: &str, out: &str) {
+    println!("# {what}:");
+    for line in out.lines() {
+        println!("#   {line}");
+    }
+}
+
+fn gpustat_matches(t: &Truth) -> TestResult {
+    show("gpustat", &stdout_of("gpustat", run(venv_bin("gpustat")?, &[])?)?);
+    let out = stdout_of("gpustat --json", run(venv_bin("gpustat")?, &["--json"])?)?;
+    let v: Value = serde_json::from_str(&out).map_err(err(&format!("gpustat output {out:?}")))?;
+    let g = &v["gpus"][0];
+    check_eq("GPUs", v["gpus"].as_array().map(Vec::len), Some(1))?;
+    check_eq("name", g["name"].as_str(), Some(t.name.as_str()))?;
+    // gpustat prints MiB, rounded down.
+    check_eq(
+        "memory.total [MiB]",
+        json_u64(&g["memory.total"]),
+        t.total / MIB,
+    )?;
+    check_eq(
+        "memory.used [MiB]",
+        json_u64(&g["memory.used"]),
+        t.used / MIB,
+    )?;
+    let mut processes: Vec<(u32, u64)> = g["processes"].as_array().map_or(vec![], |a| {
+        a.iter()
+            .map(|p| {
+                (
+                    json_u64(&p["pid"]) as u32,
+                    json_u64(&p["gpu_memory_usage"]) * MIB,
+                )
+            })
+            .collect()
+    });
+    processes.sort();
+    check_eq("processes (pid, bytes)", processes, t.processes.clone())
+}
+
+fn nvitop_matches(t: &Truth) -> TestResult {
+    let out = stdout_of("nvitop --once", run(venv_bin("nvitop")?, &["--once"])?)?;
+    show("nvitop --once", &out);
+    // nvitop's card row: "112.0MiB / 1536MiB"; a process row: "... 96.00MiB ...".
+    let mib = |word: &str| word.strip_suffix("MiB").and_then(|n| n.parse::<f64>().ok());
+    let near = |shown: f64, bytes: u64| (shown - bytes as f64 / MIB as f64).abs() < 0.5;
+    let card = out
+        .lines()
+        .find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.windows(3).find_map(|w| match w {
+                [used, "/", total] => Some((mib(used)?, mib(total)?)),
+                _ => None,
+            })
+        })
+        .ok_or("no \"used / total\" memory in nvitop's output")?;
+    check(near(card.0, t.used) && near(card.1, t.total), || {
+        format!(
+            "nvitop shows {card:?} MiB, emuv says used {} total {}",
+            t.used, t.total
+        )
+    })?;
+    check(out.contains(t.name.trim_start_matches("NVIDIA ")), || {
+        format!("no {:?} in nvitop's output", t.name)
+    })?;
+    for (pid, bytes) in &t.processes {
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(&pid.to_string()))
+            .ok_or_else(|| format!("no row for pid {pid} in nvitop's output"))?;
+        let shown = row.split_whitespace().find_map(mib);
+        check(shown.is_some_and(|m| near(m, *bytes)), || {
+            format!("pid {pid}'s row {row:?} does not show {bytes} bytes")
+        })?;
+    }
+    Ok(())
+}
+
+/// Splits a CSV line of nvidia-smi's format.
+fn cells(line: &str) -> Vec<&str> {
+    line.split(", ").collect()
+}
+
+fn emuv_smi_matches(t: &Truth, pynvml_uuid: &str) -> TestResult {
+    let fields = "index,name,uuid,pci.bus_id,pci.device_id,memory.total,memory.used,memory.free,\
+                  memory.reserved,driver_version,count";
+    let out = stdout_of(
+        "emuv-smi --query-gpu",
+        run(
+            emuv_smi(),
+            &[&format!("--query-gpu={fields}"), "--format=csv"],
+        )?,
+    )?;
+    let lines: Vec<&str> = out.lines().collect();
+    check_eq(
+        "header",
+        lines.first().copied(),
+        Some(
+            "index, name, uuid, pci.bus_id, pci.device_id, memory.total [MiB], memory.used [MiB], \
+              memory.free [MiB], memory.reserved [MiB], driver_version, count",
+        ),
+    )?;
+    let mib = |bytes: u64| format!("{} MiB", bytes.div_ceil(MIB));
+    let expected = vec![
+        "0".to_owned(),
+        t.name.clone(),
+        pynvml_uuid.to_owned(),
+        "00000000:01:00.0".to_owned(),
+        format!("0x{:04X}10DE", t.device_id),
+        mib(t.total),
+        mib(t.used),
+        mib(t.free),
+        "0 MiB".to_owned(),
+        env!("CARGO_PKG_VERSION").to_owned(),
+        "1".to_owned(),
+    ];
+    check_eq(
+        "row",
+        lines.get(1).map(|l| cells(l)),
+        Some(expected.iter().map(String::as_str).collect()),
+    )?;
+    check_eq("lines", lines.len(), 2)?;
+
+    let out = stdout_of(
+        "emuv-smi --query-compute-apps",
+        run(
+            emuv_smi(),
+            &[
+                "--query-compute-apps=pid,process_name,used_memory",
+                "--format=csv,noheader,nounits",
+            ],
+        )?,
+    )?;
+    let mut apps: Vec<(u32, u64)> = Vec::new();
+    for line in out.lines() {
+        let c = cells(line);
+        check_eq("cells", c.len(), 3)?;
+        check(c[1].ends_with("emuv_gpu_tools"), || {
+            format!("process name {:?}", c[1])
+        })?;
+        apps.push((
+            c[0].parse().map_err(err("pid"))?,
+            c[2].parse::<u64>().map_err(err("MiB"))? * MIB,
+        ));
+    }
+    apps.sort();
+    check_eq("compute apps (pid, bytes)", apps, t.processes.clone())?;
+
+    let out = stdout_of("emuv-smi -L", run(emuv_smi(), &["-L"])?)?;
+    check_eq(
+        "-L",
+        out,
+        format!("GPU 0: {} (UUID: {pynvml_uuid})\n", t.name),
+    )?;
+
+    let out = stdout_of("emuv-smi", run(emuv_smi(), &[])?)?;
+    show("emuv-smi", &out);
+    for (pid, _) in &t.processes {
+        check(out.contains(&format!(" {pid} ")), || {
+            format!("no pid {pid} in the table:\n{out}")
+        })?;
+    }
+    check(
+        out.contains(&format!("{}MiB / ", t.used.div_ceil(MIB))),
+        || format!("no used memory in:\n{out}"),
+    )
+}
+
+fn emuv_smi_rejects_bad_fields() -> TestResult {
+    let out = run(
+        emuv_smi(),
+        &["--query-gpu=memory.used,bogus", "--format=csv"],
+    )?;
+    check_eq("exit code", out.status.code(), Some(2))?;
+    check_eq(
+        "stdout",
+        String::from_utf8_lossy(&out.stdout).as_ref(),
+        "Field \"bogus\" is not a valid field to query.\n\n",
+    )
+}
+
+/// The library's C ABI, called directly: NVIDIA's contracts that the Python tools do not probe.
+mod abi {
+    use super::*;
+
+    pub type Ret = c_uint;
+    type Handle = *const c_void;
+
+    pub struct Nvml(Library);
+
+    impl Nvml {
+        pub fn load() -> Result<Self, String> {
+            let path = nvml_dir().join("libnvidia-ml.so.1");
+            // SAFETY: our own library; its initialisers only set up Rust statics.
+            unsafe { Library::new(&path) }
+                .map(Nvml)
+                .map_err(err(&path.to_string_lossy()))
+        }
+
+        fn sym<T>(&self, name: &str) -> Result<Symbol<'_, T>, String> {
+            // SAFETY: every use below gives the symbol its nvml.h type.
+            unsafe { self.0.get(name.as_bytes()) }.map_err(err(name))
+        }
+
+        pub fn init(&self) -> Result<Ret, String> {
+            // SAFETY: `nvmlReturn_t nvmlInit_v2(void)`.
+            Ok(unsafe { self.sym::<unsafe extern "C" fn() -> Ret>("nvmlInit_v2")?() })
+        }
+
+        pub fn shutdown(&self) -> Result<Ret, String> {
+            // SAFETY: `nvmlReturn_t nvmlShutdown(void)`.
+            Ok(unsafe { self.sym::<unsafe extern "C" fn() -> Ret>("nvmlShutdown")?() })
+        }
+
+        pub fn error_string(&self, code: Ret) -> Result<String, String> {
+            let f = self.sym::<unsafe extern "C" fn(Ret) -> *const c_char>("nvmlErrorString")?;
+            // SAFETY: returns a static NUL-terminated string.
+            Ok(unsafe { CStr::from_ptr(f(code)) }
+                .to_string_lossy()
+                .into_owned())
+        }
+
+        pub fn handle(&self, index: c_uint) -> Result<(Ret, Handle), String> {
+            let f = self.sym::<unsafe extern "C" fn(c_uint, *mut Handle) -> Ret>(
+                "nvmlDeviceGetHandleByIndex_v2",
+            )?;
+            let mut h: Handle = std::ptr::null();
+            // SAFETY: a valid out pointer.
+            Ok((unsafe { f(index, &mut h) }, h))
+        }
+
+        pub fn name(&self, h: Handle, len: c_uint) -> Result<(Ret, String), String> {
+            let f = self.sym::<unsafe extern "C" fn(Handle, *mut c_char, c_uint) -> Ret>(
+                "nvmlDeviceGetName",
+            )?;
+            let mut buf = [0 as c_char; 96];
+            // SAFETY: `buf` holds at least `len` bytes.
+            let ret = unsafe { f(h, buf.as_mut_ptr(), len.min(96)) };
+            // SAFETY: NUL-terminated: zero-filled and written with its NUL.
+            Ok((
+                ret,
+                unsafe { CStr::from_ptr(buf.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned(),
+            ))
+        }
+
+        /// `nvmlDeviceGetComputeRunningProcesses_v3` with room for `room` entries (NULL for 0).
+        pub fn processes(&self, h: Handle, room: c_uint) -> Result<(Ret, c_uint), String> {
+            let f = self.sym::<unsafe extern "C" fn(Handle, *mut c_uint, *mut [u8; 24]) -> Ret>(
+                "nvmlDeviceGetComputeRunningProcesses_v3",
+            )?;
+            let mut entries = vec![[0u8; 24]; room as usize];
+            let mut count = room;
+            let ptr = if room == 0 {
+                std::ptr::null_mut()
+            } else {
+                entries.as_mut_ptr()
+            };
+            // SAFETY: `ptr` has `count` entries of nvmlProcessInfo_t's size.
+            Ok((unsafe { f(h, &mut count, ptr) }, count))
+        }
+
+        /// `nvmlDeviceGetMemoryInfo_v2` with `version`; returns (ret, used).
+        pub fn memory_v2(&self, h: Handle, version: c_uint) -> Result<(Ret, u64), String> {
+            let f = self.sym::<unsafe extern "C" fn(Handle, *mut [u64; 5]) -> Ret>(
+                "nvmlDeviceGetMemoryInfo_v2",
+            )?;
+            let mut m = [0u64; 5];
+            m[0] = u64::from(version);
+            // SAFETY: 40 bytes, nvmlMemory_v2_t's size.
+            Ok((unsafe { f(h, &mut m) }, m[4]))
+        }
+
+        pub fn stub(&self, name: &str, h: Handle) -> Result<Ret, String> {
+            let f = self.sym::<unsafe extern "C" fn(Handle, *mut c_void) -> Ret>(name)?;
+            let mut out = [0u64; 16];
+            // SAFETY: a stub ignores its arguments; a real getter would get room enough.
+            Ok(unsafe { f(h, out.as_mut_ptr().cast()) })
+        }
+    }
+
+    pub const SUCCESS: Ret = 0;
+    pub const UNINITIALIZED: Ret = 1;
+    pub const INVALID_ARGUMENT: Ret = 2;
+    pub const NOT_SUPPORTED: Ret = 3;
+    pub const INSUFFICIENT_SIZE: Ret = 7;
+    pub const DRIVER_NOT_LOADED: Ret = 9;
+    pub const ARGUMENT_VERSION_MISMATCH: Ret = 25;
+}
+
+fn c_abi_contracts(t: &Truth) -> TestResult {
+    use abi::*;
+    let nvml = Nvml::load()?;
+    check_eq("handle before init", nvml.handle(0)?.0, UNINITIALIZED)?;
+    check_eq("init", nvml.init()?, SUCCESS)?;
+    check_eq("second init (counted)", nvml.init()?, SUCCESS)?;
+    let (ret, h) = nvml.handle(0)?;
+    check_eq("handle 0", ret, SUCCESS)?;
+    check_eq("handle 1 of 1", nvml.handle(1)?.0, INVALID_ARGUMENT)?;
+    check_eq("name", nvml.name(h, 64)?, (SUCCESS, t.name.clone()))?;
+    check_eq(
+        "name in a short buffer",
+        nvml.name(h, t.name.len() as c_uint)?.0,
+        INSUFFICIENT_SIZE,
+    )?;
+    check_eq(
+        "name of a foreign handle",
+        nvml.name(std::ptr::dangling(), 64)?.0,
+        INVALID_ARGUMENT,
+    )?;
+    let n = t.processes.len() as c_uint;
+    check_eq(
+        "process count query",
+        nvml.processes(h, 0)?,
+        (INSUFFICIENT_SIZE, n),
+    )?;
+    check_eq(
+        "processes, one slot short",
+        nvml.processes(h, n - 1)?,
+        (INSUFFICIENT_SIZE, n),
+    )?;
+    check_eq(
+        "processes with room",
+        nvml.processes(h, n + 5)?,
+        (SUCCESS, n),
+    )?;
+    check_eq(
+        "memory v2",
+        nvml.memory_v2(h, 0x0200_0028)?,
+        (SUCCESS, t.used),
+    )?;
+    check_eq(
+        "memory v2, wrong version",
+        nvml.memory_v2(h, 0x0100_0028)?.0,
+        ARGUMENT_VERSION_MISMATCH,
+    )?;
+    for stub in [
+        "nvmlDeviceGetTemperature",
+        "nvmlDeviceGetPowerUsage",
+        "nvmlDeviceGetFanSpeed",
+    ] {
+        check_eq(stub, nvml.stub(stub, h)?, NOT_SUPPORTED)?;
+    }
+    check_eq(
+        "error string",
+        nvml.error_string(INSUFFICIENT_SIZE)?,
+        "Insufficient Size".into(),
+    )?;
+    check_eq("shutdown", nvml.shutdown()?, SUCCESS)?;
+    check_eq("still initialised", nvml.handle(0)?.0, SUCCESS)?;
+    check_eq("last shutdown", nvml.shutdown()?, SUCCESS)?;
+    check_eq("shutdown too many", nvml.shutdown()?, UNINITIALIZED)
+}
+
+/// Without access to the device node, the library reports totals and no processes.
+fn unprivileged_gets_totals(t: &Truth) -> TestResult {
+    use abi::*;
+    let nvml = Nvml::load()?;
+    // SAFETY: single-threaded here; the child only calls the library and exits.
+    match unsafe { fork() }.map_err(err("fork"))? {
+        ForkResult::Child => {
+            let nobody = (setgid(Gid::from_raw(65534)), setuid(Uid::from_raw(65534)));
+            let result = (|| -> TestResult {
+                check(nobody.0.is_ok() && nobody.1.is_ok(), || {
+                    "setuid(nobody)".into()
+                })?;
+                check_eq("init as nobody", nvml.init()?, SUCCESS)?;
+                let (_, h) = nvml.handle(0)?;
+                check_eq(
+                    "used as nobody",
+                    nvml.memory_v2(h, 0x0200_0028)?,
+                    (SUCCESS, t.used),
+                )?;
+                check_eq("processes as nobody", nvml.processes(h, 0)?, (SUCCESS, 0))
+            })();
+            if let Err(e) = &result {
+                println!("# child: {e}");
+            }
+            std::process::exit(i32::from(result.is_err()))
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).map_err(err("waitpid"))? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            status => Err(format!("the unprivileged child ended with {status:?}")),
+        },
+    }
+}
+
+fn with_emuv_and_holders(tap: &mut Tap) {
+    let mut uuid = String::new();
+    let result = module::with_loaded(PARAMS, || {
+        let device = Device::open().map_err(err("open /dev/emuv"))?;
+        let _own: Vec<_> = OWN_ALLOCATIONS
+            .iter()
+            .map(|&bytes| device.alloc(bytes, Tier::Any))
+            .collect::<Result<_, _>>()
+            .map_err(err("alloc"))?;
+        let mut helper = spawn_helper()?;
+        let truth = truth(&helper);
+        if let Ok(t) = &truth {
+            tap.note(format!(
+                "emuv: {} total {} used {} free {} processes {:?}",
+                t.name, t.total, t.used, t.free, t.processes
+            ));
+            check_eq(
+                "used",
+                t.used,
+                OWN_ALLOCATIONS.iter().sum::<u64>() + HELPER_BYTES,
+            )
+            .ok();
+        }
+        let t = truth?;
+        let pynvml_uuid = pynvml_json()
+            .ok()
+            .and_then(|v| v["gpus"][0]["uuid"].as_str().map(str::to_owned));
+        uuid = pynvml_uuid.clone().unwrap_or_default();
+        tap.test(
+            "pynvml reports emuv's name, PCI ID, memory and processes",
+            pynvml_matches(&t),
+        );
+        tap.test(
+            "gpustat --json reports the same card, memory and processes",
+            gpustat_matches(&t),
+        );
+        tap.test(
+            "nvitop --once shows the same memory and processes",
+            nvitop_matches(&t),
+        );
+        tap.test(
+            "emuv-smi's CSV, -L and table carry the same numbers",
+            emuv_smi_matches(&t, &uuid),
+        );
+        tap.test(
+            "the C ABI keeps NVML's contracts (two-call lists, sizes, versions, refcount)",
+            c_abi_contracts(&t),
+        );
+        tap.test(
+            "without access to /dev/emuv: totals, and no process list",
+            unprivileged_gets_totals(&t),
+        );
+        drop(helper.stdin.take());
+        helper.wait().map_err(err("helper"))?;
+        Ok(())
+    });
+    tap.test("emuv loads, the holders allocate, emuv unloads", result);
+
+    let again = module::with_loaded(PARAMS, || {
+        let v = pynvml_json()?;
+        check_eq(
+            "UUID after a reload",
+            v["gpus"][0]["uuid"].as_str(),
+            Some(uuid.as_str()),
+        )
+    });
+    tap.test("the GPU's UUID is the same after a reload", again);
+}
+
+fn without_emuv() -> TestResult {
+    check(!module::is_loaded(), || "emuv is loaded".into())?;
+    let out = run(
+        venv_bin("python")?,
+        &["-c", "import pynvml\ntry:\n    pynvml.nvmlInit()\nexcept pynvml.NVMLError as e:\n    print(type(e).__name__, e.value, e)"],
+    )?;
+    check_eq(
+        "pynvml",
+        stdout_of("python", out)?,
+        "NVMLError_DriverNotLoaded 9 Driver Not Loaded\n".to_owned(),
+    )?;
+    check_eq("C init", abi::Nvml::load()?.init()?, abi::DRIVER_NOT_LOADED)?;
+    let out = run(emuv_smi(), &[])?;
+    check_eq("emuv-smi exit code", out.status.code(), Some(9))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--hold") {
+        hold(args.get(2).and_then(|b| b.parse().ok()).unwrap_or(MIB));
+    }
+    let mut tap = Tap::new(10);
+    tap.test(
+        "without emuv: NVIDIA's \"Driver Not Loaded\" and emuv-smi's exit code 9",
+        without_emuv(),
+    );
+    tap.test(
+        "emuv-smi rejects an unknown field as nvidia-smi does",
+        emuv_smi_rejects_bad_fields(),
+    );
+    with_emuv_and_holders(&mut tap);
+    tap.finish()
+}

@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `--query-gpu` and `--query-compute-apps` with nvidia-smi's CSV conventions: fields joined
+//! by ", ", a header naming each field with its unit (`memory.total [MiB]`, kept with
+//! `nounits`), memory in MiB rounded up, `[N/A]` for a field an emulated GPU does not have.
+
+use crate::{table::mib_up, Snapshot};
+use emuv::gpus::Process;
+
+/// What a `--query-gpu` field reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GpuValue {
+    Timestamp,
+    DriverVersion,
+    Count,
+    Name,
+    Index,
+    Uuid,
+    PciBusId,
+    PciDomain,
+    PciBus,
+    PciDevice,
+    PciDeviceId,
+    MemoryTotal,
+    MemoryReserved,
+    MemoryUsed,
+    MemoryFree,
+    /// Nothing runs on an emulated GPU: 0 %.
+    Idle,
+    /// A real nvidia-smi field that an emulated card has no value for.
+    NotAvailable,
+}
+
+/// A field as nvidia-smi names it (first name) and its aliases, with its unit.
+struct FieldSpec {
+    names: &'static [&'static str],
+    unit: Option<&'static str>,
+    value: GpuValue,
+}
+
+const fn field(
+    names: &'static [&'static str],
+    unit: Option<&'static str>,
+    value: GpuValue,
+) -> FieldSpec {
+    FieldSpec { names, unit, value }
+}
+
+const MIB_UNIT: Option<&str> = Some("MiB");
+
+/// The `--query-gpu` fields emuv-smi knows (see `emuv-smi --help-query-gpu`).
+const GPU_FIELDS: &[FieldSpec] = &[
+    field(&["timestamp"], None, GpuValue::Timestamp),
+    field(&["driver_version"], None, GpuValue::DriverVersion),
+    field(&["count"], None, GpuValue::Count),
+    field(&["name", "gpu_name"], None, GpuValue::Name),
+    field(&["index"], None, GpuValue::Index),
+    field(&["uuid", "gpu_uuid"], None, GpuValue::Uuid),
+    field(&["pci.bus_id", "gpu_bus_id"], None, GpuValue::PciBusId),
+    field(&["pci.domain"], None, GpuValue::PciDomain),
+    field(&["pci.bus"], None, GpuValue::PciBus),
+    field(&["pci.device"], None, GpuValue::PciDevice),
+    field(&["pci.device_id"], None, GpuValue::PciDeviceId),
+    field(&["memory.total"], MIB_UNIT, GpuValue::MemoryTotal),
+    field(&["memory.reserved"], MIB_UNIT, GpuValue::MemoryReserved),
+    field(&["memory.used"], MIB_UNIT, GpuValue::MemoryUsed),
+    field(&["memory.free"], MIB_UNIT, GpuValue::MemoryFree),
+    field(&["utilization.gpu"], Some("%"), GpuValue::Idle),
+    field(&["utilization.memory"], Some("%"), GpuValue::Idle),
+    field(&["pci.sub_device_id"], None, GpuValue::NotAvailable),
+    field(&["serial"], None, GpuValue::NotAvailable),
+    field(&["vbios_version"], None, GpuValue::NotAvailable),
+    field(&["compute_cap"], None, GpuValue::NotAvailable),
+    field(&["fan.speed"], Some("%"), GpuValue::NotAvailable),
+    field(&["pstate"], None, GpuValue::NotAvailable),
+    field(&["temperature.gpu"], None, GpuValue::NotAvailable),
+    field(&["power.draw"], Some("W"), GpuValue::NotAvailable),
+    field(&["power.limit"], Some("W"), GpuValue::NotAvailable),
+    field(
+        &["clocks.current.graphics", "clocks.gr"],
+        Some("MHz"),
+        GpuValue::NotAvailable,
+    ),
+    field(
+        &["clocks.current.memory", "clocks.mem"],
+        Some("MHz"),
+        GpuValue::NotAvailable,
+    ),
+];
+
+/// What a `--query-compute-apps` field reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AppValue {
+    Timestamp,
+    GpuName,
+    GpuBusId,
+    GpuUuid,
+    Pid,
+    ProcessName,
+    UsedMemory,
+}
+
+struct AppFieldSpec {
+    names: &'static [&'static str],
+    header: &'static str,
+    value: AppValue,
+}
+
+const APP_FIELDS: &[AppFieldSpec] = &[
+    AppFieldSpec {
+        names: &["timestamp"],
+        header: "timestamp",
+        value: AppValue::Timestamp,
+    },
+    AppFieldSpec {
+        names: &["gpu_name"],
+        header: "gpu_name",
+        value: AppValue::GpuName,
+    },
+    AppFieldSpec {
+        names: &["gpu_bus_id"],
+        header: "gpu_bus_id",
+        value: AppValue::GpuBusId,
+    },
+    AppFieldSpec {
+        names: &["gpu_uuid"],
+        header: "gpu_uuid",
+        value: AppValue::GpuUuid,
+    },
+    AppFieldSpec {
+        names: &["pid"],
+        header: "pid",
+        value: AppValue::Pid,
+    },
+    AppFieldSpec {
+        names: &["process_name", "name"],
+        header: "process_name",
+        value: AppValue::ProcessName,
+    },
+    AppFieldSpec {
+        names: &["used_memory", "used_gpu_memory"],
+        header: "used_gpu_memory [MiB]",
+        value: AppValue::UsedMemory,
+    },
+];
+
+/// `--format=csv[,noheader][,nounits]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Format {
+    pub header: bool,
+    pub units: bool,
+}
+
+impl Format {
+    /// Parses the `--format` value as nvidia-smi does: `csv` is required, options in any order.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut format = Format {
+            header: true,
+            units: true,
+        };
+        let mut csv = false;
+        for option in text.split(',').map(str::trim) {
+            match option {
+                "csv" => csv = true,
+                "noheader" => format.header = false,
+                "nounits" => format.units = false,
+                _ => return Err(format!("\"{option}\" is not a valid format option.")),
+            }
+        }
+        if !csv {
+            return Err("CSV format is required (--format=csv).".into());
+        }
+        Ok(format)
+    }
+}
+
+/// A checked `--query-gpu` list.
+pub struct GpuQuery(Vec<&'static FieldSpec>);
+
+/// A checked `--query-compute-apps` list.
+pub struct AppQuery(Vec<&'static AppFieldSpec>);
+
+fn not_valid(name: &str) -> String {
+    format!("Field \"{name}\" is not a valid field to query.")
+}
+
+impl GpuQuery {
+    pub fn parse(list: &str) -> Result<Self, String> {
+        list.split(',')
+            .map(str::trim)
+            .map(|name| {
+                GPU_FIELDS
+                    .iter()
+                    .find(|f| f.names.contains(&name))
+                    .ok_or_else(|| not_valid(name))
+            })
+            .collect::<Result<_, _>>()
+            .map(GpuQuery)
+    }
+
+    pub fn header(&self) -> String {
+        let names = self.0.iter().map(|f| match f.unit {
+            Some(unit) => format!("{} [{unit}]", f.names[0]),
+            None => f.names[0].to_owned(),
+        });
+        names.collect::<Vec<_>>().join(", ")
+    }
+
+    /// One CSV row per GPU of `snapshot`.
+    pub fn rows(&self, snapshot: &Snapshot, format: Format) -> Vec<String> {
+        snapshot
+            .gpus
+            .iter()
+            .map(|g| {
+                let cells = self.0.iter().map(|f| {
+                    let value = gpu_value(f.value, snapshot, g);
+                    match (f.unit, value) {
+                        (Some(unit), Some(v)) if format.units => format!("{v} {unit}"),
+                        (_, Some(v)) => v,
+                        (_, None) => "[N/A]".to_owned(),
+                    }
+                });
+                cells.collect::<Vec<_>>().join(", ")
+            })
+            .collect()
+    }
+}
+
+fn gpu_value(value: GpuValue, s: &Snapshot, g: &crate::GpuState) -> Option<String> {
+    let (domain, bus, device) = g.gpu.pci_location();
+    Some(match value {
+        GpuValue::Timestamp => s.timestamp.clone(),
+        GpuValue::DriverVersion => crate::DRIVER_VERSION.to_owned(),
+        GpuValue::Count => s.count.to_string(),
+        GpuValue::Name => g.gpu.name.clone(),
+        GpuValue::Index => g.gpu.index.to_string(),
+        GpuValue::Uuid => g.gpu.uuid(),
+        GpuValue::PciBusId => g.gpu.pci_bus_id(),
+        GpuValue::PciDomain => format!("0x{domain:04X}"),
+        GpuValue::PciBus => format!("0x{bus:02X}"),
+        GpuValue::PciDevice => format!("0x{device:02X}"),
+        GpuValue::PciDeviceId => format!("0x{:04X}{:04X}", g.gpu.device_id, g.gpu.vendor_id),
+        GpuValue::MemoryTotal => mib_up(g.memory.total).to_string(),
+        // emuv keeps nothing back for itself.
+        GpuValue::MemoryReserved => "0".to_owned(),
+        GpuValue::MemoryUsed => mib_up(g.memory.used).to_string(),
+        GpuValue::MemoryFree => mib_up(g.memory.free).to_string(),
+        GpuValue::Idle => "0".to_owned(),
+        GpuValue::NotAvailable => return None,
+    })
+}
+
+impl AppQuery {
+    pub fn parse(list: &str) -> Result<Self, String> {
+        list.split(',')
+            .map(str::trim)
+            .map(|name| {
+                APP_FIELDS
+                    .iter()
+                    .find(|f| f.names.contains(&name))
+                    .ok_or_else(|| not_valid(name))
+            })
+            .collect::<Result<_, _>>()
+            .map(AppQuery)
+    }
+
+    pub fn header(&self) -> String {
+        let names = self.0.iter().map(|f| f.header);
+        names.collect::<Vec<_>>().join(", ")
+    }
+
+    /// One row per process per GPU; nothing for a GPU whose process list cannot be read.
+    pub fn rows(&self, snapshot: &Snapshot, format: Format) -> Vec<String> {
+        let mut rows = Vec::new();
+        for g in &snapshot.gpus {
+            for p in g.processes.as_deref().unwrap_or_default() {
+                let cells = self
+                    .0
+                    .iter()
+                    .map(|f| app_value(f.value, snapshot, g, p, format));
+                rows.push(cells.collect::<Vec<_>>().join(", "));
+            }
+        }
+        rows
+    }
+}
+
+fn app_value(
+    value: AppValue,
+    s: &Snapshot,
+    g: &crate::GpuState,
+    p: &Process,
+    format: Format,
+) -> String {
+    match value {
+        AppValue::Timestamp => s.timestamp.clone(),
+        AppValue::GpuName => g.gpu.name.clone(),
+        AppValue::GpuBusId => g.gpu.pci_bus_id(),
+        AppValue::GpuUuid => g.gpu.uuid(),
+        AppValue::Pid => p.pid.to_string(),
+        AppValue::ProcessName => crate::process_name(p),
+        AppValue::UsedMemory if format.units => format!("{} MiB", mib_up(p.used_bytes)),
+        AppValue::UsedMemory => mib_up(p.used_bytes).to_string(),
+    }
+}
+
+/// `--help-query-gpu`: the fields and what they mean.
+pub fn help_query_gpu() -> String {
+    let mut text =
+        String::from("List of valid properties to query for the switch \"--query-gpu=\":\n\n");
+    for f in GPU_FIELDS {
+        let names: Vec<String> = f.names.iter().map(|n| format!("\"{n}\"")).collect();
+        let note = match f.value {
+            GpuValue::NotAvailable => " (emulated GPU: always [N/A])",
+            GpuValue::Idle => " (emulated GPU: nothing runs on it, 0)",
+            _ => "",
+        };
+        text.push_str(&format!("{}{note}\n", names.join(" or ")));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_fields_follow_nvidia_smi() {
+        assert_eq!(
+            Format::parse("csv").unwrap(),
+            Format {
+                header: true,
+                units: true
+            }
+        );
+        assert_eq!(
+            Format::parse("csv,noheader,nounits").unwrap(),
+            Format {
+                header: false,
+                units: false
+            }
+        );
+        assert!(Format::parse("json").is_err());
+        assert!(Format::parse("csv,bogus").is_err());
+        let q = GpuQuery::parse("index,gpu_name,memory.total,pci.device_id").unwrap();
+        assert_eq!(q.header(), "index, name, memory.total [MiB], pci.device_id");
+        assert_eq!(
+            GpuQuery::parse("memory.total,bogus").err().unwrap(),
+            "Field \"bogus\" is not a valid field to query."
+        );
+        let a = AppQuery::parse("pid,process_name,used_memory").unwrap();
+        assert_eq!(a.header(), "pid, process_name, used_gpu_memory [MiB]");
+    }
+}

@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The default report: nvidia-smi's boxed table (91 columns, the 580 driver's layout), with
+//! `N/A` where an emulated card has nothing to say (fans, temperature, power, ECC, MIG).
+
+use crate::{process_name, Snapshot, DRIVER_VERSION};
+use std::fmt::Write;
+
+const MIB: u64 = 1 << 20;
+const SEPARATOR: &str =
+    "+-----------------------------------------+------------------------+----------------------+";
+const FULL_RULE: &str =
+    "+-----------------------------------------------------------------------------------------+";
+
+/// Cuts `text` to `width` characters, marking the cut with "..." at `from_left` or right.
+fn fit(text: &str, width: usize, from_left: bool) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= width {
+        return text.to_owned();
+    }
+    let keep = width.saturating_sub(3);
+    if from_left {
+        format!(
+            "...{}",
+            chars[chars.len() - keep..].iter().collect::<String>()
+        )
+    } else {
+        format!("{}...", chars[..keep].iter().collect::<String>())
+    }
+}
+
+/// MiB as nvidia-smi rounds memory: up.
+pub fn mib_up(bytes: u64) -> u64 {
+    bytes.div_ceil(MIB)
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    // Infallible: writing to a String.
+    let mut line = |text: String| {
+        let _ = writeln!(out, "{text}");
+    };
+    line(s.date.clone());
+    line(FULL_RULE.into());
+    line(format!(
+        "| {:<88}|",
+        format!(
+            "EMUV-SMI {DRIVER_VERSION:<24}Driver Version: {DRIVER_VERSION:<15}CUDA Version: N/A"
+        )
+    ));
+    line(SEPARATOR.into());
+    line("| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |".into());
+    line("| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |".into());
+    line("|=========================================+========================+======================|".into());
+    for g in &s.gpus {
+        line(format!(
+            "| {:>3}  {:<30}{:>3}  |   {:<16} {:>3} | {:>20} |",
+            g.gpu.index,
+            fit(&g.gpu.name, 30, false),
+            "N/A",
+            g.gpu.pci_bus_id(),
+            "N/A",
+            "N/A"
+        ));
+        line(format!(
+            "| {:<4}  {:<4}  {:<4}  {:>21} |{:>8}MiB / {:>6}MiB | {:>8}{:>12} |",
+            "N/A",
+            "N/A",
+            "N/A",
+            "N/A",
+            mib_up(g.memory.used),
+            mib_up(g.memory.total),
+            "0%",
+            "Default"
+        ));
+        line(SEPARATOR.into());
+    }
+    line(String::new());
+    line(FULL_RULE.into());
+    line(format!("| {:<88}|", "Processes:"));
+    line("|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |".into());
+    line("|        ID   ID                                                               Usage      |".into());
+    line("|=========================================================================================|".into());
+    let mut any = false;
+    for g in &s.gpus {
+        let Some(processes) = &g.processes else {
+            line(format!(
+                "| {:<88}|",
+                format!(
+                    "GPU {}: no access to {}",
+                    g.gpu.index,
+                    g.gpu.device_node.display()
+                )
+            ));
+            any = true;
+            continue;
+        };
+        for p in processes {
+            any = true;
+            line(format!(
+                "|{:>5}   N/A  N/A{:>16}{:>7}   {:<38}{:>5}MiB |",
+                g.gpu.index,
+                p.pid,
+                "C",
+                fit(&process_name(p), 38, true),
+                mib_up(p.used_bytes)
+            ));
+        }
+    }
+    if !any {
+        line(format!("|  {:<87}|", "No running processes found"));
+    }
+    line(FULL_RULE.into());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GpuState;
+    use emuv::gpus::{Gpu, Memory, Process};
+
+    #[test]
+    fn every_line_is_91_columns() {
+        let gpu = Gpu {
+            index: 0,
+            sysfs_dir: "/sys/class/emuv/emuv".into(),
+            device_node: "/dev/emuv".into(),
+            name: "NVIDIA GeForce RTX 4070 Ti SUPER".into(),
+            model: "4070tisuper".into(),
+            vendor_id: 0x10de,
+            device_id: 0x2705,
+        };
+        let memory = Memory {
+            total: 16 << 30,
+            used: 3 << 20,
+            free: (16 << 30) - (3 << 20),
+        };
+        let process = Process {
+            pid: 4_194_304,
+            command: "a command name that is longer than fits".into(),
+            used_bytes: (3 << 20) - 1,
+            allocations: 1,
+        };
+        let s = Snapshot {
+            timestamp: "2026/11/22 06:40:00.000".into(),
+            date: "Sun Nov 22 06:40:00 2026".into(),
+            count: 1,
+            gpus: vec![GpuState {
+                gpu,
+                memory,
+                processes: Some(vec![process]),
+            }],
+        };
+        let text = render(&s);
+        for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+            assert_eq!(line.chars().count(), 91, "{line:?}");
+        }
+        assert!(text.contains("       3MiB /  16384MiB"), "{text}");
+        assert!(text.contains("NVIDIA GeForce RTX 4070 Ti ..."), "{text}");
+    }
+}
