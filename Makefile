@@ -35,6 +35,11 @@ kernel: setup
 check:
 	scripts/check.sh
 
+# The same suite on a debug kernel (KASAN, kmemleak, lockdep, fault injection), with a
+# 1,000,000-operation fuzz run and 200 load/unload cycles; fails on any report.
+check-debug:
+	scripts/check.sh --debug
+
 # Boots the VM, loads emuv with its defaults, shows `cat /dev/emuv` and `vram_info`.
 demo:
 	scripts/demo.sh
@@ -51,4 +56,4 @@ bench:
 lint:
 	scripts/lint.sh
 
-.PHONY: default modules modules_install clean tools setup kernel check demo check-runner bench lint
+.PHONY: default modules modules_install clean tools setup kernel check check-debug demo check-runner bench lint

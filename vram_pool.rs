@@ -13,7 +13,9 @@
 //! Memory comes with `__GFP_RETRY_MAYFAIL`: when it runs out, emuv fails with `ENOMEM` and the
 //! OOM killer is never invoked on its behalf.
 
-use crate::glue::mem::{available_bytes, RangeAllocator, SparsePages, VmallocArea};
+use crate::glue::mem::{
+    available_bytes, vmalloc_overhead, RangeAllocator, SparsePages, VmallocArea,
+};
 use kernel::{
     new_mutex,
     page::{BorrowedPage, PAGE_SIZE},
@@ -205,11 +207,13 @@ impl VramPool {
         let mut eager = [None, None];
         if config.strategy == Strategy::Eager {
             let wanted = config.physical_bytes + config.virtual_bytes;
+            let overhead = vmalloc_overhead(wanted);
             let available = available_bytes();
-            if wanted > available {
+            if wanted + overhead > available {
                 pr_err!(
-                    "eager reservation of {} MiB does not fit: {} MiB available\n",
+                    "eager reservation of {} MiB (+{} MiB of vmalloc page tables and KASAN shadow) does not fit: {} MiB available\n",
                     wanted >> 20,
+                    overhead >> 20,
                     available >> 20
                 );
                 return Err(ENOMEM);

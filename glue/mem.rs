@@ -32,6 +32,19 @@ const fn pool_gfp() -> bindings::gfp_t {
 
 const POOL_GFP: bindings::gfp_t = pool_gfp();
 
+/// What vmalloc itself allocates besides `bytes` of pages, with `GFP_KERNEL` whatever the
+/// caller asked for (so running out there wakes the OOM killer instead of failing): page
+/// tables (one 8-byte entry per page) and, with `KASAN_VMALLOC`, one shadow byte per eight.
+pub(crate) fn vmalloc_overhead(bytes: u64) -> u64 {
+    let page_tables = bytes / (PAGE_SIZE as u64 / 8);
+    let kasan_shadow = if cfg!(CONFIG_KASAN_VMALLOC) {
+        bytes / 8
+    } else {
+        0
+    };
+    page_tables + kasan_shadow
+}
+
 /// Memory the page allocator could hand out now without swapping, in bytes.
 pub(crate) fn available_bytes() -> u64 {
     // SAFETY: `si_mem_available` only reads global counters.

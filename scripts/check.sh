@@ -4,6 +4,13 @@
 # `make check`: set-up (when needed), the test kernel (cached), emuv.ko, the test programs,
 # then one VM boot that runs KUnit and every test program. Prints per-phase timings and ends
 # with the plain line `N passed, N failed, N skipped`; exits non-zero on any failure.
+#
+# `make check-debug` (scripts/check.sh --debug): the same suite on the debug kernel (KASAN,
+# kmemleak, lockdep on top of the CI kernel's checkers), with emuv.ko built for it in
+# target/kernel-debug, a 1,000,000-operation fuzz run, 200 load/unload cycles and a kmemleak
+# scan at the end.
+#
+#   scripts/check.sh [--debug]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -11,9 +18,29 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_examples emuv_compat32 emuv_gpu_tools)
-# What must show up in the results: the ABI check, the KUnit suites and every program.
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_examples emuv_compat32 emuv_gpu_tools
+	emuv_faults emuv_storm emuv_fuzz)
+# What must show up in the results: the host tests, the KUnit suites and every program.
 EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool "${PROGRAMS[@]}")
+
+case ${1:-} in
+--debug)
+	FRAGMENTS=("$top/tests/vm/kernel.config" "$top/tests/vm/debug.config")
+	MODULE_DIR=$top/target/kernel-debug
+	# Sizes of the long runs (the environment may change them); the seeds are printed, and
+	# EMUV_FUZZ_SEED / EMUV_STORM_SEED with the same sizes replay a run.
+	RUN_SIZES=(EMUV_FUZZ_OPS="${EMUV_FUZZ_OPS:-1000000}" EMUV_STORM_CYCLES="${EMUV_STORM_CYCLES:-200}")
+	EXPECTED+=(kmemleak)
+	VM_TIMEOUT=5400
+	;;
+"")
+	FRAGMENTS=("$top/tests/vm/kernel.config")
+	MODULE_DIR=$top
+	RUN_SIZES=(EMUV_FUZZ_OPS="${EMUV_FUZZ_OPS:-40000}" EMUV_STORM_CYCLES="${EMUV_STORM_CYCLES:-200}")
+	VM_TIMEOUT=1800
+	;;
+*) die "usage: check.sh [--debug]" ;;
+esac
 
 start=$(date +%s)
 timed "phase: set-up" "$here/setup.sh"
@@ -33,9 +60,16 @@ build_tests() {
 }
 timed "phase: test programs" build_tests &
 cargo_pid=$!
-kdir=$(timed "phase: test kernel" "$here/build-kernel.sh")
+kdir=$(timed "phase: test kernel" "$here/build-kernel.sh" "${FRAGMENTS[@]}")
 wait "$cargo_pid" || die "building the test programs failed"
-timed "phase: emuv.ko" make -s -C "$top" KDIR="$kdir" LLVM="$LLVM_SUFFIX" modules
+# Struct layouts differ between the two kernels: each gets its own build of emuv.ko, the debug
+# one from a copy of the sources (kbuild refuses a second output directory for a source tree
+# that holds a build, and stale objects there would be taken for the other kernel's).
+if [ "$MODULE_DIR" != "$top" ]; then
+	mkdir -p "$MODULE_DIR"
+	(cd "$top" && cp -pr Kbuild Makefile ./*.rs glue include "$MODULE_DIR/")
+fi
+timed "phase: emuv.ko" make -s -C "$MODULE_DIR" KDIR="$kdir" LLVM="$LLVM_SUFFIX" modules
 
 out=$(mktemp -d /tmp/emuv-check.XXXXXX)
 results=$out/results.txt
@@ -56,9 +90,9 @@ host_tests() {
 timed "phase: host tests" host_tests || true
 
 vm_ok=1
-timed "phase: VM tests" "$here/vm-run.sh" --kernel "$kdir" --rwdir "$out" --log "$out/console.log" \
-	-- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" \
-	"$top/tests/vm/guest.sh" "$results" "$top" "$top/target/release" "${PROGRAMS[@]}" || vm_ok=0
+timed "phase: VM tests" "$here/vm-run.sh" --kernel "$kdir" --timeout "$VM_TIMEOUT" --rwdir "$out" \
+	--log "$out/console.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" "${RUN_SIZES[@]}" \
+	"$top/tests/vm/guest.sh" "$results" "$MODULE_DIR" "$top/target/release" "${PROGRAMS[@]}" || vm_ok=0
 if [ $vm_ok -eq 0 ]; then
 	# A dead VM or a kernel report is a failure of its own, counted with the tests.
 	printf '### BEGIN vm\nnot ok 1 the VM finished and its kernel log is clean (see %s)\n### END vm rc=1\n' \

@@ -2,6 +2,7 @@
 //! Shared pieces of emuv's kselftest-style test programs: TAP 13 output with kselftest's exit
 //! codes, loading and unloading the module, and reading what the kernel reports.
 
+pub mod fault;
 pub mod kmsg;
 pub mod module;
 pub mod tap;
@@ -54,4 +55,34 @@ pub fn meminfo(field: &str) -> u64 {
             })
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+/// Whether this kernel has KASAN (the debug kernel of `make check-debug`).
+pub fn kasan() -> bool {
+    static KASAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KASAN.get_or_init(|| {
+        fs::read_to_string("/proc/kallsyms")
+            .map(|symbols| symbols.contains(" kasan_quarantine_put"))
+            .unwrap_or(false)
+    })
+}
+
+/// How much freed memory KASAN's quarantine may hold back on this kernel (1/32 of RAM, as
+/// mm/kasan/quarantine.c sizes it), for memory checks to allow; 0 without KASAN.
+pub fn kasan_quarantine() -> u64 {
+    if kasan() {
+        meminfo("MemTotal") / 32
+    } else {
+        0
+    }
+}
+
+/// The shadow memory KASAN adds to `bytes` of vmalloc memory (one byte per eight, with
+/// `KASAN_VMALLOC`), as eager pools pay it on the debug kernel; 0 without KASAN.
+pub fn kasan_shadow(bytes: u64) -> u64 {
+    if kasan() {
+        bytes / 8
+    } else {
+        0
+    }
 }

@@ -18,10 +18,19 @@ pub fn module_path(name: &str) -> PathBuf {
 
 /// `insmod NAME.ko PARAMS`.
 pub fn load_named(name: &str, params: &str) -> Result<(), Errno> {
+    load_file(&open_module(name), params)
+}
+
+/// The module file, opened (for loads that must not open it themselves).
+pub fn open_module(name: &str) -> File {
     let path = module_path(name);
-    let file = File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// `insmod` of an opened module file: only `finit_module` enters the kernel.
+pub fn load_file(file: &File, params: &str) -> Result<(), Errno> {
     let params = CString::new(params).expect("parameters without NUL");
-    finit_module(&file, &params, ModuleInitFlags::empty())
+    finit_module(file, &params, ModuleInitFlags::empty())
 }
 
 /// `rmmod NAME`.

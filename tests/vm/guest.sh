@@ -13,6 +13,10 @@ mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 exec 3>>"$results"
 echo "### VM: $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)" >&3
 
+# A debug kernel's kmemleak: forget what boot left, so what it reports at the end is ours.
+kmemleak=/sys/kernel/debug/kmemleak
+[ -w $kmemleak ] && echo clear >$kmemleak
+
 # KUnit: the suites run when emuv_kunit.ko goes live; debugfs keeps their KTAP results.
 if insmod "$module_dir/emuv_kunit.ko" 2>&1; then
 	for suite in /sys/kernel/debug/kunit/emuv_*; do
@@ -33,4 +37,23 @@ for prog in "$@"; do
 	EMUV_MODULE_DIR=$module_dir "$bin_dir/$prog" >&3 2>&1
 	echo "### END $prog rc=$?" >&3
 done
+# kmemleak reports only objects unreferenced for 5 s, found by a scan: wait, and scan twice
+# (an object first seen in one scan is reported by the next).
+if [ -w $kmemleak ]; then
+	echo "### BEGIN kmemleak" >&3
+	sleep 6
+	echo scan >$kmemleak
+	sleep 6
+	echo scan >$kmemleak
+	leaks=$(cat $kmemleak)
+	if [ -z "$leaks" ]; then
+		echo "ok 1 kmemleak: no unreferenced objects after the tests" >&3
+		rc=0
+	else
+		echo "$leaks" | sed 's/^/# /' >&3
+		echo "not ok 1 kmemleak: unreferenced objects after the tests" >&3
+		rc=1
+	fi
+	echo "### END kmemleak rc=$rc" >&3
+fi
 echo "### DONE" >&3

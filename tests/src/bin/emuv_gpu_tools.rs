@@ -256,7 +256,10 @@ fn show(what: &str, out: &str) {
 }
 
 fn gpustat_matches(t: &Truth) -> TestResult {
-    show("gpustat", &stdout_of("gpustat", run(venv_bin("gpustat")?, &[])?)?);
+    show(
+        "gpustat",
+        &stdout_of("gpustat", run(venv_bin("gpustat")?, &[])?)?,
+    );
     let out = stdout_of("gpustat --json", run(venv_bin("gpustat")?, &["--json"])?)?;
     let v: Value = serde_json::from_str(&out).map_err(err(&format!("gpustat output {out:?}")))?;
     let g = &v["gpus"][0];

@@ -1,0 +1,377 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Allocation failures injected into every path emuv takes: for N = 1, 2, ... the Nth slab or
+//! page allocation of load, open, allocate, map-and-touch, free, close and unload fails
+//! (`fail-nth`), until a run sees no failure. Each failure must surface as a clean error
+//! (ENOMEM from the ioctl, a failed insmod, SIGBUS on a lazy page that cannot be had), with
+//! the pool's counters exact afterwards and nothing left behind. Then random failures (task
+//! filter) during allocate/map/touch/free cycles.
+
+use emuv::{Device, Tier};
+use emuv_tests::{
+    attr,
+    fault::{self, FailNth},
+    module,
+    tap::{check, check_eq, Tap},
+};
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::Signal,
+        wait::{waitpid, WaitStatus},
+    },
+    unistd::{fork, ForkResult},
+};
+use std::collections::BTreeMap;
+
+const MIB: u64 = 1 << 20;
+const PAGE: usize = 4096;
+/// No path of emuv's needs more fault points than this; a sweep that reaches it fails.
+const MAX_N: u32 = 2000;
+const LAZY: &str = "physical_vram_mb=64 virtual_vram_mb=32";
+const EAGER: &str = "lazy_allocation=0 physical_vram_mb=16 virtual_vram_mb=8";
+
+type TestResult = Result<(), String>;
+
+fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn counter(name: &str) -> Result<u64, String> {
+    attr(name).map_err(err(name))?.parse().map_err(err(name))
+}
+
+/// The pool is back to nothing handed out and, for a lazy pool, nothing resident.
+fn pool_is_empty(lazy: bool) -> TestResult {
+    check_eq("used_bytes", counter("used_bytes")?, 0)?;
+    check_eq(
+        "free_bytes",
+        counter("free_bytes")?,
+        counter("total_vram_bytes")?,
+    )?;
+    if lazy {
+        check_eq("resident_bytes", counter("resident_bytes")?, 0)?;
+    }
+    Ok(())
+}
+
+/// What one sweep saw: how many runs had a failure injected, and which outcomes they gave.
+#[derive(Default)]
+struct Sweep {
+    injected: u32,
+    outcomes: BTreeMap<String, u32>,
+}
+
+impl Sweep {
+    fn note(&mut self, outcome: impl Into<String>) {
+        *self.outcomes.entry(outcome.into()).or_default() += 1;
+    }
+
+    fn summary(&self) -> String {
+        let outcomes: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect();
+        format!(
+            "{} failures injected; outcomes: {}",
+            self.injected,
+            outcomes.join(", ")
+        )
+    }
+}
+
+/// Runs `step(n)` with the Nth fault point armed for N = 1, 2, ... until a run injects
+/// nothing (the path has fewer than N points). `step` returns its outcome's name, or an error
+/// if the failure was not clean.
+fn sweep(
+    tap: &Tap,
+    path: &str,
+    mut step: impl FnMut(&FailNth, u32) -> Result<(String, bool), String>,
+) -> TestResult {
+    let mut s = Sweep::default();
+    for n in 1..=MAX_N {
+        let fail_nth = FailNth::open().map_err(err("fail-nth"))?;
+        let (outcome, injected) = step(&fail_nth, n).map_err(|e| format!("N={n}: {e}"))?;
+        if !injected {
+            check(outcome == "ok", || {
+                format!("N={n}: no failure injected, yet {outcome}")
+            })?;
+            tap.note(format!("{path}: {n} runs, {}", s.summary()));
+            return Ok(());
+        }
+        s.injected += 1;
+        s.note(outcome);
+    }
+    Err(format!("{path}: still injecting at N={MAX_N}"))
+}
+
+fn errno_name(e: Errno) -> String {
+    format!("{e:?}")
+}
+
+/// insmod with its Nth allocation failed: it loads, or fails and leaves nothing behind.
+fn load(tap: &Tap, params: &str) -> TestResult {
+    let file = module::open_module("emuv");
+    sweep(tap, &format!("insmod {params}"), |fail, n| {
+        fail.arm(n).map_err(err("arm"))?;
+        let loaded = module::load_file(&file, params);
+        let injected = fail.disarm().map_err(err("disarm"))?;
+        match loaded {
+            Ok(()) => {
+                pool_is_empty(!params.contains("lazy_allocation=0"))?;
+                module::unload().map_err(err("rmmod"))?;
+                Ok(("ok".into(), injected))
+            }
+            Err(e) => {
+                check(!module::is_loaded(), || {
+                    format!("insmod failed ({e}) but emuv is loaded")
+                })?;
+                check(!std::path::Path::new("/dev/emuv").exists(), || {
+                    "a stale /dev/emuv".into()
+                })?;
+                Ok((format!("insmod {}", errno_name(e)), injected))
+            }
+        }
+    })
+}
+
+/// open, allocate, free, close with the Nth allocation failed in one of them.
+fn allocate(tap: &Tap, params: &str) -> TestResult {
+    let lazy = !params.contains("lazy_allocation=0");
+    module::with_loaded(params, || {
+        for (what, op) in [
+            ("open", 0),
+            ("ioctl ALLOC", 1),
+            ("ioctl FREE", 2),
+            ("close", 3),
+        ] {
+            sweep(tap, &format!("{what} ({params})"), |fail, n| {
+                let mut outcome = "ok".to_owned();
+                let mut injected = false;
+                // Only the operation under test runs armed.
+                let mut armed = |phase: u32, on: bool| -> Result<(), String> {
+                    match (phase == op, on) {
+                        (true, true) => fail.arm(n).map_err(err("arm")),
+                        (true, false) => {
+                            injected = fail.disarm().map_err(err("disarm"))?;
+                            Ok(())
+                        }
+                        _ => Ok(()),
+                    }
+                };
+                armed(0, true)?;
+                let device = Device::open();
+                armed(0, false)?;
+                let device = match device {
+                    Ok(d) => d,
+                    Err(e) => return Ok((format!("open {}", errno_name(e)), injected)),
+                };
+                armed(1, true)?;
+                let allocation = device.alloc(4 * MIB, Tier::Any);
+                armed(1, false)?;
+                match allocation {
+                    Ok(a) => {
+                        check_eq("used after alloc", counter("used_bytes")?, 4 * MIB)?;
+                        armed(2, true)?;
+                        let freed = device.free(a.handle);
+                        armed(2, false)?;
+                        if let Err(e) = freed {
+                            outcome = format!("free {}", errno_name(e));
+                        }
+                    }
+                    Err(Errno::ENOMEM) => outcome = "alloc ENOMEM".into(),
+                    Err(e) => return Err(format!("alloc failed with {e}, not ENOMEM")),
+                }
+                armed(3, true)?;
+                drop(device);
+                armed(3, false)?;
+                pool_is_empty(lazy)?;
+                Ok((outcome, injected))
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// In a child: allocate and map (unarmed), then touch 64 pages with the Nth allocation failed.
+/// A lazy page that cannot be had is SIGBUS; the child's death frees everything.
+fn map_and_touch(tap: &Tap, params: &str) -> TestResult {
+    let lazy = !params.contains("lazy_allocation=0");
+    module::with_loaded(params, || {
+        sweep(tap, &format!("mmap and touch ({params})"), |_, n| {
+            // SAFETY: the child only makes system calls and exits.
+            match unsafe { fork() }.map_err(err("fork"))? {
+                ForkResult::Child => {
+                    let code = (|| -> Result<i32, String> {
+                        let fail = FailNth::open().map_err(err("fail-nth"))?;
+                        let device = Device::open().map_err(err("open"))?;
+                        let a = device
+                            .alloc(64 * PAGE as u64, Tier::Any)
+                            .map_err(err("alloc"))?;
+                        fail.arm(n).map_err(err("arm"))?;
+                        let mapped = match device.map(&a) {
+                            Ok(mut m) => {
+                                for page in m.as_mut_slice().chunks_mut(PAGE) {
+                                    page[0] = 0xe7;
+                                }
+                                true
+                            }
+                            Err(_) => false,
+                        };
+                        let injected = fail.disarm().map_err(err("disarm"))?;
+                        // 0: all touched, nothing injected; 10: injected but all touched (the
+                        // failure hit something emuv retried or did not need); 11: mmap failed;
+                        // 12: mmap failed with nothing injected.
+                        Ok(match (mapped, injected) {
+                            (true, false) => 0,
+                            (true, true) => 10,
+                            (false, true) => 11,
+                            (false, false) => 12,
+                        })
+                    })();
+                    std::process::exit(code.unwrap_or_else(|e| {
+                        println!("# child: {e}");
+                        1
+                    }))
+                }
+                ForkResult::Parent { child } => {
+                    let status = waitpid(child, None).map_err(err("waitpid"))?;
+                    pool_is_empty(lazy)?;
+                    match status {
+                        WaitStatus::Exited(_, 0) => Ok(("ok".into(), false)),
+                        WaitStatus::Exited(_, 10) => Ok(("touched all".into(), true)),
+                        WaitStatus::Exited(_, 11) => Ok(("mmap failed".into(), true)),
+                        WaitStatus::Signaled(_, Signal::SIGBUS, _) => Ok(("SIGBUS".into(), true)),
+                        other => Err(format!("the child ended with {other:?}")),
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// rmmod with its Nth allocation failed: it unloads.
+fn unload(tap: &Tap) -> TestResult {
+    sweep(tap, "rmmod", |fail, n| {
+        module::load(LAZY).map_err(err("insmod"))?;
+        fail.arm(n).map_err(err("arm"))?;
+        let result = module::unload();
+        let injected = fail.disarm().map_err(err("disarm"))?;
+        match result {
+            Ok(()) => Ok(("ok".into(), injected)),
+            Err(e) => {
+                module::unload().map_err(err("second rmmod"))?;
+                Ok((format!("rmmod {}", errno_name(e)), injected))
+            }
+        }
+    })
+}
+
+/// Random failures (5 % of this child's allocations, task filter) while it allocates, maps,
+/// touches and frees: every error clean, and the pool empty when it is gone.
+fn random_failures(tap: &Tap) -> TestResult {
+    const ROUNDS: u32 = 300;
+    module::with_loaded(LAZY, || {
+        fault::configure(5, true).map_err(err("configure"))?;
+        // SAFETY: the child only makes system calls and exits.
+        let result = match unsafe { fork() }.map_err(err("fork"))? {
+            ForkResult::Child => {
+                // While marked, the child makes emuv's system calls only: no output, no heap
+                // growth, code already paged in by an unmarked warm-up round.
+                let run = |device: &Device, rounds: u32| -> Result<u32, Errno> {
+                    let mut enomem = 0;
+                    for round in 0..rounds {
+                        let bytes = (u64::from(round % 7) + 1) * 16 * PAGE as u64;
+                        match device.alloc(bytes, Tier::Any) {
+                            Ok(a) => {
+                                if let Ok(mut m) = device.map(&a) {
+                                    // One page: a SIGBUS here ends the child, as documented.
+                                    m.as_mut_slice()[0] = 1;
+                                }
+                                device.free(a.handle)?;
+                            }
+                            Err(Errno::ENOMEM) => enomem += 1,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(enomem)
+                };
+                let code = (|| -> Result<i32, String> {
+                    let device = Device::open().map_err(err("open"))?;
+                    let mark = fault::MakeItFail::open().map_err(err("make-it-fail"))?;
+                    run(&device, 7).map_err(err("warm-up"))?;
+                    mark.set(true).map_err(err("mark"))?;
+                    let result = run(&device, ROUNDS);
+                    mark.set(false).map_err(err("unmark"))?;
+                    let enomem = result.map_err(err("alloc/free failed other than with ENOMEM"))?;
+                    println!("# random failures: {ROUNDS} rounds, {enomem} ENOMEM");
+                    Ok(0)
+                })();
+                std::process::exit(code.unwrap_or_else(|e| {
+                    println!("# child: {e}");
+                    1
+                }))
+            }
+            ForkResult::Parent { child } => waitpid(child, None).map_err(err("waitpid")),
+        };
+        fault::configure(0, false).map_err(err("configure"))?;
+        let _ = tap;
+        match result? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            // The one touched page may be the one that cannot be had.
+            WaitStatus::Signaled(_, Signal::SIGBUS, _) => Ok(()),
+            other => Err(format!("the child ended with {other:?}")),
+        }?;
+        pool_is_empty(true)
+    })
+}
+
+fn main() {
+    let mut tap = Tap::new(8);
+    if !fault::available() {
+        for name in [
+            "load",
+            "lazy",
+            "eager",
+            "touch lazy",
+            "touch eager",
+            "unload",
+            "random",
+            "clean",
+        ] {
+            tap.skip(name, "no fault injection in this kernel");
+        }
+        tap.finish()
+    }
+    let ready = fault::configure(0, false);
+    tap.test(
+        "fault injection configured",
+        ready.map_err(|e| e.to_string()),
+    );
+    tap.test(
+        "insmod: every failure is a failed insmod that leaves nothing",
+        load(&tap, LAZY).and_then(|()| load(&tap, EAGER)),
+    );
+    tap.test(
+        "open/alloc/free/close on a lazy pool: ENOMEM and exact counters",
+        allocate(&tap, LAZY),
+    );
+    tap.test(
+        "open/alloc/free/close on an eager pool: ENOMEM and exact counters",
+        allocate(&tap, EAGER),
+    );
+    tap.test(
+        "map and touch, lazy: SIGBUS or success, and everything freed",
+        map_and_touch(&tap, LAZY),
+    );
+    tap.test(
+        "map and touch, eager: success or a failed mmap, and everything freed",
+        map_and_touch(&tap, EAGER),
+    );
+    tap.test("rmmod: unloads whatever fails", unload(&tap));
+    tap.test(
+        "random failures (task filter) while allocating, mapping and freeing",
+        random_failures(&tap),
+    );
+    tap.finish()
+}
