@@ -16,7 +16,7 @@ use emuv_tests::{
 use nix::{
     errno::Errno,
     sys::{
-        signal::Signal,
+        signal::{signal, SigHandler, Signal},
         wait::{waitpid, WaitStatus},
     },
     unistd::{fork, ForkResult},
@@ -203,6 +203,7 @@ fn map_and_touch(tap: &Tap, params: &str) -> TestResult {
             match unsafe { fork() }.map_err(err("fork"))? {
                 ForkResult::Child => {
                     let code = (|| -> Result<i32, String> {
+                        sigbus_kills()?;
                         let fail = FailNth::open().map_err(err("fail-nth"))?;
                         let device = Device::open().map_err(err("open"))?;
                         let a = device
@@ -248,6 +249,17 @@ fn map_and_touch(tap: &Tap, params: &str) -> TestResult {
             }
         })
     })
+}
+
+/// Lets a `SIGBUS` kill this process, as it would a C program. Rust's runtime handles it to
+/// detect stack overflows, and for any other address restores the default action and returns,
+/// so the access runs again; with a one-shot injected failure that second try succeeds and the
+/// `SIGBUS` would never be seen.
+fn sigbus_kills() -> TestResult {
+    // SAFETY: the default action, no handler code runs.
+    unsafe { signal(Signal::SIGBUS, SigHandler::SigDfl) }
+        .map(drop)
+        .map_err(err("signal(SIGBUS, SIG_DFL)"))
 }
 
 /// rmmod with its Nth allocation failed: it unloads.
@@ -297,6 +309,7 @@ fn random_failures(tap: &Tap) -> TestResult {
                     Ok(enomem)
                 };
                 let code = (|| -> Result<i32, String> {
+                    sigbus_kills()?;
                     let device = Device::open().map_err(err("open"))?;
                     let mark = fault::MakeItFail::open().map_err(err("make-it-fail"))?;
                     run(&device, 7).map_err(err("warm-up"))?;
