@@ -17,6 +17,17 @@ pub fn attr(name: &str) -> io::Result<String> {
     read_trimmed(Path::new(SYSFS_DIR).join(name))
 }
 
+/// A numeric sysfs attribute of the emulated GPU (`used_bytes`, `free_bytes`, ...).
+pub fn attr_u64(name: &str) -> Result<u64, String> {
+    let text = attr(name).map_err(err(name))?;
+    text.parse().map_err(err(name))
+}
+
+/// Turns an error into a message that says what failed: `.map_err(err("mmap"))`.
+pub fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
 /// Reads one module parameter from `/sys/module/emuv/parameters/`.
 pub fn param(name: &str) -> io::Result<String> {
     read_trimmed(Path::new("/sys/module/emuv/parameters").join(name))

@@ -5,7 +5,7 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
-    attr, module,
+    attr, err, module,
     tap::{check, check_eq, Tap},
 };
 use nix::{
@@ -38,10 +38,6 @@ fn resident_bytes() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(u64::MAX)
-}
-
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
 }
 
 /// A byte pattern that differs per page and per allocation.

@@ -8,7 +8,7 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
-    attr,
+    attr_u64, err,
     fault::{self, FailNth},
     module,
     tap::{check, check_eq, Tap},
@@ -32,24 +32,16 @@ const EAGER: &str = "lazy_allocation=0 physical_vram_mb=16 virtual_vram_mb=8";
 
 type TestResult = Result<(), String>;
 
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
-fn counter(name: &str) -> Result<u64, String> {
-    attr(name).map_err(err(name))?.parse().map_err(err(name))
-}
-
 /// The pool is back to nothing handed out and, for a lazy pool, nothing resident.
 fn pool_is_empty(lazy: bool) -> TestResult {
-    check_eq("used_bytes", counter("used_bytes")?, 0)?;
+    check_eq("used_bytes", attr_u64("used_bytes")?, 0)?;
     check_eq(
         "free_bytes",
-        counter("free_bytes")?,
-        counter("total_vram_bytes")?,
+        attr_u64("free_bytes")?,
+        attr_u64("total_vram_bytes")?,
     )?;
     if lazy {
-        check_eq("resident_bytes", counter("resident_bytes")?, 0)?;
+        check_eq("resident_bytes", attr_u64("resident_bytes")?, 0)?;
     }
     Ok(())
 }
@@ -171,7 +163,7 @@ fn allocate(tap: &Tap, params: &str) -> TestResult {
                 armed(1, false)?;
                 match allocation {
                     Ok(a) => {
-                        check_eq("used after alloc", counter("used_bytes")?, 4 * MIB)?;
+                        check_eq("used after alloc", attr_u64("used_bytes")?, 4 * MIB)?;
                         armed(2, true)?;
                         let freed = device.free(a.handle);
                         armed(2, false)?;
@@ -230,10 +222,7 @@ fn map_and_touch(tap: &Tap, params: &str) -> TestResult {
                             (false, false) => 12,
                         })
                     })();
-                    std::process::exit(code.unwrap_or_else(|e| {
-                        println!("# child: {e}");
-                        1
-                    }))
+                    exit_child(code)
                 }
                 ForkResult::Parent { child } => {
                     let status = waitpid(child, None).map_err(err("waitpid"))?;
@@ -249,6 +238,14 @@ fn map_and_touch(tap: &Tap, params: &str) -> TestResult {
             }
         })
     })
+}
+
+/// Ends a forked child with `code`, or 1 and the reason on a `#` line.
+fn exit_child(code: Result<i32, String>) -> ! {
+    std::process::exit(code.unwrap_or_else(|e| {
+        println!("# child: {e}");
+        1
+    }))
 }
 
 /// Lets a `SIGBUS` kill this process, as it would a C program. Rust's runtime handles it to
@@ -320,10 +317,7 @@ fn random_failures(tap: &Tap) -> TestResult {
                     println!("# random failures: {ROUNDS} rounds, {enomem} ENOMEM");
                     Ok(0)
                 })();
-                std::process::exit(code.unwrap_or_else(|e| {
-                    println!("# child: {e}");
-                    1
-                }))
+                exit_child(code)
             }
             ForkResult::Parent { child } => waitpid(child, None).map_err(err("waitpid")),
         };

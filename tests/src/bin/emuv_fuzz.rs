@@ -10,7 +10,7 @@
 
 use emuv::{sys, Device, Mapping, Tier};
 use emuv_tests::{
-    attr, module,
+    attr_u64, err, module,
     tap::{check, check_eq, Tap},
 };
 use nix::{
@@ -31,10 +31,6 @@ const MAX_FDS: usize = 4;
 const MAX_MAPPINGS: usize = 16;
 
 type TestResult = Result<(), String>;
-
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -586,10 +582,6 @@ fn worker(seed: u64, ops: u64) -> ! {
     unsafe { nix::libc::_exit(i32::from(result.is_err())) }
 }
 
-fn counter(name: &str) -> Result<u64, String> {
-    attr(name).map_err(err(name))?.parse().map_err(err(name))
-}
-
 fn run(tap: &Tap, params: &str, seed: u64, ops: u64, workers: u64) -> TestResult {
     module::with_loaded(params, || {
         let start = std::time::Instant::now();
@@ -615,16 +607,16 @@ fn run(tap: &Tap, params: &str, seed: u64, ops: u64, workers: u64) -> TestResult
             ops as f64 / elapsed.as_secs_f64()
         ));
         check_eq("failed workers", failed, 0)?;
-        check_eq("used after everyone exited", counter("used_bytes")?, 0)?;
+        check_eq("used after everyone exited", attr_u64("used_bytes")?, 0)?;
         check_eq(
             "free after everyone exited",
-            counter("free_bytes")?,
-            counter("total_vram_bytes")?,
+            attr_u64("free_bytes")?,
+            attr_u64("total_vram_bytes")?,
         )?;
         if !params.contains("lazy_allocation=0") {
             check_eq(
                 "resident after everyone exited",
-                counter("resident_bytes")?,
+                attr_u64("resident_bytes")?,
                 0,
             )?;
         }

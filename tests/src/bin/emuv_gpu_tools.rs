@@ -8,7 +8,7 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
-    attr, module,
+    attr, attr_u64, err, module,
     tap::{check, check_eq, Tap},
 };
 use libloading::{Library, Symbol};
@@ -33,10 +33,6 @@ const OWN_ALLOCATIONS: [u64; 2] = [64 * MIB, 32 * MIB];
 const HELPER_BYTES: u64 = 16 * MIB;
 
 type TestResult = Result<(), String>;
-
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
 
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
@@ -95,11 +91,6 @@ struct Truth {
     processes: Vec<(u32, u64)>,
 }
 
-fn sysfs_u64(name: &str) -> Result<u64, String> {
-    let text = attr(name).map_err(err(name))?;
-    text.parse().map_err(err(name))
-}
-
 fn truth(helper: &Child) -> Result<Truth, String> {
     let mut processes = vec![
         (std::process::id(), OWN_ALLOCATIONS.iter().sum()),
@@ -111,9 +102,9 @@ fn truth(helper: &Child) -> Result<Truth, String> {
         name: attr("gpu_name").map_err(err("gpu_name"))?,
         device_id: u16::from_str_radix(device_id.trim_start_matches("0x"), 16)
             .map_err(err("device_id"))?,
-        total: sysfs_u64("total_vram_bytes")?,
-        used: sysfs_u64("used_bytes")?,
-        free: sysfs_u64("free_bytes")?,
+        total: attr_u64("total_vram_bytes")?,
+        used: attr_u64("used_bytes")?,
+        free: attr_u64("free_bytes")?,
         processes,
     })
 }

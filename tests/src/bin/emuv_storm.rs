@@ -8,7 +8,7 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
-    attr, kasan_quarantine, kasan_shadow, kernel_memory, mem_available, module,
+    attr, attr_u64, err, kasan_quarantine, kasan_shadow, kernel_memory, mem_available, module,
     tap::{check, check_eq, Tap},
 };
 use nix::errno::Errno;
@@ -40,14 +40,6 @@ const MODELS: &[&str] = &[
 ];
 
 type TestResult = Result<(), String>;
-
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
-fn counter(name: &str) -> Result<u64, String> {
-    attr(name).map_err(err(name))?.parse().map_err(err(name))
-}
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB as f64)
@@ -117,7 +109,7 @@ fn cycle(rng: &mut StdRng, c: &Config) -> TestResult {
             attr("gpu_model").map_err(err("gpu_model"))?,
             c.model.to_owned(),
         )?;
-        check_eq("total_vram_bytes", counter("total_vram_bytes")?, c.total)?;
+        check_eq("total_vram_bytes", attr_u64("total_vram_bytes")?, c.total)?;
         let strategy = if c.eager { "eager" } else { "lazy" };
         check_eq(
             "strategy",
@@ -132,7 +124,7 @@ fn cycle(rng: &mut StdRng, c: &Config) -> TestResult {
             Err(Errno::ENOMEM) if !allowed || bytes > c.total => return Ok(()),
             Err(e) => return Err(format!("alloc {bytes}: {e}")),
         };
-        check_eq("used", counter("used_bytes")?, bytes)?;
+        check_eq("used", attr_u64("used_bytes")?, bytes)?;
         let mut m = device.map(&a).map_err(err("mmap"))?;
         m.as_mut_slice()
             .iter_mut()
@@ -150,9 +142,9 @@ fn cycle(rng: &mut StdRng, c: &Config) -> TestResult {
             Err(Errno::EWOULDBLOCK),
         )?;
         drop(device);
-        check_eq("used after close", counter("used_bytes")?, 0)?;
+        check_eq("used after close", attr_u64("used_bytes")?, 0)?;
         if !c.eager {
-            check_eq("resident after close", counter("resident_bytes")?, 0)?;
+            check_eq("resident after close", attr_u64("resident_bytes")?, 0)?;
         }
         Ok(())
     })();
@@ -225,9 +217,9 @@ fn near_oom(tap: &Tap) -> TestResult {
                 Err(e) => return Err(format!("alloc: {e}")),
             }
         }
-        let used = counter("used_bytes")?;
+        let used = attr_u64("used_bytes")?;
         check_eq("used", used, held.len() as u64 * chunk)?;
-        check(counter("free_bytes")? < chunk, || {
+        check(attr_u64("free_bytes")? < chunk, || {
             "ENOMEM with a chunk still free".into()
         })?;
         // Every page is there already (eager): touching costs page tables only.
@@ -246,7 +238,7 @@ fn near_oom(tap: &Tap) -> TestResult {
             mib(used)
         ));
         drop(device);
-        check_eq("used after close", counter("used_bytes")?, 0)
+        check_eq("used after close", attr_u64("used_bytes")?, 0)
     })?;
     let after = mem_available();
     tap.note(format!("near OOM: after rmmod MemAvailable {}", mib(after)));
