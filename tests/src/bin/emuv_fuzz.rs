@@ -206,9 +206,11 @@ impl Worker {
         let ok = Device::alloc_request(PAGE, Tier::Any);
         let (mut req, want) = match self.rng.random_range(0..6) {
             0 => (sys::emuv_alloc { bytes: 0, ..ok }, Errno::EINVAL),
+            // Sizes that overflow when rounded up to a page (u64::MAX - 4095 would not: it is a
+            // page multiple, merely too large, which is ENOMEM).
             1 => (
                 sys::emuv_alloc {
-                    bytes: u64::MAX - self.rng.random_range(0..PAGE),
+                    bytes: u64::MAX - self.rng.random_range(0..PAGE - 1),
                     ..ok
                 },
                 Errno::EINVAL,
