@@ -14,13 +14,18 @@ const DEBUGFS: &str = "/sys/kernel/debug";
 /// Lets failslab and fail_page_alloc hit the allocations emuv makes: order-0 pages and
 /// allocations that may sleep are skipped by default. User pages (`__GFP_HIGHMEM`) stay
 /// exempt, so the test program's own page faults are never failed. Quiet: no stack dumps.
+///
+/// Random failures are switched off first and on last: in between, a task filter already
+/// lifted with the probability still set would fail allocations everywhere in the machine
+/// (including the writes that were to switch it off).
 pub fn configure(probability: u32, task_filter: bool) -> io::Result<()> {
     let filter = if task_filter { "Y" } else { "N" };
     for (file, value) in [
+        ("failslab/probability", "0"),
+        ("fail_page_alloc/probability", "0"),
         ("failslab/ignore-gfp-wait", "N"),
         ("failslab/verbose", "0"),
         ("failslab/task-filter", filter),
-        ("failslab/probability", &probability.to_string()),
         ("failslab/interval", "1"),
         ("failslab/times", "-1"),
         ("fail_page_alloc/ignore-gfp-wait", "N"),
@@ -28,9 +33,10 @@ pub fn configure(probability: u32, task_filter: bool) -> io::Result<()> {
         ("fail_page_alloc/min-order", "0"),
         ("fail_page_alloc/verbose", "0"),
         ("fail_page_alloc/task-filter", filter),
-        ("fail_page_alloc/probability", &probability.to_string()),
         ("fail_page_alloc/interval", "1"),
         ("fail_page_alloc/times", "-1"),
+        ("failslab/probability", &probability.to_string()),
+        ("fail_page_alloc/probability", &probability.to_string()),
     ] {
         fs::write(format!("{DEBUGFS}/{file}"), value)
             .map_err(|e| io::Error::new(e.kind(), format!("{DEBUGFS}/{file}: {e}")))?;
