@@ -179,22 +179,27 @@ pub struct GpuQuery(Vec<&'static FieldSpec>);
 /// A checked `--query-compute-apps` list.
 pub struct AppQuery(Vec<&'static AppFieldSpec>);
 
-fn not_valid(name: &str) -> String {
-    format!("Field \"{name}\" is not a valid field to query.")
+/// The entries of `table` that a comma-separated field list names, in its order; nvidia-smi's
+/// error for the first name that is none of them.
+fn lookup<T>(
+    list: &str,
+    table: &'static [T],
+    names: impl Fn(&T) -> &[&str],
+) -> Result<Vec<&'static T>, String> {
+    list.split(',')
+        .map(str::trim)
+        .map(|name| {
+            table
+                .iter()
+                .find(|f| names(f).contains(&name))
+                .ok_or_else(|| format!("Field \"{name}\" is not a valid field to query."))
+        })
+        .collect()
 }
 
 impl GpuQuery {
     pub fn parse(list: &str) -> Result<Self, String> {
-        list.split(',')
-            .map(str::trim)
-            .map(|name| {
-                GPU_FIELDS
-                    .iter()
-                    .find(|f| f.names.contains(&name))
-                    .ok_or_else(|| not_valid(name))
-            })
-            .collect::<Result<_, _>>()
-            .map(GpuQuery)
+        lookup(list, GPU_FIELDS, |f| f.names).map(GpuQuery)
     }
 
     pub fn header(&self) -> String {
@@ -251,16 +256,7 @@ fn gpu_value(value: GpuValue, s: &Snapshot, g: &crate::GpuState) -> Option<Strin
 
 impl AppQuery {
     pub fn parse(list: &str) -> Result<Self, String> {
-        list.split(',')
-            .map(str::trim)
-            .map(|name| {
-                APP_FIELDS
-                    .iter()
-                    .find(|f| f.names.contains(&name))
-                    .ok_or_else(|| not_valid(name))
-            })
-            .collect::<Result<_, _>>()
-            .map(AppQuery)
+        lookup(list, APP_FIELDS, |f| f.names).map(AppQuery)
     }
 
     pub fn header(&self) -> String {
