@@ -92,11 +92,17 @@ timed "phase: host tests" host_tests || true
 vm_ok=1
 timed "phase: VM tests" "$here/vm-run.sh" --kernel "$kdir" --timeout "$VM_TIMEOUT" --rwdir "$out" \
 	--log "$out/console.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" "${RUN_SIZES[@]}" \
-	"$top/tests/vm/guest.sh" "$results" "$MODULE_DIR" "$top/target/release" "${PROGRAMS[@]}" || vm_ok=0
+	"$top/tests/vm/guest.sh" "$results" "$MODULE_DIR" "$top/target/release" "${PROGRAMS[@]}" \
+	2> >(tee "$out/vm-run.log" >&2) || vm_ok=0
 if [ $vm_ok -eq 0 ]; then
-	# A dead VM or a kernel report is a failure of its own, counted with the tests.
-	printf '### BEGIN vm\nnot ok 1 the VM finished and its kernel log is clean (see %s)\n### END vm rc=1\n' \
-		"$out/console.log" >>"$results"
+	# A dead VM or a kernel report is a failure of its own, counted with the tests; the summary
+	# repeats vm-run's last words (the report) next to it.
+	{
+		echo "### BEGIN vm"
+		tail -n 12 "$out/vm-run.log" | sed 's/^/# /'
+		echo "not ok 1 the VM finished and its kernel log is clean (see $out/console.log)"
+		echo "### END vm rc=1"
+	} >>"$results"
 fi
 log "results: $results, console: $out/console.log"
 log "total: $(($(date +%s) - start)) s"

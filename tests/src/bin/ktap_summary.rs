@@ -16,7 +16,14 @@ struct Section {
     /// Results nested one level deeper (KUnit test cases inside a suite).
     nested: (usize, usize, usize),
     rc: Option<i32>,
+    /// What the `1..N` plan lines promised, at the top level and nested.
+    planned: (usize, usize),
+    /// Each failed test's line with the diagnostics printed just before it.
+    failures: Vec<Vec<String>>,
 }
+
+/// Diagnostics kept per failure: enough to see why without the whole results file.
+const DIAGNOSTICS_KEPT: usize = 6;
 
 /// `ok N name`, `not ok N name`, `ok N name # SKIP why`, at any indentation: (indent, ok, skip).
 fn tap_result(line: &str) -> Option<(usize, bool, bool)> {
@@ -31,10 +38,22 @@ fn tap_result(line: &str) -> Option<(usize, bool, bool)> {
     Some((indent, ok, trimmed.contains("# SKIP")))
 }
 
+/// `1..N`, at any indentation: (indent, N).
+fn tap_plan(line: &str) -> Option<(usize, usize)> {
+    let trimmed = line.trim_start();
+    let planned = trimmed.strip_prefix("1..")?.trim().parse().ok()?;
+    Some((line.len() - trimmed.len(), planned))
+}
+
 fn parse(text: &str) -> Vec<Section> {
     let mut sections = Vec::new();
     let mut current: Option<Section> = None;
+    let mut diagnostics: Vec<&str> = Vec::new();
     for line in text.lines() {
+        if line.trim_start().starts_with('#') && !line.starts_with("###") {
+            diagnostics.push(line);
+            continue;
+        }
         if let Some(name) = line.strip_prefix("### BEGIN ") {
             sections.extend(current.take());
             current = Some(Section {
@@ -48,6 +67,12 @@ fn parse(text: &str) -> Vec<Section> {
                     .and_then(|(_, rc)| rc.trim().parse().ok());
                 sections.push(s);
             }
+        } else if let (Some(s), Some((indent, planned))) = (current.as_mut(), tap_plan(line)) {
+            if indent == 0 {
+                s.planned.0 += planned;
+            } else {
+                s.planned.1 += planned;
+            }
         } else if let (Some(s), Some((indent, ok, skip))) = (current.as_mut(), tap_result(line)) {
             let counts = if indent == 0 {
                 (&mut s.passed, &mut s.failed, &mut s.skipped)
@@ -57,9 +82,17 @@ fn parse(text: &str) -> Vec<Section> {
             match (ok, skip) {
                 (_, true) => *counts.2 += 1,
                 (true, false) => *counts.0 += 1,
-                (false, false) => *counts.1 += 1,
+                (false, false) => {
+                    *counts.1 += 1;
+                    let first = diagnostics.len().saturating_sub(DIAGNOSTICS_KEPT);
+                    let mut failure: Vec<String> =
+                        diagnostics[first..].iter().map(|d| d.to_string()).collect();
+                    failure.push(line.to_owned());
+                    s.failures.push(failure);
+                }
             }
         }
+        diagnostics.clear();
     }
     sections.extend(current);
     sections
@@ -78,17 +111,31 @@ fn main() -> ExitCode {
     });
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut seen = BTreeSet::new();
-    for s in parse(&text) {
+    let sections = parse(&text);
+    // CI shows the end of the output: why each test failed goes just above the totals.
+    let mut failures = Vec::new();
+    for s in &sections {
+        for failure in &s.failures {
+            failures.push(format!("--- {}:", s.name));
+            failures.extend(failure.iter().cloned());
+        }
+    }
+    for s in sections {
         // A KUnit suite's own line sums its cases: count the cases.
-        let (p, mut f, k) = if s.nested != (0, 0, 0) {
-            s.nested
+        let ((p, mut f, k), planned) = if s.nested != (0, 0, 0) {
+            (s.nested, s.planned.1)
         } else {
-            (s.passed, s.failed, s.skipped)
+            ((s.passed, s.failed, s.skipped), s.planned.0)
         };
         let mut why = String::new();
+        // A program that stops half-way reports fewer tests than it planned.
+        if p + f + k < planned {
+            why = format!(" (planned {planned}, reported {})", p + f + k);
+            f += planned - (p + f + k);
+        }
         match s.rc {
             None => {
-                f += 1;
+                f = f.max(1);
                 why = " (did not finish: the VM stopped or hung)".into();
             }
             // kselftest: 0 pass, 4 skip; anything else with no failure reported is a crash.
@@ -111,6 +158,9 @@ fn main() -> ExitCode {
     for missing in expected.difference(&seen) {
         println!("{missing}: did not run");
         failed += 1;
+    }
+    for line in failures {
+        println!("{line}");
     }
     println!("{passed} passed, {failed} failed, {skipped} skipped");
     if failed == 0 && passed > 0 {

@@ -253,6 +253,20 @@ impl Mapping {
         // SAFETY: as above.
         unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
     }
+
+    /// Unmaps now and says whether it worked: `munmap` itself allocates and can fail with
+    /// `ENOMEM`, in which case the mapping is handed back, still mapped.
+    pub fn unmap(self) -> Result<(), (Errno, Mapping)> {
+        // SAFETY: unmapping exactly the range `mmap` returned; on success `self` is forgotten
+        // so that drop does not unmap it again.
+        match unsafe { munmap(self.ptr, self.len) } {
+            Ok(()) => {
+                std::mem::forget(self);
+                Ok(())
+            }
+            Err(e) => Err((e, self)),
+        }
+    }
 }
 
 impl Drop for Mapping {
