@@ -18,8 +18,8 @@ struct Section {
     rc: Option<i32>,
     /// What the `1..N` plan lines promised, at the top level and nested.
     planned: (usize, usize),
-    /// Each failed test's line with the diagnostics printed just before it.
-    failures: Vec<Vec<String>>,
+    /// Each failed test's line, after the diagnostics printed just before it.
+    failures: Vec<String>,
 }
 
 /// Diagnostics kept per failure: enough to see why without the whole results file.
@@ -85,10 +85,9 @@ fn parse(text: &str) -> Vec<Section> {
                 (false, false) => {
                     *counts.1 += 1;
                     let first = diagnostics.len().saturating_sub(DIAGNOSTICS_KEPT);
-                    let mut failure: Vec<String> =
-                        diagnostics[first..].iter().map(|d| d.to_string()).collect();
-                    failure.push(line.to_owned());
-                    s.failures.push(failure);
+                    s.failures
+                        .extend(diagnostics[first..].iter().map(|d| d.to_string()));
+                    s.failures.push(line.to_owned());
                 }
             }
         }
@@ -111,16 +110,8 @@ fn main() -> ExitCode {
     });
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut seen = BTreeSet::new();
-    let sections = parse(&text);
-    // CI shows the end of the output: why each test failed goes just above the totals.
     let mut failures = Vec::new();
-    for s in &sections {
-        for failure in &s.failures {
-            failures.push(format!("--- {}:", s.name));
-            failures.extend(failure.iter().cloned());
-        }
-    }
-    for s in sections {
+    for s in parse(&text) {
         // A KUnit suite's own line sums its cases: count the cases.
         let ((p, mut f, k), planned) = if s.nested != (0, 0, 0) {
             (s.nested, s.planned.1)
@@ -153,6 +144,11 @@ fn main() -> ExitCode {
         passed += p;
         failed += f;
         skipped += k;
+        // CI shows the end of the output: why each test failed goes just above the totals.
+        if !s.failures.is_empty() {
+            failures.push(format!("--- {}:", s.name));
+            failures.extend(s.failures);
+        }
         seen.insert(s.name);
     }
     for missing in expected.difference(&seen) {
