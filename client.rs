@@ -4,10 +4,17 @@
 //!
 //! Accounting lives here, tied to the open file: closing it (or the process dying, even by
 //! `SIGKILL` with mappings live) drops the client and returns everything it held. Nothing can go
-//! stale the way a shared accounting file does.
+//! stale the way a shared accounting file does. Every byte of kernel memory an allocation costs
+//! (its `Buffer`, its node in the handle tree, the lazy page tables) is charged to the caller's
+//! memory cgroup, and three limits bound what one caller can make the kernel hold: bytes per
+//! file, allocations per file, and bytes per user across all of the user's files.
 
 use crate::{
-    glue::{task::Process, vma::Mappable},
+    glue::{
+        mem::RangeTree,
+        task::{Process, User},
+        vma::Mappable,
+    },
     uapi,
     vram_pool::{Allocation, Placement, Tier, VramPool},
 };
@@ -21,21 +28,133 @@ use kernel::{
     },
 };
 
-/// Most handles one open file may hold at once; keeps `handle << MMAP_HANDLE_SHIFT` in range.
-const MAX_HANDLES: usize = 1 << 20;
-
-/// Offset in pages of the first page of `handle`'s mmap range.
-fn first_pgoff(handle: u32) -> usize {
-    (handle as usize) << (uapi::MMAP_HANDLE_SHIFT as usize - PAGE_SHIFT)
+/// The limits one open file works under.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Bytes one open file may hold; 0 for no limit.
+    pub(crate) file_bytes: u64,
+    /// Allocations one open file may hold at once.
+    pub(crate) file_allocations: u32,
 }
 
-/// One allocation, shared by its open file's handle table and the mappings of it.
+/// Bytes held per user across all of their open files and allocations, against
+/// `vram_limit_per_user_mb` (0: no limit). An entry lives while anything of its user does.
+#[pin_data]
+pub(crate) struct UserCharges {
+    limit: u64,
+    #[pin]
+    users: Mutex<KVec<UserEntry>>,
+}
+
+struct UserEntry {
+    user: User,
+    bytes: u64,
+    /// Open files and allocations of this user.
+    holders: u64,
+}
+
+impl UserCharges {
+    pub(crate) fn new(limit: u64) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                limit,
+                users <- new_mutex!(KVec::new()),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes `user` holds now.
+    pub(crate) fn used(&self, user: User) -> u64 {
+        let users = self.users.lock();
+        users.iter().find(|e| e.user == user).map_or(0, |e| e.bytes)
+    }
+
+    /// One more holder for `user`, charged `bytes` (`ENOMEM` past the limit).
+    fn hold(&self, user: User, bytes: u64) -> Result {
+        let mut users = self.users.lock();
+        let index = match users.iter().position(|e| e.user == user) {
+            Some(index) => index,
+            None => {
+                users.push(
+                    UserEntry {
+                        user,
+                        bytes: 0,
+                        holders: 0,
+                    },
+                    GFP_KERNEL_ACCOUNT,
+                )?;
+                users.len() - 1
+            }
+        };
+        let entry = &mut users[index];
+        let bytes_after = entry.bytes.saturating_add(bytes);
+        if self.limit != 0 && bytes_after > self.limit {
+            if entry.holders == 0 {
+                let _ = users.remove(index);
+            }
+            return Err(ENOMEM);
+        }
+        entry.bytes = bytes_after;
+        entry.holders += 1;
+        Ok(())
+    }
+
+    /// Gives back what [`Self::hold`] took.
+    fn release(&self, user: User, bytes: u64) {
+        let mut users = self.users.lock();
+        if let Some(index) = users.iter().position(|e| e.user == user) {
+            let entry = &mut users[index];
+            entry.bytes -= bytes;
+            entry.holders -= 1;
+            if entry.holders == 0 {
+                let _ = users.remove(index);
+            }
+        }
+    }
+}
+
+/// A hold on a user's charges, given back on drop.
+struct UserCharge {
+    charges: Arc<UserCharges>,
+    user: User,
+    bytes: u64,
+}
+
+impl UserCharge {
+    fn new(charges: &Arc<UserCharges>, user: User, bytes: u64) -> Result<Self> {
+        charges.hold(user, bytes)?;
+        Ok(Self {
+            charges: charges.clone(),
+            user,
+            bytes,
+        })
+    }
+}
+
+impl Drop for UserCharge {
+    fn drop(&mut self) {
+        self.charges.release(self.user, self.bytes);
+    }
+}
+
+/// One allocation, shared by its open file's handle tree and the mappings of it. It lives
+/// until the last of them lets go, and only then goes back to the pool.
 pub(crate) struct Buffer {
     pool: Arc<VramPool>,
     /// Always `Some` until dropped.
     allocation: Option<Allocation>,
-    handle: u32,
+    /// Its handle: the first of its page offsets in its file's mmap space, set once when the
+    /// range is found (before the buffer can be seen by anyone else).
+    handle: Atomic<u32>,
     mappings: Atomic<u32>,
+    /// Dropped after `allocation` is back in the pool (field order): the user's bytes are
+    /// charged for as long as the memory is taken.
+    _charge: UserCharge,
 }
 
 impl Buffer {
@@ -43,13 +162,21 @@ impl Buffer {
         self.allocation.as_ref().ok_or(ENOENT)
     }
 
+    pub(crate) fn handle(&self) -> u32 {
+        self.handle.load(Relaxed)
+    }
+
     pub(crate) fn mmap_offset(&self) -> u64 {
-        u64::from(self.handle) << uapi::MMAP_HANDLE_SHIFT
+        u64::from(self.handle()) << PAGE_SHIFT
     }
 
     pub(crate) fn pages(&self) -> usize {
         self.allocation()
             .map_or(0, |a| (a.size() >> PAGE_SHIFT) as usize)
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.allocation().map_or(0, Allocation::size)
     }
 
     /// Gives back the count taken by [`Client::buffer_for_mapping`] when no mapping was made.
@@ -88,7 +215,7 @@ impl Drop for Buffer {
 
 impl Mappable for Buffer {
     fn page(&self, pgoff: usize) -> Result<BorrowedPage<'_>> {
-        let index = pgoff.checked_sub(first_pgoff(self.handle)).ok_or(EINVAL)?;
+        let index = pgoff.checked_sub(self.handle() as usize).ok_or(EINVAL)?;
         self.pool.page(self.allocation()?, index)
     }
 
@@ -118,18 +245,22 @@ pub(crate) fn placement_from_uapi(tier: u32) -> Result<Placement> {
     }
 }
 
-#[derive(Default)]
 struct Holdings {
-    /// `buffers[handle - 1]`.
-    buffers: KVec<Option<Arc<Buffer>>>,
+    /// Buffers by their range of page offsets; a buffer's handle is its first offset.
+    buffers: RangeTree<Buffer>,
     bytes: u64,
-    count: u64,
+    count: u32,
 }
 
 /// What one open file holds, and whose it is.
 #[pin_data]
 pub(crate) struct Client {
     pub(crate) process: Process,
+    /// The user whose per-user limit this file's allocations count against.
+    pub(crate) user: User,
+    charges: Arc<UserCharges>,
+    /// Keeps the user's entry while the file is open.
+    _open_charge: UserCharge,
     #[pin]
     holdings: Mutex<Holdings>,
 }
@@ -138,19 +269,29 @@ pub(crate) struct Client {
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Usage {
     pub(crate) bytes: u64,
-    pub(crate) allocations: u64,
+    pub(crate) allocations: u32,
 }
 
 impl Client {
-    /// A client for the calling process.
-    pub(crate) fn new() -> Result<Arc<Self>> {
+    /// A client for the calling process, whose allocations count against `charges`.
+    pub(crate) fn new(charges: &Arc<UserCharges>) -> Result<Arc<Self>> {
         let process = Process::current().ok_or(ESRCH)?;
+        let user = User::current();
+        let open_charge = UserCharge::new(charges, user, 0)?;
+        let buffers = RangeTree::new()?;
         Arc::pin_init(
             pin_init!(Self {
                 process,
-                holdings <- new_mutex!(Holdings::default()),
+                user,
+                charges: charges.clone(),
+                _open_charge: open_charge,
+                holdings <- new_mutex!(Holdings {
+                    buffers,
+                    bytes: 0,
+                    count: 0,
+                }),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
@@ -162,88 +303,100 @@ impl Client {
         }
     }
 
-    /// Allocates `bytes` from `pool` for this file, unless that would take it past `limit`
-    /// bytes (0: no limit). Returns the new buffer.
+    /// Allocates `bytes` from `pool` for this file within `limits` and the user's limit:
+    /// `ENOMEM` when a byte limit or the card is full, `ENOSPC` when the file holds as many
+    /// allocations as it may. Returns the new buffer.
     pub(crate) fn allocate(
         &self,
         pool: &Arc<VramPool>,
         bytes: u64,
         placement: Placement,
-        limit: u64,
+        limits: Limits,
     ) -> Result<Arc<Buffer>> {
         let mut holdings = self.holdings.lock();
-        let slot = match holdings.buffers.iter().position(Option::is_none) {
-            Some(free) => free,
-            None if holdings.buffers.len() < MAX_HANDLES => {
-                holdings.buffers.push(None, GFP_KERNEL)?;
-                holdings.buffers.len() - 1
-            }
-            None => return Err(ENOSPC),
-        };
+        if holdings.count >= limits.file_allocations {
+            return Err(ENOSPC);
+        }
         let rounded = bytes
             .checked_next_multiple_of(1 << PAGE_SHIFT)
             .ok_or(EINVAL)?;
-        if limit != 0 && holdings.bytes.saturating_add(rounded) > limit {
+        if limits.file_bytes != 0 && holdings.bytes.saturating_add(rounded) > limits.file_bytes {
             return Err(ENOMEM);
         }
+        let charge = UserCharge::new(&self.charges, self.user, rounded)?;
         let allocation = pool.allocate(bytes, placement)?;
         let size = allocation.size();
+        let pages = (size >> PAGE_SHIFT) as usize;
         let buffer = Arc::new(
             Buffer {
                 pool: pool.clone(),
                 allocation: Some(allocation),
-                handle: slot as u32 + 1,
+                handle: Atomic::new(0),
                 mappings: Atomic::new(0),
+                _charge: charge,
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
-        holdings.buffers[slot] = Some(buffer.clone());
+        let first =
+            holdings
+                .buffers
+                .insert(pages, buffer.clone(), 1, uapi::MMAP_PAGE_OFFSETS as usize)?;
+        // The tree allots offsets below 2^32 only, so the handle always fits.
+        buffer.handle.store(first as u32, Relaxed);
         holdings.bytes += size;
         holdings.count += 1;
         Ok(buffer)
     }
 
-    fn slot(holdings: &mut Holdings, handle: u32) -> Result<&mut Option<Arc<Buffer>>> {
-        let index = (handle as usize).checked_sub(1).ok_or(ENOENT)?;
-        match holdings.buffers.get_mut(index) {
-            Some(slot) if slot.is_some() => Ok(slot),
-            _ => Err(ENOENT),
-        }
-    }
-
     /// The buffer `handle` names in this file, or `ENOENT`.
     pub(crate) fn buffer(&self, handle: u32) -> Result<Arc<Buffer>> {
-        let mut holdings = self.holdings.lock();
-        Self::slot(&mut holdings, handle)?.clone().ok_or(ENOENT)
+        let holdings = self.holdings.lock();
+        Self::lookup(&holdings, handle)
     }
 
-    /// The buffer `handle` names, counted as mapped once more, so it cannot be freed before
-    /// the mapping is set up (or the count given back).
-    pub(crate) fn buffer_for_mapping(&self, handle: u32) -> Result<Arc<Buffer>> {
-        let mut holdings = self.holdings.lock();
-        let buffer = Self::slot(&mut holdings, handle)?.clone().ok_or(ENOENT)?;
+    fn lookup(holdings: &Holdings, handle: u32) -> Result<Arc<Buffer>> {
+        holdings
+            .buffers
+            .get(handle as usize)
+            .filter(|b| b.handle() == handle && handle != 0)
+            .ok_or(ENOENT)
+    }
+
+    /// The buffer whose mmap range holds page offset `pgoff`, counted as mapped once more, so
+    /// it cannot be freed before the mapping is set up (or the count given back).
+    pub(crate) fn buffer_for_mapping(&self, pgoff: usize) -> Result<Arc<Buffer>> {
+        let holdings = self.holdings.lock();
+        let buffer = holdings.buffers.get(pgoff).ok_or(ENOENT)?;
         buffer.mapped();
         Ok(buffer)
     }
 
     /// Frees `handle`: `ENOENT` if this file has no such handle, `EBUSY` while it is mapped.
     pub(crate) fn free(&self, handle: u32) -> Result<u64> {
+        let buffer = self.buffer(handle)?;
+        self.free_buffer(&buffer)
+    }
+
+    /// Frees exactly `buffer`, if this file still holds it: a concurrent FREE and ALLOC on the
+    /// same file may have put another buffer at the same handle since.
+    pub(crate) fn free_buffer(&self, buffer: &Arc<Buffer>) -> Result<u64> {
         let mut holdings = self.holdings.lock();
-        let slot = Self::slot(&mut holdings, handle)?;
-        if slot.as_ref().is_some_and(|b| b.mappings() > 0) {
+        let handle = buffer.handle();
+        let held = Self::lookup(&holdings, handle)?;
+        if !Arc::ptr_eq(&held, buffer) {
+            return Err(ENOENT);
+        }
+        if held.mappings() > 0 {
             return Err(EBUSY);
         }
-        let buffer = slot.take().ok_or(ENOENT)?;
-        let bytes = buffer.allocation().map_or(0, Allocation::size);
+        let removed = holdings.buffers.remove(handle as usize)?;
+        let bytes = removed.bytes();
         holdings.bytes -= bytes;
         holdings.count -= 1;
-        // Shrink the table past trailing free slots so it does not only grow.
-        while holdings.buffers.last().is_some_and(Option::is_none) {
-            holdings.buffers.pop();
-        }
         drop(holdings);
-        // Returned to the pool here, outside the lock (or by the last mapping, if one raced).
-        drop(buffer);
+        // Returned to the pool when the last reference (this one, `held`, or a mapping that
+        // raced) goes, outside the lock.
+        drop(removed);
         Ok(bytes)
     }
 }

@@ -3,7 +3,7 @@
 //! The emulated GPU as users see it: `/dev/emuv` and `/sys/class/emuv/emuv/`.
 
 use crate::{
-    client::{placement_from_uapi, Client},
+    client::{placement_from_uapi, Buffer, Client, Limits, UserCharges},
     glue::{
         chrdev::FileHandler,
         sysfs::{attribute_groups, Attribute},
@@ -16,7 +16,7 @@ use crate::{
 };
 use core::fmt::{self, Write};
 use kernel::{
-    mm::virt::{flags as vm_flags, VmaNew},
+    mm::virt::VmaNew,
     new_mutex,
     page::PAGE_SHIFT,
     prelude::*,
@@ -32,8 +32,9 @@ pub(crate) struct EmuvDevice {
     pub(crate) model: &'static GpuModel,
     pub(crate) pool: Arc<VramPool>,
     pub(crate) debug: bool,
-    /// Bytes one open file may hold; 0 for no limit.
-    pub(crate) file_limit: u64,
+    limits: Limits,
+    /// Bytes per user across all of their files.
+    user_charges: Arc<UserCharges>,
     /// Every open file, for the per-process report.
     #[pin]
     clients: Mutex<KVec<Arc<Client>>>,
@@ -43,6 +44,8 @@ pub(crate) struct EmuvDevice {
 #[pin_data]
 pub(crate) struct OpenFile {
     client: Arc<Client>,
+    /// Opened for writing: only such files may allocate and free.
+    writable: bool,
     /// The report as it was when this file read from offset 0, so a read in several chunks (or
     /// after an `lseek`) sees one consistent text.
     #[pin]
@@ -55,7 +58,7 @@ struct VecWriter<'a>(&'a mut KVec<u8>);
 impl Write for VecWriter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.0
-            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL_ACCOUNT)
             .map_err(|_| fmt::Error)
     }
 }
@@ -85,13 +88,15 @@ impl EmuvDevice {
         model: &'static GpuModel,
         pool: Arc<VramPool>,
         debug: bool,
-        file_limit: u64,
+        limits: Limits,
+        user_charges: Arc<UserCharges>,
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             model,
             pool,
             debug,
-            file_limit,
+            limits,
+            user_charges,
             clients <- new_mutex!(KVec::new()),
         })
     }
@@ -119,27 +124,51 @@ impl EmuvDevice {
         )
     }
 
-    /// Usage per process (a process may hold several open files), pids as the reader sees them.
+    /// Usage per process (a process may hold several open files), as the reader's PID
+    /// namespace sees it: processes outside it are left out, and a file whose opener has exited
+    /// is a row of its own without a PID (its number may belong to another process by now).
     fn process_usage(&self, out: &mut KVec<ProcessUsage>) -> Result {
         let clients = self.clients.lock();
         for (i, client) in clients.iter().enumerate() {
-            if clients[..i].iter().any(|c| c.process.is(&client.process)) {
+            let process = &client.process;
+            let Some(pid) = process.pid_for_current_reader() else {
+                continue;
+            };
+            let alive = process.alive();
+            if alive && clients[..i].iter().any(|c| c.process.is(process)) {
                 continue;
             }
-            let mut entry = ProcessUsage::new(
-                client.process.pid_for_current_reader(),
-                client.process.comm(),
-            );
-            for same in clients[i..]
-                .iter()
-                .filter(|c| c.process.is(&client.process))
-            {
+            let mut entry = ProcessUsage::new(alive.then_some(pid), process.comm());
+            let same_process = clients[i..].iter().filter(|c| c.process.is(process));
+            for same in same_process.take(if alive { usize::MAX } else { 1 }) {
                 let usage = same.usage();
                 entry.bytes += usage.bytes;
-                entry.allocations += usage.allocations;
+                entry.allocations += u64::from(usage.allocations);
             }
-            out.push(entry, GFP_KERNEL)?;
+            out.push(entry, GFP_KERNEL_ACCOUNT)?;
         }
+        Ok(())
+    }
+
+    /// `EMUV_IOCTL_PROCESSES`: the process list as data, for tools that must not parse text.
+    fn processes(&self, req: &mut uapi::Processes) -> Result {
+        if req.size as usize != core::mem::size_of::<uapi::Processes>()
+            || req.entry_size as usize != core::mem::size_of::<uapi::Process>()
+            || req.reserved != [0; 2]
+        {
+            return Err(EINVAL);
+        }
+        let mut list = KVec::new();
+        self.process_usage(&mut list)?;
+        let written = list.len().min(req.count as usize);
+        let entries = usize::try_from(req.entries).map_err(|_| EFAULT)?;
+        let len = written * core::mem::size_of::<uapi::Process>();
+        let mut out = UserSlice::new(UserPtr::from_addr(entries), len).writer();
+        for entry in &list[..written] {
+            out.write(&entry.to_uapi())?;
+        }
+        req.count = written as u32;
+        req.total = u32::try_from(list.len()).unwrap_or(u32::MAX);
         Ok(())
     }
 
@@ -168,13 +197,21 @@ impl EmuvDevice {
         info.total = stats.capacity();
         info.used = stats.used();
         info.free = stats.free();
-        info.file_limit = self.file_limit;
-        info.file_used = file.client.usage().bytes;
-        info.reserved = [0; 4];
+        let usage = file.client.usage();
+        info.file_limit = self.limits.file_bytes;
+        info.file_used = usage.bytes;
+        info.user_limit = self.user_charges.limit();
+        info.user_used = self.user_charges.used(file.client.user);
+        info.file_allocations_limit = self.limits.file_allocations;
+        info.file_allocations = usage.allocations;
+        info.reserved = [0; 1];
         Ok(())
     }
 
-    fn alloc(&self, file: &OpenFile, req: &mut uapi::Alloc) -> Result {
+    fn alloc(&self, file: &OpenFile, req: &mut uapi::Alloc) -> Result<Arc<Buffer>> {
+        if !file.writable {
+            return Err(EBADF);
+        }
         if req.size as usize != core::mem::size_of::<uapi::Alloc>()
             || req.flags != 0
             || req.reserved != [0; 2]
@@ -184,12 +221,12 @@ impl EmuvDevice {
         let placement = placement_from_uapi(req.tier)?;
         let buffer = file
             .client
-            .allocate(&self.pool, req.bytes, placement, self.file_limit)?;
+            .allocate(&self.pool, req.bytes, placement, self.limits)?;
         let mut query = uapi::Query::default();
         buffer.query(&mut query)?;
         req.bytes = query.bytes;
         req.tier = query.tier;
-        req.handle = (buffer.mmap_offset() >> uapi::MMAP_HANDLE_SHIFT) as u32;
+        req.handle = buffer.handle();
         req.mmap_offset = query.mmap_offset;
         if self.debug {
             let tier = buffer.tier().name();
@@ -200,10 +237,13 @@ impl EmuvDevice {
                 req.handle
             );
         }
-        Ok(())
+        Ok(buffer)
     }
 
     fn free(&self, file: &OpenFile, req: &uapi::Free) -> Result {
+        if !file.writable {
+            return Err(EBADF);
+        }
         if req.flags != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
@@ -237,9 +277,11 @@ fn client_name(client: &Client) -> &kernel::str::BStr {
 impl FileHandler for EmuvDevice {
     type OpenFile = OpenFile;
 
-    fn open(&self) -> impl PinInit<OpenFile, Error> {
-        let client = Client::new().and_then(|client| {
-            self.clients.lock().push(client.clone(), GFP_KERNEL)?;
+    fn open(&self, writable: bool) -> impl PinInit<OpenFile, Error> {
+        let client = Client::new(&self.user_charges).and_then(|client| {
+            self.clients
+                .lock()
+                .push(client.clone(), GFP_KERNEL_ACCOUNT)?;
             Ok(client)
         });
         if self.debug {
@@ -247,6 +289,7 @@ impl FileHandler for EmuvDevice {
         }
         try_pin_init!(OpenFile {
             client: client?,
+            writable,
             snapshot <- new_mutex!(KVec::new()),
         })
     }
@@ -288,15 +331,15 @@ impl FileHandler for EmuvDevice {
         match cmd {
             uapi::IOCTL_INFO => with_user_struct(arg, |info| self.info(file, info)),
             uapi::IOCTL_ALLOC => {
-                // If the result cannot be copied out, the caller never learns the handle: free it.
-                let mut handle = 0;
+                // If the result cannot be copied out, the caller never learns the handle: free
+                // that very buffer (by handle, a concurrent FREE and ALLOC could name another).
+                let mut made = None;
                 let result = with_user_struct(arg, |req: &mut uapi::Alloc| {
-                    self.alloc(file, req)?;
-                    handle = req.handle;
+                    made = Some(self.alloc(file, req)?);
                     Ok(())
                 });
-                if result.is_err() && handle != 0 {
-                    let _ = file.client.free(handle);
+                if let (Err(_), Some(buffer)) = (&result, made) {
+                    let _ = file.client.free_buffer(&buffer);
                 }
                 result
             }
@@ -307,21 +350,22 @@ impl FileHandler for EmuvDevice {
                 self.free(file, &req).map(|()| 0)
             }
             uapi::IOCTL_QUERY => with_user_struct(arg, |req| self.query(file, req)),
+            uapi::IOCTL_PROCESSES => with_user_struct(arg, |req| self.processes(req)),
             _ => Err(ENOTTY),
         }
     }
 
     fn mmap(&self, file: &OpenFile, vma: &VmaNew) -> Result {
         // Private mappings would copy pages on write and hide them from other mappings.
-        if vma.flags() & vm_flags::SHARED == 0 {
+        // `VM_MAYSHARE`, not `VM_SHARED`: the kernel clears the latter for a shared mapping of
+        // a file opened read-only, which may still map its allocations to read them.
+        if !vma::is_shared(vma) {
             return Err(EINVAL);
         }
         let pgoff = vma::pgoff(vma);
-        let handle_shift = uapi::MMAP_HANDLE_SHIFT as usize - PAGE_SHIFT;
-        let handle = u32::try_from(pgoff >> handle_shift).map_err(|_| EINVAL)?;
-        let first = pgoff & ((1 << handle_shift) - 1);
         let pages = (vma.end() - vma.start()) >> PAGE_SHIFT;
-        let buffer = file.client.buffer_for_mapping(handle).map_err(|_| EINVAL)?;
+        let buffer = file.client.buffer_for_mapping(pgoff).map_err(|_| EINVAL)?;
+        let first = pgoff - buffer.handle() as usize;
         if first
             .checked_add(pages)
             .is_none_or(|end| end > buffer.pages())
@@ -359,6 +403,8 @@ attributes! {
     USED_BYTES: c"used_bytes" => |dev, out| writeln!(out, "{}", dev.stats().used());
     FREE_BYTES: c"free_bytes" => |dev, out| writeln!(out, "{}", dev.stats().free());
     RESIDENT_BYTES: c"resident_bytes" => |dev, out| writeln!(out, "{}", dev.stats().resident());
+    QUARANTINED_BYTES: c"quarantined_bytes" =>
+        |dev, out| writeln!(out, "{}", dev.stats().quarantined());
     ALLOCATION_STRATEGY: c"allocation_strategy" =>
         |dev, out| writeln!(out, "{}", dev.strategy().name());
 }

@@ -10,11 +10,13 @@ mod client;
 mod device;
 mod glue;
 mod gpu_db;
+mod page_ranges;
 mod params;
 mod report;
 mod uapi;
 mod vram_pool;
 
+use client::UserCharges;
 use device::{EmuvDevice, GROUPS};
 use glue::chrdev::ClassDevice;
 use kernel::prelude::*;
@@ -55,9 +57,10 @@ impl kernel::Module for EmuvModule {
             );
         }
         let pool = VramPool::new(pool_config)?;
+        let user_charges = UserCharges::new(settings.user_limit)?;
         let device = ClassDevice::new(
             c"emuv",
-            EmuvDevice::new(model, pool, settings.debug, settings.file_limit),
+            EmuvDevice::new(model, pool, settings.debug, settings.limits, user_charges),
             &GROUPS,
         )?;
         pr_info!(

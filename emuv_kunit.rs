@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! KUnit suites for emuv's model table and VRAM pool, as a module of their own.
+//! KUnit suites for emuv's model table, VRAM pool, page ranges and report, as a module of
+//! their own.
 //!
-//! Built from the same `gpu_db.rs` and `vram_pool.rs` as `emuv.ko`, with `--cfg emuv_kunit`,
+//! Built from the same sources as `emuv.ko`, with `--cfg emuv_kunit`,
 //! which turns on the `#[kunit_tests]` modules inside them. Loading this module runs the suites
 //! once; `emuv.ko` carries no tests, so load/unload cycles do not rerun them.
 
@@ -13,6 +14,12 @@ mod glue {
 }
 #[allow(dead_code)]
 mod gpu_db;
+#[allow(dead_code)]
+mod page_ranges;
+#[allow(dead_code)]
+mod report;
+#[allow(dead_code)]
+mod uapi;
 #[allow(dead_code)]
 mod vram_pool;
 

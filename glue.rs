@@ -14,10 +14,23 @@ pub(crate) mod task;
 pub(crate) mod uapi;
 pub(crate) mod vma;
 
-/// Makes a C struct holding raw pointers usable as a `static`.
+/// Makes a C table holding raw pointers usable as a `static`.
 #[repr(transparent)]
-pub(crate) struct AssertSync<T>(pub(crate) T);
+pub(crate) struct AssertSync<T>(T);
 
-// SAFETY: only used for C tables (`file_operations`, sysfs attributes, module parameters) that
-// neither Rust nor C mutate after initialisation.
+impl<T> AssertSync<T> {
+    /// # Safety
+    ///
+    /// `value` must be a table that neither Rust nor C mutates once built, and whose pointers
+    /// may be read from any thread.
+    pub(crate) const unsafe fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    pub(crate) const fn as_ptr(&self) -> *const T {
+        &self.0
+    }
+}
+
+// SAFETY: by `new`'s contract the table is never mutated and its pointers may be shared.
 unsafe impl<T> Sync for AssertSync<T> {}

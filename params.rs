@@ -7,6 +7,7 @@
 //! `EINVAL` and one `dmesg` line naming the parameter, the value and what is accepted.
 
 use crate::{
+    client::Limits,
     glue::param::{module_param, Param},
     gpu_db::{self, GpuModel, MODELS},
     vram_pool::{PoolConfig, Strategy, Tier, MAX_TIER_BYTES},
@@ -220,29 +221,50 @@ size_params! {
     VIRTUAL_VRAM_GB "virtual_vram_gb", VIRTUAL_VRAM_MB "virtual_vram_mb", Tier::Virtual;
 }
 
-/// `vram_limit_per_file_mb`: how much one open file may hold, for slicing a card between
-/// tenants; 0 means no limit.
+/// A limit given as a decimal number in `0..=max` (or `1..=max` when 0 is not allowed).
 struct LimitParam {
-    mib: Atomic<u64>,
+    name: &'static str,
+    /// What the number counts, for the error line: "MiB", "allocations".
+    unit: &'static str,
+    /// What 0 means, or `None` when 0 is refused.
+    zero_means: Option<&'static str>,
+    max: u64,
+    value: Atomic<u64>,
+}
+
+impl LimitParam {
+    fn get(&self) -> u64 {
+        self.value.load(Relaxed)
+    }
 }
 
 impl Param for LimitParam {
     fn set(&self, value: &[u8]) -> Result {
+        let min = if self.zero_means.is_some() { 0 } else { 1 };
         let parsed = core::str::from_utf8(value)
             .ok()
             .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
             .and_then(|s| s.parse::<u64>().ok())
-            .filter(|&mib| mib <= MAX_TIER_BYTES >> 19);
+            .filter(|&n| (min..=self.max).contains(&n));
         match parsed {
-            Some(mib) => {
-                self.mib.store(mib, Relaxed);
+            Some(n) => {
+                self.value.store(n, Relaxed);
                 Ok(())
             }
             None => {
                 pr_err!(
-                    "invalid vram_limit_per_file_mb={}: not a decimal number of MiB; accepted: 0 (no limit) to {}\n",
+                    "invalid {}={}: not a decimal number in range; accepted: {} to {} {}{}{}\n",
+                    self.name,
                     BStr::from_bytes(value),
-                    MAX_TIER_BYTES >> 19
+                    min,
+                    self.max,
+                    self.unit,
+                    if self.zero_means.is_some() {
+                        ", 0 = "
+                    } else {
+                        ""
+                    },
+                    self.zero_means.unwrap_or("")
                 );
                 Err(EINVAL)
             }
@@ -250,12 +272,41 @@ impl Param for LimitParam {
     }
 
     fn get(&self, out: &mut Formatter<'_>) -> fmt::Result {
-        write!(out, "{}", self.mib.load(Relaxed))
+        write!(out, "{}", LimitParam::get(self))
     }
 }
 
+/// `vram_limit_per_file_mb`: how much one open file may hold, for slicing a card between
+/// tenants; 0 means no limit.
 static VRAM_LIMIT_PER_FILE_MB: LimitParam = LimitParam {
-    mib: Atomic::new(0),
+    name: "vram_limit_per_file_mb",
+    unit: "MiB",
+    zero_means: Some("no limit"),
+    max: MAX_TIER_BYTES >> 19,
+    value: Atomic::new(0),
+};
+
+/// `vram_limit_per_user_mb`: how much all open files of one user may hold together, the
+/// per-tenant slice that a per-file limit alone cannot give (a tenant can open the device
+/// again); 0 means no limit.
+static VRAM_LIMIT_PER_USER_MB: LimitParam = LimitParam {
+    name: "vram_limit_per_user_mb",
+    unit: "MiB",
+    zero_means: Some("no limit"),
+    max: MAX_TIER_BYTES >> 19,
+    value: Atomic::new(0),
+};
+
+/// Allocations one open file may hold by default: each costs the kernel about 100 bytes.
+const DEFAULT_MAX_ALLOCATIONS_PER_FILE: u64 = 65_536;
+
+/// `max_allocations_per_file`: bounds the kernel memory one open file's bookkeeping takes.
+static MAX_ALLOCATIONS_PER_FILE: LimitParam = LimitParam {
+    name: "max_allocations_per_file",
+    unit: "allocations",
+    zero_means: None,
+    max: 1 << 24,
+    value: Atomic::new(DEFAULT_MAX_ALLOCATIONS_PER_FILE),
 };
 
 static LAZY_ALLOCATION: BoolParam = BoolParam {
@@ -306,6 +357,18 @@ module_param!(
     "Most VRAM one open /dev/emuv may hold, in MiB (0: no limit, the default)"
 );
 module_param!(
+    vram_limit_per_user_mb,
+    &VRAM_LIMIT_PER_USER_MB,
+    "ulong",
+    "Most VRAM all open /dev/emuv files of one user may hold together, in MiB (0: no limit, the default)"
+);
+module_param!(
+    max_allocations_per_file,
+    &MAX_ALLOCATIONS_PER_FILE,
+    "ulong",
+    "Most allocations one open /dev/emuv may hold at once (default 65536; 1..16777216)"
+);
+module_param!(
     debug_mode,
     &DEBUG_MODE,
     "bool",
@@ -318,8 +381,9 @@ pub(crate) struct Settings {
     pub(crate) model: &'static GpuModel,
     pub(crate) pool: PoolConfig,
     pub(crate) debug: bool,
-    /// Bytes one open file may hold; 0 for no limit.
-    pub(crate) file_limit: u64,
+    pub(crate) limits: Limits,
+    /// Bytes all files of one user may hold; 0 for no limit.
+    pub(crate) user_limit: u64,
 }
 
 impl Settings {
@@ -354,6 +418,10 @@ pub(crate) fn settings() -> Settings {
             },
         },
         debug: DEBUG_MODE.get(),
-        file_limit: VRAM_LIMIT_PER_FILE_MB.mib.load(Relaxed) << 20,
+        limits: Limits {
+            file_bytes: VRAM_LIMIT_PER_FILE_MB.get() << 20,
+            file_allocations: u32::try_from(MAX_ALLOCATIONS_PER_FILE.get()).unwrap_or(u32::MAX),
+        },
+        user_limit: VRAM_LIMIT_PER_USER_MB.get() << 20,
     }
 }

@@ -6,7 +6,7 @@
 //! against the header (sizes, field offsets, ioctl numbers). Keep the two in step.
 
 /// `EMUV_ABI_VERSION`.
-pub(crate) const ABI_VERSION: u32 = 1;
+pub(crate) const ABI_VERSION: u32 = 2;
 /// `EMUV_IOCTL_TYPE`.
 pub(crate) const IOCTL_TYPE: u32 = 0xE7;
 
@@ -43,7 +43,11 @@ pub(crate) struct Info {
     pub(crate) free: u64,
     pub(crate) file_limit: u64,
     pub(crate) file_used: u64,
-    pub(crate) reserved: [u64; 4],
+    pub(crate) user_limit: u64,
+    pub(crate) user_used: u64,
+    pub(crate) file_allocations_limit: u32,
+    pub(crate) file_allocations: u32,
+    pub(crate) reserved: [u64; 1],
 }
 
 /// `struct emuv_alloc`.
@@ -82,6 +86,33 @@ pub(crate) struct Query {
     pub(crate) reserved: [u64; 2],
 }
 
+/// `EMUV_PROCESS_EXITED`.
+pub(crate) const PROCESS_EXITED: u32 = 1;
+
+/// `struct emuv_process`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Process {
+    pub(crate) pid: i32,
+    pub(crate) flags: u32,
+    pub(crate) comm: [u8; 16],
+    pub(crate) bytes: u64,
+    pub(crate) allocations: u64,
+    pub(crate) reserved: [u64; 2],
+}
+
+/// `struct emuv_processes`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Processes {
+    pub(crate) size: u32,
+    pub(crate) entry_size: u32,
+    pub(crate) count: u32,
+    pub(crate) total: u32,
+    pub(crate) entries: u64,
+    pub(crate) reserved: [u64; 2],
+}
+
 /// `_IOC(dir, type, nr, size)` of `include/uapi/asm-generic/ioctl.h`.
 const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
     (dir << 30) | ((size as u32) << 16) | (IOCTL_TYPE << 8) | nr
@@ -97,7 +128,14 @@ pub(crate) const IOCTL_ALLOC: u32 = ioc(IOC_READ | IOC_WRITE, 0x01, core::mem::s
 pub(crate) const IOCTL_FREE: u32 = ioc(IOC_WRITE, 0x02, core::mem::size_of::<Free>());
 /// `EMUV_IOCTL_QUERY`.
 pub(crate) const IOCTL_QUERY: u32 = ioc(IOC_READ | IOC_WRITE, 0x03, core::mem::size_of::<Query>());
+/// `EMUV_IOCTL_PROCESSES`.
+pub(crate) const IOCTL_PROCESSES: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x04,
+    core::mem::size_of::<Processes>(),
+);
 
-/// The mmap offset of an allocation: its handle times 1 TiB, the largest allocation, so the
-/// offset alone names the allocation and the page in it.
-pub(crate) const MMAP_HANDLE_SHIFT: u32 = 40;
+/// Each open file's mmap offsets, in pages, lie in `1..MMAP_PAGE_OFFSETS`: an allocation of N
+/// pages gets a range of N page offsets of its own, and the first is its handle. 2^32 pages
+/// is what a 32-bit caller's `mmap2` can name.
+pub(crate) const MMAP_PAGE_OFFSETS: u64 = 1 << 32;

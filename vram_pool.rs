@@ -8,13 +8,18 @@
 //! * **Lazy**: only bookkeeping at load; each page is allocated, zeroed, the first time it is
 //!   asked for and freed with its allocation. Capacity costs no memory until used.
 //! * **Eager**: each tier is one zeroed vmalloc area reserved at load (after checking that it
-//!   fits in available memory); allocations are page ranges of it, zeroed again when freed.
+//!   fits in available memory); allocations are page ranges of it, zeroed again when freed. A
+//!   freed page that something else still holds (a pipe after `vmsplice()`, an io_uring fixed
+//!   buffer, direct I/O) is quarantined instead, and handed out again only once it is let go
+//!   (see `page_ranges.rs`). Lazy pages need no quarantine: each allocation gets pages of its
+//!   own, and the page allocator reuses a page only when its last reference is gone.
 //!
 //! Memory comes with `__GFP_RETRY_MAYFAIL`: when it runs out, emuv fails with `ENOMEM` and the
 //! OOM killer is never invoked on its behalf.
 
-use crate::glue::mem::{
-    available_bytes, vmalloc_overhead, RangeAllocator, SparsePages, VmallocArea,
+use crate::{
+    glue::mem::{available_bytes, vmalloc_overhead, SparsePages, VmallocArea},
+    page_ranges::PageRanges,
 };
 use kernel::{
     new_mutex,
@@ -97,6 +102,8 @@ pub(crate) struct TierStats {
     pub(crate) used: u64,
     /// Backed by system memory now (all of the capacity when eager).
     pub(crate) resident: u64,
+    /// Freed but still held elsewhere (eager only): neither used nor free until let go.
+    pub(crate) quarantined: u64,
 }
 
 /// A consistent snapshot of the pool's counters.
@@ -125,9 +132,15 @@ impl PoolStats {
         self.tiers.iter().map(|t| t.used).sum()
     }
 
-    /// Never negative: `used` never exceeds `capacity` by construction.
+    /// Never negative: `used + quarantined` never exceeds `capacity` by construction.
     pub(crate) fn free(&self) -> u64 {
-        self.capacity().saturating_sub(self.used())
+        self.capacity()
+            .saturating_sub(self.used())
+            .saturating_sub(self.quarantined())
+    }
+
+    pub(crate) fn quarantined(&self) -> u64 {
+        self.tiers.iter().map(|t| t.quarantined).sum()
     }
 
     pub(crate) fn resident(&self) -> u64 {
@@ -135,10 +148,61 @@ impl PoolStats {
     }
 }
 
-/// The eager backing of one tier: its area and which page ranges of it are taken.
+/// The eager backing of one tier: its area and which pages of it are taken or quarantined.
 struct EagerTier {
     area: VmallocArea,
-    ranges: RangeAllocator,
+    ranges: Pin<KBox<Mutex<PageRanges>>>,
+}
+
+impl EagerTier {
+    fn new(bytes: u64) -> Result<Self> {
+        let len = usize::try_from(bytes).map_err(|_| ENOMEM)?;
+        let area = VmallocArea::new(len)?;
+        let ranges = KBox::pin_init(new_mutex!(PageRanges::new(area.pages())?), GFP_KERNEL)?;
+        Ok(Self { area, ranges })
+    }
+
+    /// A run of `count` pages, after giving back what quarantine can release.
+    fn alloc(&self, count: usize) -> Result<usize> {
+        let mut ranges = self.ranges.lock();
+        self.release_quarantine(&mut ranges);
+        ranges.alloc(count)
+    }
+
+    /// Frees `first..first + count`: zeroed and free again, except pages still held elsewhere,
+    /// which go to quarantine. Zeroing runs outside the lock (the range stays taken meanwhile),
+    /// so a large free neither blocks other allocations nor, 7.2 kernels being preemptible,
+    /// the CPU.
+    fn free(&self, first: usize, count: usize) {
+        let mut held = false;
+        for page in first..first + count {
+            if self.area.page_held_elsewhere(page) {
+                // Marked now, before it could be let go unzeroed, so it is zeroed on release.
+                self.ranges.lock().quarantine(page);
+                held = true;
+            } else {
+                self.area.zero_page(page);
+            }
+        }
+        let mut ranges = self.ranges.lock();
+        ranges.free_unquarantined(first, count);
+        if !held {
+            self.release_quarantine(&mut ranges);
+        }
+    }
+
+    fn release_quarantine(&self, ranges: &mut PageRanges) {
+        if ranges.quarantined_pages() > 0 {
+            ranges.release_quarantine(
+                |page| self.area.page_held_elsewhere(page),
+                |page| self.area.zero_page(page),
+            );
+        }
+    }
+
+    fn quarantined_bytes(&self) -> u64 {
+        self.ranges.lock().quarantined_pages() as u64 * PAGE
+    }
 }
 
 /// Counters changed together under one lock, so snapshots are consistent.
@@ -210,8 +274,13 @@ impl VramPool {
             let overhead = vmalloc_overhead(wanted);
             let available = available_bytes();
             if wanted + overhead > available {
+                let what = if cfg!(CONFIG_KASAN_VMALLOC) {
+                    "vmalloc page tables and KASAN shadow"
+                } else {
+                    "vmalloc page tables"
+                };
                 pr_err!(
-                    "eager reservation of {} MiB (+{} MiB of vmalloc page tables and KASAN shadow) does not fit: {} MiB available\n",
+                    "eager reservation of {} MiB (+{} MiB of {what}) does not fit: {} MiB available\n",
                     wanted >> 20,
                     overhead >> 20,
                     available >> 20
@@ -225,16 +294,13 @@ impl VramPool {
                 if bytes == 0 {
                     continue;
                 }
-                let len = usize::try_from(bytes).map_err(|_| ENOMEM)?;
-                let area = VmallocArea::new(len).inspect_err(|_| {
+                *slot = Some(EagerTier::new(bytes).inspect_err(|_| {
                     pr_err!(
                         "eager reservation of {} MiB failed: {} MiB available\n",
                         bytes >> 20,
                         available_bytes() >> 20
                     );
-                })?;
-                let ranges = RangeAllocator::new(area.pages())?;
-                *slot = Some(EagerTier { area, ranges });
+                })?);
             }
         }
         Arc::pin_init(
@@ -277,6 +343,7 @@ impl VramPool {
                     Strategy::Eager => capacity,
                     Strategy::Lazy => self.lazy_resident[tier as usize].load(Relaxed),
                 },
+                quarantined: self.quarantined_bytes(tier),
             };
         }
         stats
@@ -333,8 +400,7 @@ impl VramPool {
             }
             Backing::Eager { first_page } => {
                 if let Some(eager) = &self.eager[tier as usize] {
-                    eager.area.zero_pages(first_page, allocation.pages);
-                    eager.ranges.free(first_page);
+                    eager.free(first_page, allocation.pages);
                 }
             }
         }
@@ -373,10 +439,17 @@ impl VramPool {
         }
     }
 
+    fn quarantined_bytes(&self, tier: Tier) -> u64 {
+        self.eager[tier as usize]
+            .as_ref()
+            .map_or(0, EagerTier::quarantined_bytes)
+    }
+
     fn charge(&self, tier: Tier, bytes: u64) -> bool {
         let mut counters = self.counters.lock();
         let used = counters.used[tier as usize];
-        if self.capacity(tier) - used < bytes {
+        let quarantined = self.quarantined_bytes(tier);
+        if self.capacity(tier) - used - quarantined < bytes {
             return false;
         }
         counters.used[tier as usize] = used + bytes;
@@ -397,7 +470,7 @@ impl VramPool {
         match &self.eager[tier as usize] {
             None => Ok(Backing::Lazy(SparsePages::new(pages)?)),
             Some(eager) => {
-                let first_page = eager.ranges.alloc(pages)?;
+                let first_page = eager.alloc(pages)?;
                 Ok(Backing::Eager { first_page })
             }
         }
@@ -487,14 +560,9 @@ mod tests {
                 tiers: [
                     TierStats {
                         capacity: MIB,
-                        used: 0,
-                        resident: 0
+                        ..TierStats::default()
                     },
-                    TierStats {
-                        capacity: 0,
-                        used: 0,
-                        resident: 0
-                    },
+                    TierStats::default(),
                 ],
                 ..PoolStats::default()
             }

@@ -24,8 +24,8 @@ pub(crate) trait FileHandler: Send + Sync + Sized + 'static {
     /// Per-open-file state, dropped on the last `close`.
     type OpenFile: Send + Sync;
 
-    /// Called on `open`.
-    fn open(&self) -> impl PinInit<Self::OpenFile, Error>;
+    /// Called on `open`; `writable` when the file was opened for writing.
+    fn open(&self, writable: bool) -> impl PinInit<Self::OpenFile, Error>;
 
     /// Called on `read` at `*offset`; advances `*offset` by what it wrote.
     fn read(
@@ -227,12 +227,15 @@ impl<T: FileHandler> ClassDevice<T> {
                 cdev.inner
             )
         };
+        // SAFETY: `file` is valid during `open`; `f_flags` is set before `open` is called.
+        let access = unsafe { (*file).f_flags } & bindings::O_ACCMODE;
+        let writable = access != bindings::O_RDONLY;
         let state = KBox::try_pin_init(
             try_pin_init!(OpenState {
                 device: &this.data,
-                file <- this.data.open(),
+                file <- this.data.open(writable),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         );
         match state {
             Ok(state) => {

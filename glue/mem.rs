@@ -9,7 +9,10 @@ use kernel::{
     maple_tree::MapleTreeAlloc,
     page::{BorrowedPage, PAGE_SIZE},
     prelude::*,
-    sync::atomic::{Acquire, Atomic, Full, Relaxed},
+    sync::{
+        atomic::{Acquire, Atomic, Full, Relaxed},
+        Arc,
+    },
 };
 
 /// `__GFP_RETRY_MAYFAIL | __GFP_NOWARN | __GFP_ZERO | __GFP_ACCOUNT` on top of `GFP_KERNEL`:
@@ -147,21 +150,31 @@ impl VmallocArea {
         })
     }
 
-    /// Zeroes `count` pages from `first`, so a range handed out again starts clean.
-    pub(crate) fn zero_pages(&self, first: usize, count: usize) {
-        let end = first.saturating_add(count).min(self.pages());
-        if first >= end {
+    /// Zeroes page `index`, so that it is handed out again clean.
+    pub(crate) fn zero_page(&self, index: usize) {
+        if index >= self.pages() {
             return;
         }
-        // SAFETY: `first..end` lies inside the area; the pool zeroes only ranges that no
-        // allocation owns, so no Rust reference to these bytes exists.
-        unsafe {
-            core::ptr::write_bytes(
-                self.ptr.as_ptr().add(first * PAGE_SIZE),
-                0,
-                (end - first) * PAGE_SIZE,
-            )
+        // SAFETY: the page lies inside the area; the pool zeroes only pages that no allocation
+        // owns, so no Rust reference to these bytes exists.
+        unsafe { core::ptr::write_bytes(self.ptr.as_ptr().add(index * PAGE_SIZE), 0, PAGE_SIZE) };
+    }
+
+    /// Whether anything besides the area itself holds page `index`: a user mapping, a pipe
+    /// after `vmsplice()`, an io_uring fixed buffer, direct I/O in flight, any GUP reference or
+    /// pin (a pin counts 1024 references). Once the pool's own mappings are gone nothing can
+    /// take a new reference, so `false` stays `false`.
+    pub(crate) fn page_held_elsewhere(&self, index: usize) -> bool {
+        let Some(page) = self.page(index) else {
+            return false;
         };
+        // SAFETY: `_refcount` of a live page (vmalloc splits its pages into order-0 pages,
+        // each its own folio) read atomically, as `page_ref_count()` does. Acquire: whoever
+        // dropped their reference finished with the page's contents first.
+        let refs = unsafe {
+            Atomic::<i32>::from_ptr(&raw mut (*page.as_ptr())._refcount.counter).load(Acquire)
+        };
+        refs != 1
     }
 }
 
@@ -353,39 +366,62 @@ impl Drop for SparsePages {
     }
 }
 
-/// Hands out page ranges `[first, first + count)` below a limit, first fit.
+/// Ranges of indices, each with a shared value, in `min..max`, first fit: a maple tree in
+/// allocation-range mode.
 ///
 /// 7.2's `MapleTreeAlloc` is neither `Send` nor `Sync`, although every operation on it takes
 /// the tree's own spinlock; this wrapper says so once.
-pub(crate) struct RangeAllocator {
-    tree: Pin<KBox<MapleTreeAlloc<()>>>,
-    limit: usize,
+pub(crate) struct RangeTree<V: Send + Sync + 'static> {
+    tree: Pin<KBox<MapleTreeAlloc<Arc<V>>>>,
 }
 
-// SAFETY: `mtree_alloc_range` and `mtree_erase` take the tree's internal spinlock, and `()`
-// entries own nothing, so the tree may be used and dropped from any thread.
-unsafe impl Send for RangeAllocator {}
+// SAFETY: `mtree_alloc_range`, `mtree_load` and `mtree_erase` take the tree's internal spinlock,
+// and the values are `Arc`s of `Send + Sync` data, so the tree may be used and dropped from any
+// thread.
+unsafe impl<V: Send + Sync> Send for RangeTree<V> {}
 // SAFETY: as above: shared use is serialised by the tree's spinlock.
-unsafe impl Sync for RangeAllocator {}
+unsafe impl<V: Send + Sync> Sync for RangeTree<V> {}
 
-impl RangeAllocator {
-    /// An allocator of ranges inside `0..limit`.
-    pub(crate) fn new(limit: usize) -> Result<Self> {
+impl<V: Send + Sync> RangeTree<V> {
+    /// An empty tree; its nodes are allocated with `GFP_KERNEL_ACCOUNT`, charged to the caller.
+    pub(crate) fn new() -> Result<Self> {
         Ok(Self {
-            tree: KBox::pin_init(MapleTreeAlloc::new(), GFP_KERNEL)?,
-            limit,
+            tree: KBox::pin_init(MapleTreeAlloc::new(), GFP_KERNEL_ACCOUNT)?,
         })
     }
 
-    /// The first free range of `count`, or `ENOMEM` when none is left.
-    pub(crate) fn alloc(&self, count: usize) -> Result<usize> {
+    /// Stores `value` for the first free range of `count` indices in `min..max` and returns
+    /// its first index; `ENOSPC` when no range is left, `ENOMEM` when the tree cannot grow.
+    pub(crate) fn insert(
+        &self,
+        count: usize,
+        value: Arc<V>,
+        min: usize,
+        max: usize,
+    ) -> Result<usize> {
         self.tree
-            .alloc_range(count, (), ..self.limit, GFP_KERNEL)
-            .map_err(|_| ENOMEM)
+            .alloc_range(count, value, min..max, GFP_KERNEL_ACCOUNT)
+            .map_err(|e| match Error::from(e) {
+                e if e == EBUSY => ENOSPC,
+                e => e,
+            })
     }
 
-    /// Frees the range that starts at `first`.
-    pub(crate) fn free(&self, first: usize) {
-        self.tree.erase(first);
+    /// The value whose range holds `index`.
+    pub(crate) fn get(&self, index: usize) -> Option<Arc<V>> {
+        self.tree.lock().load(index).map(Arc::from)
+    }
+
+    /// Removes the range that holds `index`, handing its value back: `ENOENT` if there is none,
+    /// `ENOMEM` if the tree could not get the nodes it needed to shrink (the range stays).
+    pub(crate) fn remove(&self, index: usize) -> Result<Arc<V>> {
+        let value = self.tree.erase(index).ok_or(ENOENT)?;
+        if self.tree.lock().load(index).is_some() {
+            // `mtree_erase` returns the entry even when it failed to remove it for want of
+            // memory; the tree still owns that reference, so it must not be dropped here.
+            let _ = Arc::into_raw(value);
+            return Err(ENOMEM);
+        }
+        Ok(value)
     }
 }

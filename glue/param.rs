@@ -38,6 +38,29 @@ pub(crate) static PARAM_OPS: bindings::kernel_param_ops = bindings::kernel_param
     free: None,
 };
 
+/// The same for booleans, which may be given bare (`insmod emuv.ko debug_mode`): without
+/// `NOARG` the kernel refuses a bare name before `set` can accept it.
+pub(crate) static BOOL_PARAM_OPS: bindings::kernel_param_ops = bindings::kernel_param_ops {
+    flags: bindings::KERNEL_PARAM_OPS_FL_NOARG,
+    ..PARAM_OPS
+};
+
+/// The ops for a parameter of C type `ty`.
+pub(crate) const fn ops_for(ty: &str) -> &'static bindings::kernel_param_ops {
+    let (ty, bool_) = (ty.as_bytes(), b"bool");
+    let mut same = ty.len() == bool_.len();
+    let mut i = 0;
+    while same && i < ty.len() {
+        same = ty[i] == bool_[i];
+        i += 1;
+    }
+    if same {
+        &BOOL_PARAM_OPS
+    } else {
+        &PARAM_OPS
+    }
+}
+
 /// # Safety
 ///
 /// `kp` must be a `kernel_param` emitted by [`module_param!`], whose `arg` is a `ParamSlot`.
@@ -60,7 +83,7 @@ unsafe extern "C" fn param_set(val: *const c_char, kp: *const bindings::kernel_p
         // SAFETY: the kernel passes a NUL-terminated argument that lives for this call.
         unsafe { CStr::from_char_ptr(val) }.to_bytes()
     };
-    // SAFETY: `PARAM_OPS` is only used by entries from `module_param!`.
+    // SAFETY: these ops are only used by entries from `module_param!`.
     match unsafe { slot(kp) }.0.set(value) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
@@ -76,7 +99,7 @@ unsafe extern "C" fn param_get(buffer: *mut c_char, kp: *const bindings::kernel_
     // SAFETY: sysfs hands `get` a buffer of one page that nothing else touches during the call.
     let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), PAGE_SIZE) };
     let mut out = Formatter::new(page);
-    // SAFETY: `PARAM_OPS` is only used by entries from `module_param!`.
+    // SAFETY: these ops are only used by entries from `module_param!`.
     let param = unsafe { slot(kp) };
     // A value longer than a page is cut by the formatter; the length below is then clamped.
     let _ = param.0.get(&mut out).and_then(|()| out.write_char('\n'));
@@ -101,7 +124,7 @@ macro_rules! module_param {
     ($name:ident, $param:expr, $ty:literal, $desc:literal) => {
         const _: () = {
             use kernel::bindings;
-            use $crate::glue::param::{modinfo, ParamSlot, PARAM_OPS};
+            use $crate::glue::param::{modinfo, ops_for, ParamSlot};
 
             static SLOT: ParamSlot = ParamSlot($param);
 
@@ -113,7 +136,7 @@ macro_rules! module_param {
                     // `__this_module` is set up by the module loader and lives as long as the
                     // module.
                     mod_: (&raw const bindings::__this_module).cast_mut(),
-                    ops: &PARAM_OPS,
+                    ops: ops_for($ty),
                     perm: 0o444,
                     level: -1,
                     flags: 0,

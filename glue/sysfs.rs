@@ -67,13 +67,17 @@ impl<T> Groups<T> {
     #[doc(hidden)]
     pub(crate) const fn new(group: *const bindings::attribute_group) -> Self {
         Self {
-            raw: AssertSync([group, core::ptr::null()]),
+            // SAFETY: a list of a static group and the terminator, read only by sysfs.
+            raw: unsafe { AssertSync::new([group, core::ptr::null()]) },
             _data: PhantomData,
         }
     }
 
     pub(crate) fn as_raw(&self) -> *mut *const bindings::attribute_group {
-        self.raw.0.as_ptr().cast_mut()
+        self.raw
+            .as_ptr()
+            .cast::<*const bindings::attribute_group>()
+            .cast_mut()
     }
 }
 
@@ -92,14 +96,19 @@ macro_rules! attribute_groups {
             use $crate::glue::AssertSync;
             use kernel::bindings::{attribute, attribute_group};
             const N: usize = [$(stringify!($attr)),+].len() + 1;
-            // sysfs only reads these tables; the `*mut` is what the C type says.
-            static ATTRS: AssertSync<[*mut attribute; N]> = AssertSync([
-                $((&raw const $attr.raw.attr).cast_mut(),)+
-                core::ptr::null_mut(),
-            ]);
-            static GROUP: AssertSync<attribute_group> =
-                AssertSync($crate::glue::sysfs::group((&raw const ATTRS.0).cast_mut().cast()));
-            $crate::glue::sysfs::Groups::new(&raw const GROUP.0)
+            // SAFETY: sysfs only reads these tables of static attributes; the `*mut` is what
+            // the C type says.
+            static ATTRS: AssertSync<[*mut attribute; N]> = unsafe {
+                AssertSync::new([
+                    $((&raw const $attr.raw.attr).cast_mut(),)+
+                    core::ptr::null_mut(),
+                ])
+            };
+            // SAFETY: as above.
+            static GROUP: AssertSync<attribute_group> = unsafe {
+                AssertSync::new($crate::glue::sysfs::group(ATTRS.as_ptr().cast_mut().cast()))
+            };
+            $crate::glue::sysfs::Groups::new(GROUP.as_ptr())
         };
     };
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Who opened a file: the process (by its `struct pid`) and its command name.
+//! Who opened a file: the process (by its `struct pid`), its command name and its user.
 //!
 //! Only C functions are used to find the process: 7.2's bindgen output places every
 //! `task_struct` field after `stats` 48 bytes too early when `CONFIG_SCHEDSTATS=n` (the empty
@@ -64,10 +64,22 @@ impl Process {
         Some(Self { pid, comm })
     }
 
-    /// Its process ID as the calling reader sees it (0 if outside the reader's namespace).
-    pub(crate) fn pid_for_current_reader(&self) -> i32 {
+    /// Its process ID as the calling reader sees it, `None` if it lies outside the reader's
+    /// PID namespace. The number is kept even after the process exited: check [`Self::alive`].
+    pub(crate) fn pid_for_current_reader(&self) -> Option<i32> {
         // SAFETY: `pid` is counted (type invariant); `pid_vnr` reads it for the current task.
-        unsafe { bindings::pid_vnr(self.pid.as_ptr()) }
+        let nr = unsafe { bindings::pid_vnr(self.pid.as_ptr()) };
+        (nr > 0).then_some(nr)
+    }
+
+    /// Whether the process still exists. Once it has gone its number may name another
+    /// process, so it must not be shown any more.
+    pub(crate) fn alive(&self) -> bool {
+        let _rcu = kernel::sync::rcu::read_lock();
+        // SAFETY: `pid` is counted (type invariant); `pid_task` needs the RCU read lock, held.
+        let task =
+            unsafe { bindings::pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_TGID) };
+        !task.is_null()
     }
 
     /// Whether both are the same process.
@@ -90,5 +102,17 @@ impl Drop for Process {
     fn drop(&mut self) {
         // SAFETY: the reference taken in `current` (type invariant).
         unsafe { bindings::put_pid(self.pid.as_ptr()) };
+    }
+}
+
+/// A user, by kernel uid (the same whatever user namespace looks at it).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct User(u32);
+
+impl User {
+    /// The calling task's effective user.
+    pub(crate) fn current() -> Self {
+        // SAFETY: `current_euid` reads the current task's credentials, always valid.
+        Self(unsafe { bindings::current_euid() }.val)
     }
 }

@@ -2,7 +2,7 @@
 
 //! Lets the ioctl structures of `uapi.rs` be copied from and to userspace.
 
-use crate::uapi::{Alloc, Free, Info, Query, TierInfo};
+use crate::uapi::{Alloc, Free, Info, Process, Processes, Query, TierInfo};
 use kernel::transmute::{AsBytes, FromBytes};
 
 macro_rules! plain_data {
@@ -15,4 +15,4 @@ macro_rules! plain_data {
     )+};
 }
 
-plain_data!(TierInfo, Info, Alloc, Free, Query);
+plain_data!(TierInfo, Info, Alloc, Free, Query, Process, Processes);

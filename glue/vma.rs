@@ -97,6 +97,11 @@ impl<M: Mappable> VmOps<M> {
         // SAFETY: `vmf` is valid; the page stays allocated while the VMA holds `memory`, and the
         // page table takes its own reference.
         let ret = unsafe { bindings::vmf_insert_page_mkwrite(vmf, page.as_ptr(), write) };
+        // No page table for it (`-ENOMEM`): the page cannot be had either, and `VM_FAULT_OOM`
+        // would only retry the fault (or wake the OOM killer).
+        if ret & bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t != 0 {
+            return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+        }
         // SAFETY: as above; `address` is the faulting page's address.
         let address = unsafe { (*vmf).__bindgen_anon_1.address };
         // SAFETY: the VMA is live for the whole fault.
@@ -147,19 +152,54 @@ pub(crate) fn map<M: Mappable>(vma: &VmaNew, memory: Arc<M>, prefault: bool) -> 
     Ok(())
 }
 
+/// Pages inserted per `vm_insert_pages` call when prefaulting: one page-table lock per batch.
+const PREFAULT_BATCH: usize = 64;
+
 fn install<M: Mappable>(vma: &VmaNew, memory: &M, prefault: bool) -> Result {
     vma.set_dontcopy();
     vma.set_dontexpand();
-    let mixed = vma.set_mixedmap();
-    if prefault {
-        let first = pgoff(vma);
-        let pages = (vma.end() - vma.start()) / PAGE_SIZE;
-        for i in 0..pages {
-            let page = memory.page(first + i)?;
-            mixed.vm_insert_page(vma.start() + i * PAGE_SIZE, &page)?;
+    vma.set_mixedmap();
+    if !prefault {
+        return Ok(());
+    }
+    let first = pgoff(vma);
+    let pages = (vma.end() - vma.start()) / PAGE_SIZE;
+    let mut done = 0;
+    while done < pages {
+        // Prefaulting is only a head start: a signal (`SIGKILL` of a huge `mmap` included)
+        // ends it, and the fault handler maps the rest on first touch.
+        if kernel::current!().signal_pending() {
+            break;
         }
+        let count = PREFAULT_BATCH.min(pages - done);
+        let mut batch = [core::ptr::null_mut(); PREFAULT_BATCH];
+        for (i, slot) in batch[..count].iter_mut().enumerate() {
+            *slot = memory.page(first + done + i)?.as_ptr();
+        }
+        let mut left = count as kernel::ffi::c_ulong;
+        // SAFETY: in `f_op->mmap` with `mmap_lock` held for writing, on a `VM_MIXEDMAP` VMA of
+        // ours; the range lies inside it; the pages live while the VMA holds `memory`, and the
+        // page tables take references of their own.
+        kernel::error::to_result(unsafe {
+            bindings::vm_insert_pages(
+                vma.as_ptr(),
+                (vma.start() + done * PAGE_SIZE) as kernel::ffi::c_ulong,
+                batch.as_mut_ptr(),
+                &mut left,
+            )
+        })?;
+        done += count;
     }
     Ok(())
+}
+
+/// Whether the new VMA is a shared mapping (`MAP_SHARED`), also of a file opened read-only,
+/// for which the kernel clears `VM_SHARED` but keeps `VM_MAYSHARE`.
+pub(crate) fn is_shared(vma: &VmaNew) -> bool {
+    // 7.2's `mm::virt::flags::MAYSHARE` is `VM_MAYEXEC` (a typo in `bindings_helper.h`:
+    // `RUST_CONST_HELPER_VM_MAYSHARE = VM_MAYEXEC`), so the bit is taken from its number.
+    let may_share: bindings::vm_flags_t = 1 << bindings::VMA_MAYSHARE_BIT;
+    vma.flags() & may_share != 0
 }
 
 /// The file offset, in pages, that the new VMA maps from.

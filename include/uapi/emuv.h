@@ -15,7 +15,8 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define EMUV_ABI_VERSION 1
+/* 2: EMUV_IOCTL_PROCESSES, per-user and per-file allocation limits in emuv_info. */
+#define EMUV_ABI_VERSION 2
 
 /* Unused in Documentation/userspace-api/ioctl/ioctl-number.rst. */
 #define EMUV_IOCTL_TYPE 0xE7
@@ -49,17 +50,27 @@ struct emuv_info {
 	__u64 free;
 	__u64 file_limit;	/* out: bytes one open file may hold, 0 = no limit */
 	__u64 file_used;	/* out: bytes this open file holds */
-	__u64 reserved[4];	/* out: zero */
+	__u64 user_limit;	/* out: bytes all files of the opener's user may hold, 0 = no limit */
+	__u64 user_used;	/* out: bytes all files of the opener's user hold */
+	__u32 file_allocations_limit;	/* out: allocations one open file may hold */
+	__u32 file_allocations;	/* out: allocations this open file holds */
+	__u64 reserved[1];	/* out: zero */
 };
 
-/* EMUV_IOCTL_ALLOC: allocate emulated VRAM, owned by this open file. */
+/*
+ * EMUV_IOCTL_ALLOC: allocate emulated VRAM, owned by this open file. ALLOC and FREE need a file
+ * opened for writing (EBADF otherwise); INFO, QUERY, PROCESSES, read() and read-only mmap() work
+ * on any open file. ENOMEM: the card (or the per-file or per-user byte limit) is full; ENOSPC:
+ * the file holds as many allocations as it may.
+ */
 struct emuv_alloc {
 	__u32 size;		/* in: sizeof(struct emuv_alloc) */
 	__u32 flags;		/* in: must be 0 */
 	__u64 bytes;		/* in: size wanted; out: rounded up to pages */
 	__u32 tier;		/* in: EMUV_TIER_*; out: the tier used */
 	__u32 handle;		/* out: non-zero, valid for this open file only */
-	__u64 mmap_offset;	/* out: offset to pass to mmap() */
+	__u64 mmap_offset;	/* out: offset to pass to mmap(); below 2^44, so that 32-bit
+				 * callers' mmap2() reaches it */
 	__u64 reserved[2];	/* in: must be 0 */
 };
 
@@ -82,9 +93,36 @@ struct emuv_query {
 	__u64 reserved[2];	/* out: zero */
 };
 
+/*
+ * EMUV_IOCTL_PROCESSES: who holds this card's memory, one entry per process (a process with
+ * several open files is one entry), as the caller's PID namespace sees it: processes outside it
+ * are left out. A file whose opening process has exited (it was inherited or passed on) is an
+ * entry of its own with pid 0 and EMUV_PROCESS_EXITED, never a PID that may have been reused.
+ */
+#define EMUV_PROCESS_EXITED (1u << 0)
+
+struct emuv_process {
+	__s32 pid;		/* PID in the caller's namespace; 0 with EMUV_PROCESS_EXITED */
+	__u32 flags;		/* EMUV_PROCESS_* */
+	char comm[16];		/* command name at open: raw bytes, NUL-padded */
+	__u64 bytes;		/* emulated VRAM held */
+	__u64 allocations;	/* allocations held */
+	__u64 reserved[2];	/* zero */
+};
+
+struct emuv_processes {
+	__u32 size;		/* in: sizeof(struct emuv_processes) */
+	__u32 entry_size;	/* in: sizeof(struct emuv_process) */
+	__u32 count;		/* in: room at entries; out: entries written */
+	__u32 total;		/* out: entries there are (call again with more room if > count) */
+	__u64 entries;		/* in: user address of an array of count struct emuv_process */
+	__u64 reserved[2];	/* in: must be 0 */
+};
+
 #define EMUV_IOCTL_INFO _IOWR(EMUV_IOCTL_TYPE, 0x00, struct emuv_info)
 #define EMUV_IOCTL_ALLOC _IOWR(EMUV_IOCTL_TYPE, 0x01, struct emuv_alloc)
 #define EMUV_IOCTL_FREE _IOW(EMUV_IOCTL_TYPE, 0x02, struct emuv_free)
 #define EMUV_IOCTL_QUERY _IOWR(EMUV_IOCTL_TYPE, 0x03, struct emuv_query)
+#define EMUV_IOCTL_PROCESSES _IOWR(EMUV_IOCTL_TYPE, 0x04, struct emuv_processes)
 
 #endif /* _UAPI_EMUV_H */

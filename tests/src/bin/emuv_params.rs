@@ -34,10 +34,20 @@ const BAD: &[(&str, &str)] = &[
         "vram_limit_per_file_mb=2097153",
         "vram_limit_per_file_mb=2097153",
     ),
+    ("vram_limit_per_user_mb=x", "vram_limit_per_user_mb=x"),
+    (
+        "vram_limit_per_user_mb=2097153",
+        "vram_limit_per_user_mb=2097153",
+    ),
+    ("max_allocations_per_file=0", "max_allocations_per_file=0"),
+    (
+        "max_allocations_per_file=16777217",
+        "max_allocations_per_file=16777217",
+    ),
 ];
 
 fn main() {
-    let mut tap = Tap::new(BAD.len() + 1);
+    let mut tap = Tap::new(BAD.len() + 2);
     if module::is_loaded() {
         let _ = module::unload();
     }
@@ -98,5 +108,23 @@ fn main() {
         })
     });
     tap.test("model spellings users guess are accepted", result);
+
+    // A bare boolean, as for the kernel's own bool parameters, means yes.
+    let result = module::with_loaded(
+        "physical_vram_mb=64 lazy_allocation=0 lazy_allocation debug_mode",
+        || {
+            check_eq(
+                "lazy_allocation",
+                emuv_tests::param("lazy_allocation").map_err(|e| e.to_string())?,
+                "1".to_owned(),
+            )?;
+            check_eq(
+                "debug_mode",
+                emuv_tests::param("debug_mode").map_err(|e| e.to_string())?,
+                "1".to_owned(),
+            )
+        },
+    );
+    tap.test("a bare boolean parameter means yes", result);
     tap.finish()
 }
