@@ -36,6 +36,7 @@ impl<M: Mappable> VmOps<M> {
         open: Some(Self::open),
         close: Some(Self::close),
         fault: Some(Self::fault),
+        map_pages: Some(Self::map_pages),
         ..pin_init::zeroed()
     };
 
@@ -73,8 +74,32 @@ impl<M: Mappable> VmOps<M> {
         arc.unmapped();
     }
 
+    /// `vm_ops.map_pages`: maps nothing, so every page comes through [`Self::fault`].
+    ///
+    /// The kernel calls this for read fault-around inside an RCU read-side section, where
+    /// neither a lazy page nor a page table may be allocated, and none of the helpers that
+    /// could find an existing page table without allocating one is exported to modules. Having
+    /// it at all is what matters: a VMA with `map_pages` is one whose `fault` needs no
+    /// `mmap_lock` (`vmf_can_call_fault`), so faults complete under the per-VMA lock instead of
+    /// being retried under `mmap_lock`. [`Self::fault`] keeps the fault-around.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm for a VMA set up by [`map`].
+    unsafe extern "C" fn map_pages(
+        _vmf: *mut bindings::vm_fault,
+        _start_pgoff: bindings::pgoff_t,
+        _end_pgoff: bindings::pgoff_t,
+    ) -> bindings::vm_fault_t {
+        0
+    }
+
     /// `vm_ops.fault`: inserts the page for the faulting offset, or `SIGBUS` when it cannot
     /// be had (never `VM_FAULT_OOM`, which retries the fault forever).
+    ///
+    /// It needs no `mmap_lock`: it reads only the VMA's bounds and private data, which the VMA
+    /// lock keeps stable, allocates with sleeping allocations, and inserts pages into its own
+    /// `VM_MIXEDMAP` VMA under the page-table lock.
     ///
     /// # Safety
     ///

@@ -18,8 +18,8 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_examples emuv_compat32 emuv_gpu_tools
-	emuv_faults emuv_storm emuv_fuzz)
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_limits emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools
+	emuv_faults emuv_storm emuv_fuzz emuv_preempt)
 # What must show up in the results: the host tests, the KUnit suites and every program.
 EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool kunit:emuv_page_ranges kunit:emuv_report "${PROGRAMS[@]}")
 
@@ -32,12 +32,15 @@ case ${1:-} in
 	RUN_SIZES=(EMUV_FUZZ_OPS="${EMUV_FUZZ_OPS:-1000000}" EMUV_STORM_CYCLES="${EMUV_STORM_CYCLES:-200}")
 	EXPECTED+=(kmemleak)
 	VM_TIMEOUT=5400
+	# emuv_preempt's 4 GiB eager pool, with KASAN's shadow of it, needs a bigger VM.
+	VM_MEMORY=6G
 	;;
 "")
 	FRAGMENTS=("$top/tests/vm/kernel.config")
 	MODULE_DIR=$top
 	RUN_SIZES=(EMUV_FUZZ_OPS="${EMUV_FUZZ_OPS:-40000}" EMUV_STORM_CYCLES="${EMUV_STORM_CYCLES:-200}")
 	VM_TIMEOUT=1800
+	VM_MEMORY=1G
 	;;
 *) die "usage: check.sh [--debug]" ;;
 esac
@@ -90,7 +93,7 @@ host_tests() {
 timed "phase: host tests" host_tests || true
 
 vm_ok=1
-timed "phase: VM tests" "$here/vm-run.sh" --kernel "$kdir" --timeout "$VM_TIMEOUT" --rwdir "$out" \
+timed "phase: VM tests" "$here/vm-run.sh" --kernel "$kdir" --timeout "$VM_TIMEOUT" --memory "$VM_MEMORY" --rwdir "$out" \
 	--log "$out/console.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" "${RUN_SIZES[@]}" \
 	"$top/tests/vm/guest.sh" "$results" "$MODULE_DIR" "$top/target/release" "${PROGRAMS[@]}" \
 	2> >(tee "$out/vm-run.log" >&2) || vm_ok=0

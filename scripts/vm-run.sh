@@ -84,7 +84,7 @@ fi
 # start with "BUG:" or "WARNING:"; kmemleak's are read by the tests from its debugfs file and
 # also counted here. A bare "Call Trace:" is not one: fault injection makes the page allocator
 # print its (expected) failure warnings with a stack dump.
-reports='Oops|BUG:|kernel BUG at|WARNING:|Kernel panic|general protection fault|new suspected memory leaks|possible recursive locking|circular locking dependency|UBSAN|blocked for more than|soft lockup|rcu_preempt detected stalls|rcu_sched detected stalls|invoked oom-killer'
+reports='Oops|BUG:|kernel BUG at|WARNING:|Kernel panic|general protection fault|new suspected memory leaks|possible recursive locking|circular locking dependency|UBSAN|blocked for more than|soft lockup|rcu_preempt detected stalls|rcu_sched detected stalls|self-detected stall|invoked oom-killer'
 if grep -qE "$reports" "$log"; then
 	log "vm: FAILED: the guest kernel reported a problem:"
 	grep -nE -A3 "$reports" "$log" | head -n 60 >&2

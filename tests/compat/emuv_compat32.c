@@ -19,6 +19,10 @@
 
 #include <uapi/emuv.h>
 
+/* Live at once, each mapped: every allocation's offset must be within mmap2's reach. */
+#define LIVE 100
+#define LIVE_BYTES (64 << 10)
+
 static int n, failed;
 
 static void result(int ok, const char *name)
@@ -26,6 +30,50 @@ static void result(int ok, const char *name)
 	n++;
 	failed += !ok;
 	printf("%sok %d %s\n", ok ? "" : "not ", n, name);
+}
+
+static int map_many(int fd)
+{
+	static struct emuv_alloc reqs[LIVE];
+	static uint8_t *maps[LIVE];
+	struct emuv_free fr = { 0 };
+	int i, ok = 1;
+
+	for (i = 0; i < LIVE && ok; i++) {
+		reqs[i] = (struct emuv_alloc){ .size = sizeof(reqs[i]), .bytes = LIVE_BYTES };
+		ok = ioctl(fd, EMUV_IOCTL_ALLOC, &reqs[i]) == 0;
+		maps[i] = ok ? mmap(NULL, LIVE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+				    (off_t)reqs[i].mmap_offset) : MAP_FAILED;
+		if (maps[i] == MAP_FAILED) {
+			printf("# allocation %d (offset %#llx): %s\n", i,
+			       (unsigned long long)reqs[i].mmap_offset, strerror(errno));
+			ok = 0;
+			break;
+		}
+		memset(maps[i], i, LIVE_BYTES);
+	}
+	for (int j = 0; j < i; j++) {
+		if (maps[j] != MAP_FAILED) {
+			ok = ok && maps[j][0] == (uint8_t)j && maps[j][LIVE_BYTES - 1] == (uint8_t)j;
+			munmap(maps[j], LIVE_BYTES);
+		}
+		fr.handle = reqs[j].handle;
+		ok = ioctl(fd, EMUV_IOCTL_FREE, &fr) == 0 && ok;
+	}
+	return ok;
+}
+
+static int list_processes(int fd)
+{
+	struct emuv_process entries[4];
+	struct emuv_processes req = {
+		.size = sizeof(req), .entry_size = sizeof(entries[0]),
+		.count = 4, .entries = (uintptr_t)entries,
+	};
+
+	memset(entries, 0xff, sizeof(entries));
+	return ioctl(fd, EMUV_IOCTL_PROCESSES, &req) == 0 && req.total >= 1 && req.count == req.total &&
+	       entries[0].pid == getpid() && !strcmp(entries[0].comm, "emuv_compat32");
 }
 
 int main(void)
@@ -39,7 +87,7 @@ int main(void)
 	uint8_t *p;
 	int fd, mod, ok;
 
-	printf("TAP version 13\n1..5\n");
+	printf("TAP version 13\n1..7\n");
 	snprintf(path, sizeof(path), "%s/emuv.ko", dir ? dir : ".");
 	mod = open(path, O_RDONLY | O_CLOEXEC);
 	syscall(SYS_delete_module, "emuv", O_NONBLOCK);
@@ -65,10 +113,12 @@ int main(void)
 		     q.mappings == 1 && p[req.bytes - 1] == 0x5a;
 		munmap(p, req.bytes);
 	}
-	result(ok, "mmap at a 64-bit offset and EMUV_IOCTL_QUERY");
+	result(ok, "mmap and EMUV_IOCTL_QUERY");
 	fr.handle = req.handle;
 	ok = ioctl(fd, EMUV_IOCTL_FREE, &fr) == 0 && ioctl(fd, EMUV_IOCTL_INFO, &info) == 0 && info.used == 0;
 	result(ok, "EMUV_IOCTL_FREE");
+	result(map_many(fd), "100 live allocations, each mapped, from a 32-bit process");
+	result(list_processes(fd), "EMUV_IOCTL_PROCESSES writes its entries to a 32-bit pointer");
 	close(fd);
 	syscall(SYS_delete_module, "emuv", O_NONBLOCK);
 	printf("# Totals: pass:%d fail:%d xfail:0 xpass:0 skip:0 error:0\n", n - failed, failed);

@@ -97,3 +97,51 @@ pub fn kasan_shadow(bytes: u64) -> u64 {
         0
     }
 }
+
+/// Runs `f` in a forked child (as user `uid` when given: group and user both set) and returns
+/// what it returned. The child's result travels back through a pipe; a child that dies
+/// without answering is an error that says how it ended.
+pub fn in_child(
+    uid: Option<u32>,
+    f: impl FnOnce() -> Result<String, String>,
+) -> Result<String, String> {
+    use nix::{
+        sys::wait::waitpid,
+        unistd::{fork, pipe, setgid, setuid, ForkResult, Gid, Uid},
+    };
+    use std::io::{Read, Write};
+    let (rx, tx) = pipe().map_err(err("pipe"))?;
+    // SAFETY: the child only runs `f` and exits; the tests are single-threaded when they fork.
+    match unsafe { fork() }.map_err(err("fork"))? {
+        ForkResult::Child => {
+            drop(rx);
+            let result = (|| {
+                if let Some(uid) = uid {
+                    setgid(Gid::from_raw(uid)).map_err(err("setgid"))?;
+                    setuid(Uid::from_raw(uid)).map_err(err("setuid"))?;
+                }
+                f()
+            })();
+            let text = match result {
+                Ok(s) => format!("ok:{s}"),
+                Err(s) => format!("err:{s}"),
+            };
+            let _ = std::fs::File::from(tx).write_all(text.as_bytes());
+            std::process::exit(0)
+        }
+        ForkResult::Parent { child } => {
+            drop(tx);
+            let mut text = String::new();
+            let read = std::fs::File::from(rx).read_to_string(&mut text);
+            let status = waitpid(child, None).map_err(err("waitpid"))?;
+            read.map_err(err("read the child's answer"))?;
+            if let Some(ok) = text.strip_prefix("ok:") {
+                Ok(ok.to_owned())
+            } else if let Some(e) = text.strip_prefix("err:") {
+                Err(e.to_owned())
+            } else {
+                Err(format!("child ended without an answer: {status:?}"))
+            }
+        }
+    }
+}

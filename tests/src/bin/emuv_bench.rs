@@ -75,6 +75,58 @@ fn touch_vs_anon(params: &str, len: usize) -> f64 {
     ratio
 }
 
+/// Threads that first-touch one mapping together, each its own slice, as a multi-threaded
+/// loader fills a buffer: the faults run in parallel only if the mm need not serialise them.
+const THREADS: usize = 4;
+
+fn touch_in_threads(ptr: *mut u8, len: usize) {
+    let base = ptr as usize;
+    let slice = len / THREADS;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            s.spawn(move || touch((base + t * slice) as *mut u8, slice));
+        }
+    });
+}
+
+fn anon_touch_threads(len: usize) -> f64 {
+    let start = Instant::now();
+    // SAFETY: a fresh private anonymous mapping, unmapped below.
+    let p = unsafe {
+        mmap_anonymous(
+            None,
+            NonZeroUsize::new(len).expect("len"),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .expect("mmap anon");
+    touch_in_threads(p.as_ptr().cast(), len);
+    // SAFETY: unmapping what we mapped.
+    unsafe { munmap(p, len) }.expect("munmap");
+    start.elapsed().as_secs_f64()
+}
+
+fn emuv_touch_threads(dev: &Device, len: usize) -> f64 {
+    let start = Instant::now();
+    let a = dev.alloc(len as u64, Tier::Any).expect("alloc");
+    let m = dev.map(&a).expect("mmap");
+    touch_in_threads(m.as_ptr(), len);
+    drop(m);
+    dev.free(a.handle).expect("free");
+    start.elapsed().as_secs_f64()
+}
+
+/// anon time / emuv time with `THREADS` threads touching one mapping.
+fn threads_touch_vs_anon(params: &str, len: usize) -> f64 {
+    module::load(params).expect("insmod");
+    let dev = Device::open().expect("open");
+    let ratio = rounds(|| anon_touch_threads(len) / emuv_touch_threads(&dev, len));
+    drop(dev);
+    module::unload().expect("rmmod");
+    ratio
+}
+
 /// emuv alloc+map+unmap+free / memfd create+truncate+map+unmap+close, 2 MiB, many times a round.
 fn alloc_cycle_vs_memfd() -> f64 {
     const LEN: usize = 2 << 20;
@@ -199,6 +251,12 @@ fn main() {
             ),
             ">= 1.5",
             "anon time / emuv time, mmap + touch of 64 MiB, eager",
+        ),
+        (
+            "lazy_touch_4_threads_vs_anon",
+            threads_touch_vs_anon("physical_vram_mb=256", len),
+            ">= 1.0",
+            "anon time / emuv time, 4 threads first-touching one 64 MiB mapping, lazy",
         ),
         (
             "alloc_cycle_vs_memfd",

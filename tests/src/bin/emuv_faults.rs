@@ -10,6 +10,7 @@ use emuv::{Device, Tier};
 use emuv_tests::{
     attr_u64, err,
     fault::{self, FailNth},
+    kmsg::Kmsg,
     module,
     tap::{check, check_eq, Tap},
 };
@@ -185,10 +186,14 @@ fn allocate(tap: &Tap, params: &str) -> TestResult {
     })
 }
 
-/// In a child: allocate and map (unarmed), then touch 64 pages with the Nth allocation failed.
-/// A lazy page that cannot be had is SIGBUS; the child's death frees everything.
+/// In a child: allocate 4 MiB and map it (unarmed), then touch 64 pages with the Nth
+/// allocation failed, from the 2 MiB-aligned address inside the mapping: no other mapping can
+/// have given that range a page table, so the fault allocates one too. A lazy page that cannot
+/// be had, or its page table, is SIGBUS (never `VM_FAULT_OOM`, which the kernel reports as
+/// leaked and retries); the child's death frees everything.
 fn map_and_touch(tap: &Tap, params: &str) -> TestResult {
     let lazy = !params.contains("lazy_allocation=0");
+    let mut kmsg = Kmsg::new();
     module::with_loaded(params, || {
         sweep(tap, &format!("mmap and touch ({params})"), |_, n| {
             // SAFETY: the child only makes system calls and exits.
@@ -198,13 +203,14 @@ fn map_and_touch(tap: &Tap, params: &str) -> TestResult {
                         sigbus_kills()?;
                         let fail = FailNth::open().map_err(err("fail-nth"))?;
                         let device = Device::open().map_err(err("open"))?;
-                        let a = device
-                            .alloc(64 * PAGE as u64, Tier::Any)
-                            .map_err(err("alloc"))?;
+                        let a = device.alloc(4 * MIB, Tier::Any).map_err(err("alloc"))?;
                         fail.arm(n).map_err(err("arm"))?;
                         let mapped = match device.map(&a) {
                             Ok(mut m) => {
-                                for page in m.as_mut_slice().chunks_mut(PAGE) {
+                                let start = (m.as_ptr() as usize).next_multiple_of(2 << 20)
+                                    - m.as_ptr() as usize;
+                                let pages = m.as_mut_slice()[start..].chunks_mut(PAGE);
+                                for page in pages.take(64) {
                                     page[0] = 0xe7;
                                 }
                                 true
@@ -227,6 +233,10 @@ fn map_and_touch(tap: &Tap, params: &str) -> TestResult {
                 ForkResult::Parent { child } => {
                     let status = waitpid(child, None).map_err(err("waitpid"))?;
                     pool_is_empty(lazy)?;
+                    if let Some(line) = kmsg.read_new().iter().find(|l| l.contains("VM_FAULT_OOM"))
+                    {
+                        return Err(format!("the fault returned VM_FAULT_OOM: {line}"));
+                    }
                     match status {
                         WaitStatus::Exited(_, 0) => Ok(("ok".into(), false)),
                         WaitStatus::Exited(_, 10) => Ok(("touched all".into(), true)),

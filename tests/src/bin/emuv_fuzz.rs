@@ -375,8 +375,9 @@ impl Worker {
         let (offset, len, flags) = match (held, self.rng.random_range(0..3)) {
             (Some((_, h)), 0) => (h.offset, (h.bytes + PAGE) as usize, MapFlags::MAP_SHARED),
             (Some((_, h)), 1) => (h.offset, PAGE as usize, MapFlags::MAP_PRIVATE),
+            // A page at or beyond 2^44, where no mmap offset lies (uapi/emuv.h).
             _ => (
-                (u64::from(self.rng.random_range(1u32 << 16..1 << 20))) << 40,
+                self.rng.random_range(1u64 << 32..1 << 40) * PAGE,
                 PAGE as usize,
                 MapFlags::MAP_SHARED,
             ),
@@ -531,14 +532,14 @@ impl Worker {
     }
 }
 
-/// This process's usage in `cat /dev/emuv` (0 if it is not listed).
+/// This process's usage as `EMUV_IOCTL_PROCESSES` reports it (0 if it is not listed).
 fn reported_bytes(pid: u32) -> Result<u64, String> {
-    let text = std::fs::read_to_string("/dev/emuv").map_err(err("read /dev/emuv"))?;
-    let processes = emuv::gpus::parse_processes(&text).map_err(err("report"))?;
+    let device = Device::open_read_only().map_err(err("open /dev/emuv read-only"))?;
+    let processes = device.processes().map_err(err("EMUV_IOCTL_PROCESSES"))?;
     Ok(processes
         .iter()
-        .find(|p| p.pid == pid)
-        .map_or(0, |p| p.used_bytes))
+        .find(|p| p.pid == Some(pid))
+        .map_or(0, |p| p.bytes))
 }
 
 /// One worker process: `ops` operations from `seed`, checking the kernel's per-process view
@@ -622,8 +623,10 @@ fn run(tap: &Tap, params: &str, seed: u64, ops: u64, workers: u64) -> TestResult
                 0,
             )?;
         }
-        let text = std::fs::read_to_string("/dev/emuv").map_err(err("read /dev/emuv"))?;
-        let left = emuv::gpus::parse_processes(&text).map_err(err("report"))?;
+        let listed = Device::open_read_only()
+            .and_then(|ro| ro.processes())
+            .map_err(err("EMUV_IOCTL_PROCESSES"))?;
+        let left: Vec<_> = listed.iter().filter(|p| p.allocations > 0).collect();
         check(left.is_empty(), || {
             format!("processes still listed: {left:?}")
         })

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! GPU tools see the emulated card: the unmodified pynvml, gpustat and nvitop, loading emuv's
 //! libnvidia-ml.so.1, and emuv-smi report what emuv's own sysfs and the test's allocations say,
-//! live; the library's C ABI keeps NVIDIA's contracts; without emuv, NVIDIA's errors.
+//! live; the library's C ABI keeps NVIDIA's contracts; without emuv, NVIDIA's errors. The
+//! process list is data (`EMUV_IOCTL_PROCESSES`): a process whose name reads like rows of the
+//! old text report forges nothing, and a file whose opener has exited is PID 0 (N/A).
 //!
 //! Needs `EMUV_GPU_TOOLS` (the venv of tests/gpu-tools/requirements.txt); emuv-smi and
 //! `nvml/libnvidia-ml.so.1` are found next to this program's directory (target/release, target/nvml).
@@ -13,13 +15,19 @@ use emuv_tests::{
 };
 use libloading::{Library, Symbol};
 use nix::{
-    sys::wait::{waitpid, WaitStatus},
+    errno::Errno,
+    libc,
+    sys::{
+        prctl,
+        wait::{waitpid, WaitStatus},
+    },
     unistd::{fork, setgid, setuid, ForkResult, Gid, Uid},
 };
 use serde_json::Value;
 use std::{
     ffi::{c_char, c_uint, c_void, CStr},
     io::{BufRead, BufReader, Write},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
 };
@@ -31,6 +39,10 @@ const PARAMS: &str = "gpu_model=4090 physical_vram_mb=1024 virtual_vram_mb=512";
 const OWN_ALLOCATIONS: [u64; 2] = [64 * MIB, 32 * MIB];
 /// What the helper process holds.
 const HELPER_BYTES: u64 = 16 * MIB;
+/// A command name that reads as rows of `cat /dev/emuv`'s process table: printed raw there (as
+/// it was before the kernel escaped it), it broke its row in two, the second naming a PID 4242.
+const FORGED_NAME: &CStr = c"ev\n4242 fake 9";
+const FORGED_PID: u32 = 4242;
 
 type TestResult = Result<(), String>;
 
@@ -91,11 +103,8 @@ struct Truth {
     processes: Vec<(u32, u64)>,
 }
 
-fn truth(helper: &Child) -> Result<Truth, String> {
-    let mut processes = vec![
-        (std::process::id(), OWN_ALLOCATIONS.iter().sum()),
-        (helper.id(), HELPER_BYTES),
-    ];
+/// emuv's numbers now, with `processes` the (pid, bytes) of every process holding VRAM.
+fn truth(mut processes: Vec<(u32, u64)>) -> Result<Truth, String> {
     processes.sort();
     let device_id = attr("device_id").map_err(err("device_id"))?;
     Ok(Truth {
@@ -109,30 +118,73 @@ fn truth(helper: &Child) -> Result<Truth, String> {
     })
 }
 
-/// A second process holding VRAM: this program again, with `--hold BYTES`; it exits when its
-/// stdin closes.
-fn spawn_helper() -> Result<Child, String> {
-    let mut child = Command::new(std::env::current_exe().map_err(err("own path"))?)
-        .args(["--hold", &HELPER_BYTES.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(err("spawn helper"))?;
-    let mut line = String::new();
-    let stdout = child.stdout.take().ok_or("helper stdout")?;
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(err("helper ready"))?;
-    check_eq("helper says", line.trim(), "ready")?;
-    Ok(child)
+/// Another process holding VRAM: this program again, with `--hold BYTES` (or
+/// `--hold-renamed BYTES`, named [`FORGED_NAME`]). It exits when its stdin closes, which
+/// dropping this does, and waits for, so that emuv can be unloaded after a failed test too.
+struct Holder {
+    child: Child,
+    /// Its open `/dev/emuv`, as a descriptor of its own.
+    fd: i32,
 }
 
-fn hold(bytes: u64) -> ! {
+impl Holder {
+    fn spawn(mode: &str, bytes: u64) -> Result<Self, String> {
+        let mut child = Command::new(std::env::current_exe().map_err(err("own path"))?)
+            .args([mode, &bytes.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(err("spawn holder"))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().ok_or("holder stdout")?;
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(err("holder ready"))?;
+        let fd = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|fd| fd.parse().ok());
+        let fd = fd.ok_or_else(|| format!("the holder says {line:?}, not \"ready FD\""))?;
+        Ok(Holder { child, fd })
+    }
+
+    fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets it exit, and reaps it.
+    fn stop(mut self) -> TestResult {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().map_err(err("wait for the holder"))?;
+        check(status.success(), || {
+            format!("the holder ended with {status}")
+        })
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A holder's life: allocates `bytes`, maps and writes them as a GPU program would, says
+/// "ready FD" and holds them until its stdin closes. Renamed first if asked: emuv records the
+/// command name at open.
+fn hold(bytes: u64, name: Option<&CStr>) -> ! {
+    if let Some(name) = name {
+        prctl::set_name(name).unwrap_or_else(|e| panic!("PR_SET_NAME: {e}"));
+    }
     let device = Device::open().unwrap_or_else(|e| panic!("open: {e}"));
-    let _allocation = device
+    let allocation = device
         .alloc(bytes, Tier::Any)
         .unwrap_or_else(|e| panic!("alloc: {e}"));
-    println!("ready");
+    let mut mapping = device
+        .map(&allocation)
+        .unwrap_or_else(|e| panic!("mmap: {e}"));
+    mapping.as_mut_slice().fill(0xe7);
+    println!("ready {}", device.as_fd().as_raw_fd());
     let _ = std::io::stdout().flush();
     let mut rest = String::new();
     let _ = std::io::stdin().read_line(&mut rest);
@@ -182,6 +234,15 @@ fn json_u64(v: &Value) -> u64 {
     v.as_u64().unwrap_or(u64::MAX)
 }
 
+/// `nvmlDeviceGetComputeRunningProcesses` of GPU 0 in pynvml's answer: (pid, bytes), sorted.
+fn pynvml_compute(v: &Value) -> Vec<(u32, u64)> {
+    v["gpus"][0]["compute"].as_array().map_or(vec![], |a| {
+        a.iter()
+            .map(|p| (json_u64(&p[0]) as u32, json_u64(&p[1])))
+            .collect()
+    })
+}
+
 fn pynvml_matches(t: &Truth) -> TestResult {
     let v = pynvml_json()?;
     check_eq("count", json_u64(&v["count"]), 1)?;
@@ -220,14 +281,9 @@ fn pynvml_matches(t: &Truth) -> TestResult {
         v2,
         vec![t.total, 0, t.used, t.free],
     )?;
-    let compute: Vec<(u32, u64)> = g["compute"].as_array().map_or(vec![], |a| {
-        a.iter()
-            .map(|p| (json_u64(&p[0]) as u32, json_u64(&p[1])))
-            .collect()
-    });
     check_eq(
         "compute processes (pid, bytes)",
-        compute,
+        pynvml_compute(&v),
         t.processes.clone(),
     )?;
     check_eq("graphics processes", json_u64(&g["graphics"]), 0)?;
@@ -629,6 +685,189 @@ fn unprivileged_gets_totals(t: &Truth) -> TestResult {
     }
 }
 
+/// `Device::processes()` on a read-only open, as monitoring tools use it: every holder with
+/// its bytes and allocations, this process's two files as one entry; ALLOC needs a writable
+/// open.
+fn processes_read_only(t: &Truth) -> TestResult {
+    let ro = Device::open_read_only().map_err(err("open /dev/emuv O_RDONLY"))?;
+    check_eq(
+        "ALLOC on a read-only open",
+        ro.alloc(MIB, Tier::Any).err(),
+        Some(Errno::EBADF),
+    )?;
+    let listed = ro.processes().map_err(err("EMUV_IOCTL_PROCESSES"))?;
+    let me = std::process::id();
+    let own = listed.iter().find(|p| p.pid == Some(me));
+    check_eq(
+        "this process (comm, bytes, allocations)",
+        own.map(|p| (p.comm_lossy(), p.bytes, p.allocations)),
+        Some((
+            "emuv_gpu_tools".to_owned(),
+            OWN_ALLOCATIONS.iter().sum(),
+            OWN_ALLOCATIONS.len() as u64,
+        )),
+    )?;
+    check_eq(
+        "entries of this process",
+        listed.iter().filter(|p| p.pid == Some(me)).count(),
+        1,
+    )?;
+    let mut holders: Vec<(u32, u64)> = listed
+        .iter()
+        .filter(|p| p.allocations > 0)
+        .map(|p| (p.pid.unwrap_or(0), p.bytes))
+        .collect();
+    holders.sort();
+    check_eq("holders (pid, bytes)", holders, t.processes.clone())
+}
+
+/// A holder named "ev\n4242 fake 9", 1 MiB allocated and mapped: every tool lists its real PID
+/// and 1 MiB, and no process 4242. When the tools parsed `cat /dev/emuv`, whose rows carried
+/// the name raw, the row broke in two ("... ev" and "4242 fake 9 ..."), the report no longer
+/// parsed: NVML answered "GPU is lost" (pynvml raised, gpustat and nvitop lost the process list)
+/// and emuv-smi listed no process at all.
+fn forged_name_forges_nothing(t: &Truth, uuid: &str) -> TestResult {
+    let child = Holder::spawn("--hold-renamed", MIB)?;
+    let pid = child.id();
+    let mut holders = t.processes.clone();
+    holders.push((pid, MIB));
+    let t = truth(holders)?;
+    // Unless the child really is 4242 (PIDs wrap), that PID must be nowhere.
+    let forged_is_real = t.processes.iter().any(|&(p, _)| p == FORGED_PID);
+    let no_forged = |what: &str, pids: &[u32]| {
+        check(forged_is_real || !pids.contains(&FORGED_PID), || {
+            format!("{what} lists the forged PID {FORGED_PID}: {pids:?}")
+        })
+    };
+
+    let ro = Device::open_read_only().map_err(err("open /dev/emuv O_RDONLY"))?;
+    let listed = ro.processes().map_err(err("EMUV_IOCTL_PROCESSES"))?;
+    let entry = listed.iter().find(|p| p.pid == Some(pid));
+    check_eq(
+        "the child's entry (comm, bytes, allocations)",
+        entry.map(|p| (p.comm.as_slice(), p.bytes, p.allocations)),
+        Some((FORGED_NAME.to_bytes(), MIB, 1)),
+    )?;
+
+    let v = pynvml_json()?;
+    check_eq(
+        "pynvml compute processes (pid, bytes)",
+        pynvml_compute(&v),
+        t.processes.clone(),
+    )?;
+    let pids: Vec<u32> = pynvml_compute(&v).iter().map(|&(p, _)| p).collect();
+    no_forged("pynvml", &pids)?;
+    gpustat_matches(&t)?;
+    nvitop_matches(&t)?;
+    emuv_smi_matches(&t, uuid)?;
+
+    let out = stdout_of(
+        "emuv-smi --query-compute-apps",
+        run(
+            emuv_smi(),
+            &[
+                "--query-compute-apps=pid,process_name,used_memory",
+                "--format=csv,noheader",
+            ],
+        )?,
+    )?;
+    show("emuv-smi --query-compute-apps", &out);
+    let rows: Vec<Vec<&str>> = out.lines().map(cells).collect();
+    check_eq("CSV lines", rows.len(), t.processes.len())?;
+    let pid_text = pid.to_string();
+    let own_rows: Vec<_> = rows.iter().filter(|c| c[0] == pid_text).collect();
+    check_eq("the child's CSV lines", own_rows.len(), 1)?;
+    check(
+        own_rows[0].len() == 3
+            && own_rows[0][1].ends_with("emuv_gpu_tools")
+            && own_rows[0][2] == "1 MiB",
+        || format!("the child's CSV line {:?}", own_rows[0]),
+    )?;
+    let pids: Vec<u32> = rows.iter().filter_map(|c| c[0].parse().ok()).collect();
+    no_forged("emuv-smi", &pids)?;
+    drop(ro);
+    child.stop()
+}
+
+/// Duplicates a descriptor of another process into this one (`pidfd_getfd`, root may).
+fn take_fd(pid: u32, fd: i32) -> Result<OwnedFd, String> {
+    // SAFETY: plain system calls with integer arguments.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let pidfd = Errno::result(pidfd).map_err(err("pidfd_open"))?;
+    // SAFETY: a new descriptor, ours alone.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: as above.
+    let file = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    let file = Errno::result(file).map_err(err("pidfd_getfd"))?;
+    // SAFETY: a new descriptor (close-on-exec), ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(file as i32) })
+}
+
+/// A file whose opener has exited (here taken over before it exits; inherited files are the
+/// same): NVML lists its memory under PID 0, emuv-smi under N/A with its command name, never
+/// under the opener's old PID, which may name another process by now; gpustat and nvitop
+/// still run. (`cat /dev/emuv` writes "-" for its PID: the old text parser failed on that row,
+/// and NVML answered "GPU is lost".)
+fn exited_opener_is_pid_0(t: &Truth) -> TestResult {
+    let opener = Holder::spawn("--hold", MIB)?;
+    let opener_pid = opener.id();
+    let file = take_fd(opener_pid, opener.fd)?;
+    opener.stop()?;
+
+    let ro = Device::open_read_only().map_err(err("open /dev/emuv O_RDONLY"))?;
+    let listed = ro.processes().map_err(err("EMUV_IOCTL_PROCESSES"))?;
+    let exited: Vec<_> = listed
+        .iter()
+        .filter(|p| p.exited())
+        .map(|p| (p.comm_lossy(), p.bytes, p.allocations))
+        .collect();
+    check_eq(
+        "exited openers' entries (comm, bytes, allocations)",
+        exited,
+        vec![("emuv_gpu_tools".to_owned(), MIB, 1)],
+    )?;
+    check(!listed.iter().any(|p| p.pid == Some(opener_pid)), || {
+        format!("the exited opener's PID {opener_pid} is listed: {listed:?}")
+    })?;
+
+    let mut expected = t.processes.clone();
+    expected.push((0, MIB));
+    expected.sort();
+    check_eq(
+        "pynvml compute processes (pid, bytes)",
+        pynvml_compute(&pynvml_json()?),
+        expected,
+    )?;
+    let out = stdout_of(
+        "emuv-smi --query-compute-apps",
+        run(
+            emuv_smi(),
+            &[
+                "--query-compute-apps=pid,process_name,used_memory",
+                "--format=csv,noheader",
+            ],
+        )?,
+    )?;
+    show("emuv-smi --query-compute-apps", &out);
+    let exited: Vec<&str> = out.lines().filter(|l| l.starts_with("[N/A], ")).collect();
+    check_eq(
+        "emuv-smi's lines without a PID",
+        exited,
+        vec!["[N/A], emuv_gpu_tools, 1 MiB"],
+    )?;
+    let out = stdout_of("emuv-smi", run(emuv_smi(), &[])?)?;
+    show("emuv-smi", &out);
+    check(
+        out.lines()
+            .any(|l| l.contains(" N/A      C   emuv_gpu_tools ") && l.ends_with(" 1MiB |")),
+        || format!("no N/A row for the exited opener in the table:\n{out}"),
+    )?;
+    stdout_of("gpustat --json", run(venv_bin("gpustat")?, &["--json"])?)?;
+    stdout_of("nvitop --once", run(venv_bin("nvitop")?, &["--once"])?)?;
+    drop(file);
+    Ok(())
+}
+
 fn with_emuv_and_holders(tap: &mut Tap) {
     let mut uuid = String::new();
     let result = module::with_loaded(PARAMS, || {
@@ -638,8 +877,11 @@ fn with_emuv_and_holders(tap: &mut Tap) {
             .map(|&bytes| device.alloc(bytes, Tier::Any))
             .collect::<Result<_, _>>()
             .map_err(err("alloc"))?;
-        let mut helper = spawn_helper()?;
-        let truth = truth(&helper);
+        let helper = Holder::spawn("--hold", HELPER_BYTES)?;
+        let truth = truth(vec![
+            (std::process::id(), OWN_ALLOCATIONS.iter().sum()),
+            (helper.id(), HELPER_BYTES),
+        ]);
         if let Ok(t) = &truth {
             tap.note(format!(
                 "emuv: {} total {} used {} free {} processes {:?}",
@@ -681,9 +923,19 @@ fn with_emuv_and_holders(tap: &mut Tap) {
             "without access to /dev/emuv: totals, and no process list",
             unprivileged_gets_totals(&t),
         );
-        drop(helper.stdin.take());
-        helper.wait().map_err(err("helper"))?;
-        Ok(())
+        tap.test(
+            "Device::processes() on a read-only open lists the holders; ALLOC there is EBADF",
+            processes_read_only(&t),
+        );
+        tap.test(
+            "a process named \"ev\\n4242 fake 9\" is listed by its real PID, and no PID 4242",
+            forged_name_forges_nothing(&t, &uuid),
+        );
+        tap.test(
+            "a file whose opener exited: PID 0 in NVML, N/A in emuv-smi, the tools still run",
+            exited_opener_is_pid_0(&t),
+        );
+        helper.stop()
     });
     tap.test("emuv loads, the holders allocate, emuv unloads", result);
 
@@ -716,10 +968,13 @@ fn without_emuv() -> TestResult {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--hold") {
-        hold(args.get(2).and_then(|b| b.parse().ok()).unwrap_or(MIB));
+    let bytes = || args.get(2).and_then(|b| b.parse().ok()).unwrap_or(MIB);
+    match args.get(1).map(String::as_str) {
+        Some("--hold") => hold(bytes(), None),
+        Some("--hold-renamed") => hold(bytes(), Some(FORGED_NAME)),
+        _ => {}
     }
-    let mut tap = Tap::new(10);
+    let mut tap = Tap::new(13);
     tap.test(
         "without emuv: NVIDIA's \"Driver Not Loaded\" and emuv-smi's exit code 9",
         without_emuv(),

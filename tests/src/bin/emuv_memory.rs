@@ -91,7 +91,10 @@ fn main() {
             .ok_or_else(|| format!("no dmesg line with the numbers: {log:?}"))?;
         // The overhead it names is the one this kernel has.
         check(line.contains("KASAN") == emuv_tests::kasan(), || {
-            format!("KASAN named on a kernel with KASAN={}: {line}", emuv_tests::kasan())
+            format!(
+                "KASAN named on a kernel with KASAN={}: {line}",
+                emuv_tests::kasan()
+            )
         })
     });
     tap.test("eager pool larger than memory fails with ENOMEM", result);

@@ -66,7 +66,8 @@ fn a_allocation(dev: &Device) -> Result<(u32, Mapping), String> {
 /// A lets go of its allocation: unmap, then FREE, which must work although a page is held.
 fn a_unmap_and_free(dev: &Device, handle: u32, m: Mapping) -> Result<(), String> {
     m.unmap().map_err(|(e, _)| format!("A: munmap: {e}"))?;
-    dev.free(handle).map_err(err("A: free while a page is held elsewhere"))
+    dev.free(handle)
+        .map_err(err("A: free while a page is held elsewhere"))
 }
 
 /// After A freed with one page held: it is quarantined (eager) or simply gone from the pool
@@ -134,8 +135,12 @@ fn vmsplice_into_a_pipe(params: &str) -> Result<(), String> {
         let a = Device::open().map_err(err("A: open"))?;
         let (handle, m) = a_allocation(&a)?;
         let (rx, tx) = pipe().map_err(err("pipe"))?;
-        let n = vmsplice(&tx, &[IoSlice::new(&m.as_slice()[..PAGE])], SpliceFFlags::empty())
-            .map_err(err("vmsplice"))?;
+        let n = vmsplice(
+            &tx,
+            &[IoSlice::new(&m.as_slice()[..PAGE])],
+            SpliceFFlags::empty(),
+        )
+        .map_err(err("vmsplice"))?;
         check_eq("vmspliced bytes", n, PAGE)?;
         a_unmap_and_free(&a, handle, m)?;
         // Checked after the data: the leak itself is what this test is about.
@@ -210,9 +215,10 @@ fn o_direct_read_and_write(params: &str) -> Result<(), String> {
         m.as_mut_slice().fill(0);
         let n = pread(&ram, &mut m.as_mut_slice()[..4 * PAGE], 0).map_err(err("O_DIRECT read"))?;
         check_eq("O_DIRECT read into emulated VRAM", n, 4 * PAGE)?;
-        check(m.as_slice()[..4 * PAGE].iter().all(|&x| x == A_DATA), || {
-            "O_DIRECT read did not land in the mapping".into()
-        })?;
+        check(
+            m.as_slice()[..4 * PAGE].iter().all(|&x| x == A_DATA),
+            || "O_DIRECT read did not land in the mapping".into(),
+        )?;
         a_unmap_and_free(&a, handle, m)?;
         let (_, used, _, quarantined) = counters()?;
         check_eq("used after A's free", used, 0)?;
@@ -235,8 +241,12 @@ fn quarantine_released_at_unload(params: &str) -> Result<(), String> {
         let a = Device::open().map_err(err("A: open"))?;
         let (handle, m) = a_allocation(&a)?;
         let (rx, tx): (OwnedFd, OwnedFd) = pipe().map_err(err("pipe"))?;
-        vmsplice(&tx, &[IoSlice::new(&m.as_slice()[..PAGE])], SpliceFFlags::empty())
-            .map_err(err("vmsplice"))?;
+        vmsplice(
+            &tx,
+            &[IoSlice::new(&m.as_slice()[..PAGE])],
+            SpliceFFlags::empty(),
+        )
+        .map_err(err("vmsplice"))?;
         a_unmap_and_free(&a, handle, m)?;
         check_one_page_held(params)?;
         Ok::<_, String>((rx, tx))

@@ -6,9 +6,12 @@ mod query;
 mod table;
 
 use clap::Parser;
-use emuv::gpus::{self, Gpu, Memory, Process};
+use emuv::{
+    gpus::{self, Gpu, Memory},
+    printable, ProcessEntry,
+};
 use query::{AppQuery, Format, GpuQuery};
-use std::{io, process::ExitCode, thread, time::Duration};
+use std::{io, os::unix::ffi::OsStrExt, process::ExitCode, thread, time::Duration};
 
 /// The version emuv's tools report where NVIDIA's report the driver version.
 pub const DRIVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -59,7 +62,7 @@ pub struct GpuState {
     pub gpu: Gpu,
     pub memory: Memory,
     /// `None` when the device node cannot be read (not root).
-    pub processes: Option<Vec<Process>>,
+    pub processes: Option<Vec<ProcessEntry>>,
 }
 
 /// Every selected GPU at one moment.
@@ -110,11 +113,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// The full path of a process's program, as nvidia-smi prints it; the kernel's command name when
-/// /proc does not say.
-pub fn process_name(p: &Process) -> String {
-    std::fs::read_link(format!("/proc/{}/exe", p.pid))
-        .map(|path| path.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| p.command.clone())
+/// /proc does not say, and for a file whose opener has exited (its PID is gone). Both may hold
+/// any byte, newlines included: escaped by [`printable`], neither can break a row.
+pub fn process_name(p: &ProcessEntry) -> String {
+    p.pid
+        .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+        .map(|path| printable(path.as_os_str().as_bytes()))
+        .unwrap_or_else(|| p.comm_lossy())
 }
 
 fn selected(gpu: &Gpu, ids: Option<&str>) -> bool {

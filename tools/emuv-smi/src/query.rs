@@ -4,7 +4,7 @@
 //! `nounits`), memory in MiB rounded up, `[N/A]` for a field an emulated GPU does not have.
 
 use crate::{table::mib_up, Snapshot};
-use emuv::gpus::Process;
+use emuv::ProcessEntry;
 
 /// What a `--query-gpu` field reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,7 +284,7 @@ fn app_value(
     value: AppValue,
     s: &Snapshot,
     g: &crate::GpuState,
-    p: &Process,
+    p: &ProcessEntry,
     format: Format,
 ) -> String {
     match value {
@@ -292,10 +292,15 @@ fn app_value(
         AppValue::GpuName => g.gpu.name.clone(),
         AppValue::GpuBusId => g.gpu.pci_bus_id(),
         AppValue::GpuUuid => g.gpu.uuid(),
-        AppValue::Pid => p.pid.to_string(),
-        AppValue::ProcessName => crate::process_name(p),
-        AppValue::UsedMemory if format.units => format!("{} MiB", mib_up(p.used_bytes)),
-        AppValue::UsedMemory => mib_up(p.used_bytes).to_string(),
+        // A file whose opener has exited has no PID to show.
+        AppValue::Pid => p
+            .pid
+            .map_or_else(|| "[N/A]".to_owned(), |pid| pid.to_string()),
+        // Cells are separated by ", " and never quoted (nvidia-smi's CSV): a comma in a name
+        // is escaped so that it cannot add a cell.
+        AppValue::ProcessName => crate::process_name(p).replace(',', "\\x2c"),
+        AppValue::UsedMemory if format.units => format!("{} MiB", mib_up(p.bytes)),
+        AppValue::UsedMemory => mib_up(p.bytes).to_string(),
     }
 }
 
@@ -345,5 +350,23 @@ mod tests {
         );
         let a = AppQuery::parse("pid,process_name,used_memory").unwrap();
         assert_eq!(a.header(), "pid, process_name, used_gpu_memory [MiB]");
+    }
+
+    #[test]
+    fn one_line_of_three_cells_per_process_whatever_its_name() {
+        let a = AppQuery::parse("pid,process_name,used_memory").unwrap();
+        let format = Format::parse("csv,noheader").unwrap();
+        let rows = a.rows(&crate::table::tests::snapshot(), format);
+        assert_eq!(
+            rows,
+            [
+                "4194304, ev\\n4242 fake\\x2c 9, 3 MiB",
+                "[N/A], worker\\xff, 1 MiB"
+            ]
+        );
+        for row in &rows {
+            assert!(!row.contains('\n'), "{row:?}");
+            assert_eq!(row.split(", ").count(), 3, "{row:?}");
+        }
     }
 }

@@ -96,13 +96,17 @@ pub fn render(s: &Snapshot) -> String {
         };
         for p in processes {
             any = true;
+            // A file whose opener has exited has no PID to show.
+            let pid = p
+                .pid
+                .map_or_else(|| "N/A".to_owned(), |pid| pid.to_string());
             line(format!(
                 "|{:>5}   N/A  N/A{:>16}{:>7}   {:<38}{:>5}MiB |",
                 g.gpu.index,
-                p.pid,
+                pid,
                 "C",
                 fit(&process_name(p), 38, true),
-                mib_up(p.used_bytes)
+                mib_up(p.bytes)
             ));
         }
     }
@@ -114,13 +118,21 @@ pub fn render(s: &Snapshot) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::GpuState;
-    use emuv::gpus::{Gpu, Memory, Process};
+    use emuv::{
+        gpus::{Gpu, Memory},
+        ProcessEntry,
+    };
 
-    #[test]
-    fn every_line_is_91_columns() {
+    /// No process has this PID (above the kernel's highest `pid_max`): its name comes from
+    /// its command name.
+    pub(crate) const NO_SUCH_PID: u32 = 4_194_304;
+
+    /// A 4070 Ti SUPER with two processes: one with a name made to forge a row, and a file
+    /// whose opener has exited.
+    pub(crate) fn snapshot() -> Snapshot {
         let gpu = Gpu {
             index: 0,
             sysfs_dir: "/sys/class/emuv/emuv".into(),
@@ -132,30 +144,55 @@ mod tests {
         };
         let memory = Memory {
             total: 16 << 30,
-            used: 3 << 20,
-            free: (16 << 30) - (3 << 20),
+            used: 4 << 20,
+            free: (16 << 30) - (4 << 20),
         };
-        let process = Process {
-            pid: 4_194_304,
-            command: "a command name that is longer than fits".into(),
-            used_bytes: (3 << 20) - 1,
+        let forged = ProcessEntry {
+            pid: Some(NO_SUCH_PID),
+            comm: b"ev\n4242 fake, 9".to_vec(),
+            bytes: (3 << 20) - 1,
             allocations: 1,
         };
-        let s = Snapshot {
+        let exited = ProcessEntry {
+            pid: None,
+            comm: b"worker\xff".to_vec(),
+            bytes: 1 << 20,
+            allocations: 2,
+        };
+        Snapshot {
             timestamp: "2026/11/22 06:40:00.000".into(),
             date: "Sun Nov 22 06:40:00 2026".into(),
             count: 1,
             gpus: vec![GpuState {
                 gpu,
                 memory,
-                processes: Some(vec![process]),
+                processes: Some(vec![forged, exited]),
             }],
-        };
-        let text = render(&s);
+        }
+    }
+
+    #[test]
+    fn every_line_is_91_columns() {
+        let text = render(&snapshot());
         for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
             assert_eq!(line.chars().count(), 91, "{line:?}");
         }
-        assert!(text.contains("       3MiB /  16384MiB"), "{text}");
+        assert!(text.contains("       4MiB /  16384MiB"), "{text}");
         assert!(text.contains("NVIDIA GeForce RTX 4070 Ti ..."), "{text}");
+    }
+
+    #[test]
+    fn process_rows_cannot_be_forged() {
+        let text = render(&snapshot());
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains("   C   ")).collect();
+        assert_eq!(
+            rows,
+            [
+                "|    0   N/A  N/A         4194304      C   ev\\n4242 fake, 9                          3MiB |",
+                "|    0   N/A  N/A             N/A      C   worker\\xff                                1MiB |",
+            ],
+            "{text}"
+        );
+        assert!(!text.contains("\n4242"), "{text}");
     }
 }

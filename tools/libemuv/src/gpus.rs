@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The emulated GPUs as GPU tools see them (emuv-smi, the NVML library): found in
 //! `/sys/class/emuv/`, read live from emuv's sysfs attributes, with the per-process list from
-//! the device node.
+//! the device node's `EMUV_IOCTL_PROCESSES`.
 //!
 //! Written for N cards: each device directory under the class is one GPU, ordered by name
 //! (`emuv`, `emuv1`, ...), and its position is its index. emuv creates one per load today.
 
+use crate::{Device, ProcessEntry};
 use std::{
-    fs,
-    io::{self, Read},
+    fs, io,
     path::{Path, PathBuf},
 };
 use uuid::Uuid;
@@ -22,17 +22,6 @@ pub struct Memory {
     pub total: u64,
     pub used: u64,
     pub free: u64,
-}
-
-/// A process holding emulated VRAM.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Process {
-    /// In the reader's pid namespace.
-    pub pid: u32,
-    /// The kernel's command name (at most 15 bytes).
-    pub command: String,
-    pub used_bytes: u64,
-    pub allocations: u64,
 }
 
 /// One emulated GPU: its identity, read once; memory and processes are read on each call.
@@ -156,95 +145,23 @@ impl Gpu {
         format!("{domain:08X}:{bus:02X}:{device:02X}.0")
     }
 
-    /// Processes holding at least one allocation, from the device node's report. Needs read
+    /// Processes holding at least one allocation, from `EMUV_IOCTL_PROCESSES` on a read-only
+    /// open of the device node: entries as data, which no process name can forge. Needs read
     /// access to the node (root, unless a packaging rule grants a group): `PermissionDenied`
-    /// otherwise, which tools turn into "no process list".
-    pub fn processes(&self) -> io::Result<Vec<Process>> {
-        let mut text = String::new();
-        fs::File::open(&self.device_node)?.read_to_string(&mut text)?;
-        parse_processes(&text)
-    }
-}
-
-/// Reads the process table of `cat /dev/emuv`: after `Processes: N`, a header line, then
-/// `PID  COMMAND  USED BYTES  ALLOCATIONS` rows. The command may contain spaces, so a row is
-/// read from both ends.
-pub fn parse_processes(report: &str) -> io::Result<Vec<Process>> {
-    let mut lines = report.lines();
-    let count: usize = lines
-        .by_ref()
-        .find_map(|l| l.strip_prefix("Processes: "))
-        .ok_or_else(|| invalid("no \"Processes:\" line in the report"))?
-        .trim()
-        .parse()
-        .map_err(|_| invalid("bad \"Processes:\" count"))?;
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    lines.next(); // the column header
-    let mut processes = Vec::with_capacity(count);
-    for line in lines.take(count) {
-        let bad = || invalid(format!("bad process row {line:?}"));
-        let line = line.trim();
-        let (pid, rest) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
-        let (rest, allocations) = rest.trim_end().rsplit_once(' ').ok_or_else(bad)?;
-        let (command, used) = rest.trim_end().rsplit_once(' ').ok_or_else(bad)?;
-        let process = Process {
-            pid: pid.parse().map_err(|_| bad())?,
-            command: command.trim().to_owned(),
-            used_bytes: used.parse().map_err(|_| bad())?,
-            allocations: allocations.parse().map_err(|_| bad())?,
-        };
+    /// otherwise, which tools turn into "no process list". A file whose opener has exited is
+    /// an entry without a PID.
+    pub fn processes(&self) -> io::Result<Vec<ProcessEntry>> {
+        let device = Device::open_path(&self.device_node, false)?;
+        let mut processes = device.processes()?;
         // An open file without allocations (such as this reader's own) is not a GPU user.
-        if process.allocations > 0 {
-            processes.push(process);
-        }
+        processes.retain(|p| p.allocations > 0);
+        Ok(processes)
     }
-    if processes.len() > count {
-        return Err(invalid("more process rows than counted"));
-    }
-    Ok(processes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const REPORT: &str =
-        "GPU: NVIDIA GeForce RTX 4090\nModel: 4090\nAllocations: 3 (peak used 4 MiB)\n\
-Processes: 3\n      PID  COMMAND               USED BYTES  ALLOCATIONS\n\
-      412  emuv_gpu_tools           3145728            2\n\
-      413  Web Content              1048576            1\n\
-      414  nvml-reader                    0            0\n";
-
-    #[test]
-    fn process_rows_are_read_from_both_ends() {
-        let processes = parse_processes(REPORT).unwrap();
-        assert_eq!(
-            processes,
-            vec![
-                Process {
-                    pid: 412,
-                    command: "emuv_gpu_tools".into(),
-                    used_bytes: 3 << 20,
-                    allocations: 2
-                },
-                Process {
-                    pid: 413,
-                    command: "Web Content".into(),
-                    used_bytes: 1 << 20,
-                    allocations: 1
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn no_processes_and_bad_reports() {
-        assert_eq!(parse_processes("Processes: 0\n").unwrap(), vec![]);
-        assert!(parse_processes("GPU: x\n").is_err());
-        assert!(parse_processes("Processes: 1\nPID\n  12 x y 1\n").is_err());
-    }
 
     #[test]
     fn gpus_are_listed_in_index_order_from_sysfs() {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Safe access to `/dev/emuv`: the emulated GPU's info, and allocating, mapping, querying and
-//! freeing emulated VRAM. Types come from `include/uapi/emuv.h` (bindgen, at build time).
+//! freeing emulated VRAM, and who holds it. Types come from `include/uapi/emuv.h` (bindgen, at
+//! build time).
 
 use nix::{
     errno::Errno,
@@ -13,8 +14,10 @@ use nix::{
 };
 use std::{
     ffi::{c_uint, c_void, CStr},
+    fmt::Write,
     num::NonZeroUsize,
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+    path::Path,
     ptr::NonNull,
 };
 
@@ -36,6 +39,7 @@ unsafe extern "C" {
     static emuv_ioctl_alloc: c_uint;
     static emuv_ioctl_free: c_uint;
     static emuv_ioctl_query: c_uint;
+    static emuv_ioctl_processes: c_uint;
 }
 
 /// The ioctl numbers, as the C header computes them.
@@ -45,6 +49,7 @@ pub struct IoctlNumbers {
     pub alloc: u32,
     pub free: u32,
     pub query: u32,
+    pub processes: u32,
 }
 
 /// The ioctl numbers from the header.
@@ -56,6 +61,7 @@ pub fn ioctl_numbers() -> IoctlNumbers {
             alloc: emuv_ioctl_alloc,
             free: emuv_ioctl_free,
             query: emuv_ioctl_query,
+            processes: emuv_ioctl_processes,
         }
     }
 }
@@ -96,6 +102,76 @@ pub struct Allocation {
     pub mmap_offset: u64,
 }
 
+/// A process holding files of the device open, as `EMUV_IOCTL_PROCESSES` reports it: data, not
+/// a line of text, so that no command name can forge or break an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessEntry {
+    /// In the caller's PID namespace. `None` for a file whose opening process has exited (the
+    /// file was inherited or passed on): its number may name another process by now.
+    pub pid: Option<u32>,
+    /// The command name at open, raw and without its NUL padding: any bytes the process chose
+    /// (`prctl(PR_SET_NAME)`), newlines included. Show it with [`printable`].
+    pub comm: Vec<u8>,
+    /// Emulated VRAM held, in bytes.
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+impl ProcessEntry {
+    fn from_raw(raw: &sys::emuv_process) -> Result<Self, Errno> {
+        let pid = if raw.flags & sys::EMUV_PROCESS_EXITED != 0 {
+            None
+        } else {
+            // A live process the caller can see has a positive PID in its namespace.
+            let pid = u32::try_from(raw.pid).ok().filter(|&pid| pid > 0);
+            Some(pid.ok_or(Errno::EPROTO)?)
+        };
+        Ok(ProcessEntry {
+            pid,
+            comm: raw
+                .comm
+                .iter()
+                .map(|&c| c as u8)
+                .take_while(|&b| b != 0)
+                .collect(),
+            bytes: raw.bytes,
+            allocations: raw.allocations,
+        })
+    }
+
+    /// Whether the process that opened the file has exited (no PID to show).
+    pub fn exited(&self) -> bool {
+        self.pid.is_none()
+    }
+
+    /// The command name as one line of text: see [`printable`].
+    pub fn comm_lossy(&self) -> String {
+        printable(&self.comm)
+    }
+}
+
+/// A name from the system (a command name, a path) as text that stays on one line: any user
+/// can name a process or a file with any byte but NUL. Printable UTF-8 stays as it is;
+/// anything else is escaped as Rust writes it (`\n`, `\t`, `\u{202e}`), an invalid byte as
+/// `\xff`, and a backslash as `\\`, so that an escape cannot be mistaken for the name itself.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                // Quotes print as they are; `escape_debug` would add backslashes.
+                '"' | '\'' => out.push(c),
+                _ => out.extend(c.escape_debug()),
+            }
+        }
+        for byte in chunk.invalid() {
+            // Infallible: writing to a String.
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
 /// An open `/dev/emuv`. Allocations belong to it and are freed when it is closed.
 pub struct Device {
     fd: OwnedFd,
@@ -105,9 +181,26 @@ pub struct Device {
 pub const DEVICE_PATH: &str = "/dev/emuv";
 
 impl Device {
-    /// Opens `/dev/emuv` (root only unless a packaging rule grants a group).
+    /// Opens `/dev/emuv` for reading and writing, as allocating needs (root only unless a
+    /// packaging rule grants a group).
     pub fn open() -> Result<Self, Errno> {
-        let fd = open(DEVICE_PATH, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
+        Self::open_path(DEVICE_PATH, true)
+    }
+
+    /// Opens `/dev/emuv` read-only: enough for INFO, QUERY and PROCESSES, which is all a
+    /// monitoring tool needs; ALLOC and FREE fail with `EBADF`.
+    pub fn open_read_only() -> Result<Self, Errno> {
+        Self::open_path(DEVICE_PATH, false)
+    }
+
+    /// Opens an emuv device node (a card other than `/dev/emuv`), `writable` to allocate.
+    pub fn open_path(path: impl AsRef<Path>, writable: bool) -> Result<Self, Errno> {
+        let access = if writable {
+            OFlag::O_RDWR
+        } else {
+            OFlag::O_RDONLY
+        };
+        let fd = open(path.as_ref(), access | OFlag::O_CLOEXEC, Mode::empty())?;
         Ok(Device { fd })
     }
 
@@ -185,6 +278,37 @@ impl Device {
         };
         self.ioctl(ioctl_numbers().query, &mut query)?;
         Ok(query)
+    }
+
+    /// `EMUV_IOCTL_PROCESSES`: every process with the card open, this one included (a
+    /// read-only open holds nothing), in the kernel's order. Works on a read-only open. The list
+    /// changes between calls: the kernel says how many entries there are, and the call is
+    /// repeated with room for them until they fit.
+    pub fn processes(&self) -> Result<Vec<ProcessEntry>, Errno> {
+        let mut entries: Vec<sys::emuv_process> = Vec::new();
+        loop {
+            let room = u32::try_from(entries.len()).map_err(|_| Errno::EOVERFLOW)?;
+            let mut req = sys::emuv_processes {
+                size: std::mem::size_of::<sys::emuv_processes>() as u32,
+                entry_size: std::mem::size_of::<sys::emuv_process>() as u32,
+                count: room,
+                entries: entries.as_mut_ptr().expose_provenance() as u64,
+                ..Default::default()
+            };
+            // SAFETY: the command takes a pointer to `req`, and the kernel writes at most
+            // `req.count` entries of `entry_size` bytes at `req.entries`: `entries` holds them.
+            unsafe { self.ioctl_raw(ioctl_numbers().processes, (&raw mut req).cast()) }?;
+            if req.total <= room {
+                if req.count != req.total {
+                    return Err(Errno::EPROTO);
+                }
+                entries.truncate(req.count as usize);
+                return entries.iter().map(ProcessEntry::from_raw).collect();
+            }
+            // More than there was room for (none, the first time; processes may open the
+            // device between calls): room for all, and again.
+            entries = vec![sys::emuv_process::default(); req.total as usize];
+        }
     }
 
     /// Maps a whole allocation, shared, readable and writable.
@@ -282,4 +406,55 @@ pub fn c_field(field: &[std::ffi::c_char]) -> String {
     CStr::from_bytes_until_nul(&bytes)
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pid: i32, flags: u32, comm: &[u8]) -> sys::emuv_process {
+        let mut raw = sys::emuv_process {
+            pid,
+            flags,
+            bytes: 1 << 20,
+            allocations: 1,
+            ..Default::default()
+        };
+        for (dst, &src) in raw.comm.iter_mut().zip(comm) {
+            *dst = src as std::ffi::c_char;
+        }
+        raw
+    }
+
+    #[test]
+    fn names_are_shown_on_one_line() {
+        assert_eq!(printable(b"python3"), "python3");
+        assert_eq!(
+            printable("Web Content \"é\"".as_bytes()),
+            "Web Content \"é\""
+        );
+        assert_eq!(printable(b"ev\n4242 fake 9"), "ev\\n4242 fake 9");
+        assert_eq!(printable(b"a\\n\tb\r\x1b"), "a\\\\n\\tb\\r\\u{1b}");
+        assert_eq!(printable(b"bad\xff\xc3"), "bad\\xff\\xc3");
+        assert_eq!(printable("rtl\u{202e}".as_bytes()), "rtl\\u{202e}");
+    }
+
+    #[test]
+    fn entries_are_read_as_the_header_says() {
+        let live = ProcessEntry::from_raw(&raw(42, 0, b"ev\n4242 fake 9")).unwrap();
+        assert_eq!(live.pid, Some(42));
+        assert_eq!(live.comm, b"ev\n4242 fake 9");
+        assert_eq!((live.bytes, live.allocations), (1 << 20, 1));
+        assert!(!live.exited());
+        let full = ProcessEntry::from_raw(&raw(7, 0, &[b'x'; 16])).unwrap();
+        assert_eq!(full.comm, [b'x'; 16]);
+        let gone = ProcessEntry::from_raw(&raw(0, sys::EMUV_PROCESS_EXITED, b"worker")).unwrap();
+        assert_eq!((gone.pid, gone.exited()), (None, true));
+        assert_eq!(gone.comm_lossy(), "worker");
+        assert_eq!(ProcessEntry::from_raw(&raw(0, 0, b"x")), Err(Errno::EPROTO));
+        assert_eq!(
+            ProcessEntry::from_raw(&raw(-1, 0, b"x")),
+            Err(Errno::EPROTO)
+        );
+    }
 }

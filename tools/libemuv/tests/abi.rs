@@ -45,6 +45,10 @@ fn structs_match_the_header() {
             free,
             file_limit,
             file_used,
+            user_limit,
+            user_used,
+            file_allocations_limit,
+            file_allocations,
             reserved
         ]
     );
@@ -68,6 +72,16 @@ fn structs_match_the_header() {
             reserved
         ]
     );
+    same_layout!(
+        module_uapi::Process,
+        sys::emuv_process,
+        [pid, flags, comm, bytes, allocations, reserved]
+    );
+    same_layout!(
+        module_uapi::Processes,
+        sys::emuv_processes,
+        [size, entry_size, count, total, entries, reserved]
+    );
 }
 
 #[test]
@@ -79,6 +93,7 @@ fn constants_match_the_header() {
     assert_eq!(module_uapi::TIER_VIRTUAL, sys::EMUV_TIER_VIRTUAL);
     assert_eq!(module_uapi::STRATEGY_LAZY, sys::EMUV_STRATEGY_LAZY);
     assert_eq!(module_uapi::STRATEGY_EAGER, sys::EMUV_STRATEGY_EAGER);
+    assert_eq!(module_uapi::PROCESS_EXITED, sys::EMUV_PROCESS_EXITED);
 }
 
 #[test]
@@ -88,4 +103,5 @@ fn ioctl_numbers_match_the_header() {
     assert_eq!(module_uapi::IOCTL_ALLOC, c.alloc);
     assert_eq!(module_uapi::IOCTL_FREE, c.free);
     assert_eq!(module_uapi::IOCTL_QUERY, c.query);
+    assert_eq!(module_uapi::IOCTL_PROCESSES, c.processes);
 }

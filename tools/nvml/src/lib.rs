@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! `libnvidia-ml.so.1` for emuv: the NVML functions that pynvml, gpustat and nvitop call,
-//! answered live from emuv (identity and memory from sysfs, processes from the device node),
+//! answered live from emuv (identity and memory from sysfs, processes from the device node's
+//! `EMUV_IOCTL_PROCESSES`),
 //! and `NVML_ERROR_NOT_SUPPORTED` for the other getters they may call (see `stubs.rs`).
 //!
 //! Every export follows NVIDIA's documented contract for it (nvml.h): pointers are the
@@ -11,10 +12,14 @@
 mod stubs;
 mod types;
 
-use emuv::gpus::{self, Gpu};
+use emuv::{
+    gpus::{self, Gpu},
+    printable,
+};
 use std::{
     ffi::{c_char, c_uint, CStr},
     io,
+    os::unix::ffi::OsStrExt,
     sync::{Mutex, MutexGuard},
 };
 use types::*;
@@ -233,6 +238,8 @@ pub extern "C" fn nvmlSystemGetCudaDriverVersion_v2(version: *mut i32) -> nvmlRe
 }
 
 /// The program a process runs, as nvidia-smi prints it; its command name if /proc hides that.
+/// Either may hold any byte: escaped by [`printable`], the name is UTF-8 on one line, which
+/// Python clients decode. PID 0 (a file whose opener has exited) is no process: not found.
 #[no_mangle]
 pub unsafe extern "C" fn nvmlSystemGetProcessName(
     pid: c_uint,
@@ -240,12 +247,18 @@ pub unsafe extern "C" fn nvmlSystemGetProcessName(
     length: c_uint,
 ) -> nvmlReturn_t {
     let found = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .or_else(|_| std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().into()));
+        .map(|p| printable(p.as_os_str().as_bytes()))
+        .or_else(|_| {
+            std::fs::read(format!("/proc/{pid}/comm"))
+                .map(|comm| printable(comm.strip_suffix(b"\n").unwrap_or(&comm)))
+        });
     let result = initialised().and_then(|()| {
         let text = found.map_err(|_| NVML_ERROR_NOT_FOUND)?;
-        // NVML truncates to the caller's buffer rather than failing.
-        let cut = text.len().min((length as usize).saturating_sub(1));
+        // NVML truncates to the caller's buffer rather than failing, at a character boundary.
+        let mut cut = text.len().min((length as usize).saturating_sub(1));
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
         let text = text.get(..cut).unwrap_or("");
         // SAFETY: the caller's buffer, per NVML's contract.
         unsafe { put_str(name, length, text) }
@@ -513,7 +526,9 @@ pub unsafe extern "C" fn nvmlDeviceIsMigDeviceHandle(
 
 /// NVML's two-call pattern: with `*count` too small (0 and NULL to ask), the needed count and
 /// `NVML_ERROR_INSUFFICIENT_SIZE`; `NVML_SUCCESS` at once when there are none. Without access
-/// to the device node, the list is empty (the totals still come from sysfs).
+/// to the device node, the list is empty (the totals still come from sysfs). A file whose
+/// opener has exited is listed with PID 0, so that the memory it holds is still accounted for
+/// (and no PID that may have been reused is named).
 unsafe fn running_processes<T: ProcessEntry>(
     device: nvmlDevice_t,
     count: *mut c_uint,
@@ -542,8 +557,9 @@ unsafe fn running_processes<T: ProcessEntry>(
             return Err(NVML_ERROR_INVALID_ARGUMENT);
         }
         for (i, p) in processes.iter().enumerate() {
+            let entry = T::new(p.pid.unwrap_or(0), p.bytes);
             // SAFETY: `infos` holds `room` >= `processes.len()` entries, per NVML's contract.
-            unsafe { infos.add(i).write_unaligned(T::new(p.pid, p.used_bytes)) };
+            unsafe { infos.add(i).write_unaligned(entry) };
         }
         Ok(())
     })

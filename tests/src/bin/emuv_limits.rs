@@ -1,0 +1,324 @@
+// SPDX-License-Identifier: GPL-2.0
+//! What one user can make the kernel hold is bounded: ALLOC and FREE need a file opened for
+//! writing; a file holds at most `max_allocations_per_file` allocations (`ENOSPC`); all files
+//! of one user hold at most `vram_limit_per_user_mb` (`ENOMEM`), however many times the user
+//! opens the device; every allocation's kernel memory is charged to the caller's memory
+//! cgroup; and a storm of one-page allocations by an unprivileged user ends in a clean error
+//! with kernel memory bounded (the figures are printed).
+
+use emuv::{Device, Tier};
+use emuv_tests::{
+    err, in_child, kernel_memory, module,
+    tap::{check, check_eq, Tap},
+};
+use nix::{errno::Errno, mount::MsFlags};
+use std::{fs, os::unix::fs::PermissionsExt, path::Path};
+
+const MIB: u64 = 1 << 20;
+const PAGE: u64 = 4096;
+/// An unprivileged user, and a second one.
+const NOBODY: u32 = 65534;
+const OTHER: u32 = 65533;
+
+/// Lets every user open the device, as a packaging rule for a group would.
+fn open_to_all() -> Result<(), String> {
+    fs::set_permissions("/dev/emuv", fs::Permissions::from_mode(0o666))
+        .map_err(err("chmod /dev/emuv"))
+}
+
+fn read_only_open() -> Result<(), String> {
+    module::with_loaded("physical_vram_mb=64", || {
+        let rw = Device::open().map_err(err("open O_RDWR"))?;
+        let a = rw.alloc(MIB, Tier::Any).map_err(err("alloc"))?;
+        let ro = Device::open_read_only().map_err(err("open O_RDONLY"))?;
+        let info = ro.info().map_err(err("INFO on a read-only file"))?;
+        check_eq("used seen through the read-only file", info.used, MIB)?;
+        check_eq(
+            "QUERY of another file's handle",
+            ro.query(a.handle).err(),
+            Some(Errno::ENOENT),
+        )?;
+        let processes = ro
+            .processes()
+            .map_err(err("PROCESSES on a read-only file"))?;
+        check_eq("processes", processes.len(), 1)?;
+        fs::read_to_string("/dev/emuv").map_err(err("read on a read-only file"))?;
+        check_eq(
+            "ALLOC on a read-only file",
+            ro.alloc(MIB, Tier::Any).err(),
+            Some(Errno::EBADF),
+        )?;
+        check_eq(
+            "FREE on a read-only file",
+            ro.free(a.handle).err(),
+            Some(Errno::EBADF),
+        )?;
+        check_eq(
+            "used after refused ALLOC",
+            ro.info().map_err(err("info"))?.used,
+            MIB,
+        )
+    })
+}
+
+fn allocations_per_file() -> Result<(), String> {
+    module::with_loaded("physical_vram_mb=64 max_allocations_per_file=100", || {
+        let dev = Device::open().map_err(err("open"))?;
+        let mut handles = Vec::new();
+        for i in 0..100 {
+            handles.push(
+                dev.alloc(PAGE, Tier::Any)
+                    .map_err(err(&format!("alloc {i}")))?
+                    .handle,
+            );
+        }
+        check_eq(
+            "the 101st allocation",
+            dev.alloc(PAGE, Tier::Any).err(),
+            Some(Errno::ENOSPC),
+        )?;
+        let info = dev.info().map_err(err("info"))?;
+        check_eq("file_allocations", info.file_allocations, 100)?;
+        check_eq("file_allocations_limit", info.file_allocations_limit, 100)?;
+        // The limit is per file: another file may allocate, and a free makes room again.
+        let other = Device::open().map_err(err("open again"))?;
+        other
+            .alloc(PAGE, Tier::Any)
+            .map_err(err("alloc in another file"))?;
+        dev.free(handles[42]).map_err(err("free"))?;
+        dev.alloc(PAGE, Tier::Any)
+            .map_err(err("alloc after a free"))?;
+        Ok(())
+    })
+}
+
+/// Opens the device as user `uid` (the file belongs to whoever opened it), then is root again.
+fn open_as(uid: u32) -> Result<Device, String> {
+    use nix::unistd::{seteuid, Uid};
+    seteuid(Uid::from_raw(uid)).map_err(err("seteuid"))?;
+    let dev = Device::open();
+    seteuid(Uid::from_raw(0)).map_err(err("seteuid back"))?;
+    dev.map_err(err(&format!("open as uid {uid}")))
+}
+
+fn bytes_per_user() -> Result<(), String> {
+    module::with_loaded("physical_vram_mb=64 vram_limit_per_user_mb=8", || {
+        open_to_all()?;
+        // One user's files share the limit; opening the device again does not escape it.
+        let first = open_as(NOBODY)?;
+        first.alloc(6 * MIB, Tier::Any).map_err(err("6 MiB"))?;
+        let second = open_as(NOBODY)?;
+        check_eq(
+            "4 MiB more in another file",
+            second.alloc(4 * MIB, Tier::Any).err(),
+            Some(Errno::ENOMEM),
+        )?;
+        second
+            .alloc(2 * MIB, Tier::Any)
+            .map_err(err("the last 2 MiB"))?;
+        let info = second.info().map_err(err("info"))?;
+        check_eq("user_used", info.user_used, 8 * MIB)?;
+        check_eq("user_limit", info.user_limit, 8 * MIB)?;
+        check_eq("file_used", info.file_used, 2 * MIB)?;
+        check_eq(
+            "one page past the limit",
+            first.alloc(PAGE, Tier::Any).err(),
+            Some(Errno::ENOMEM),
+        )?;
+        // Another user has a limit of their own, usable while this one is full.
+        let other = open_as(OTHER)?;
+        other
+            .alloc(8 * MIB, Tier::Any)
+            .map_err(err("8 MiB as another user"))?;
+        // Everything is returned with the files: the user starts from zero again.
+        drop((first, second));
+        let again = open_as(NOBODY)?;
+        check_eq(
+            "user_used after close",
+            again.info().map_err(err("info"))?.user_used,
+            0,
+        )?;
+        again
+            .alloc(8 * MIB, Tier::Any)
+            .map_err(err("8 MiB again"))
+            .map(drop)
+    })
+}
+
+/// The cgroup v2 hierarchy, mounted if nobody did.
+fn cgroup_root() -> Result<&'static Path, String> {
+    let root = Path::new("/sys/fs/cgroup");
+    if !root.join("cgroup.controllers").exists() {
+        nix::mount::mount(
+            Some("cgroup2"),
+            root,
+            Some("cgroup2"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(err("mount cgroup2"))?;
+    }
+    fs::write(root.join("cgroup.subtree_control"), "+memory")
+        .map_err(err("enable the memory controller"))?;
+    Ok(root)
+}
+
+/// A `memory.stat` field of a cgroup, in bytes.
+fn memory_stat(cgroup: &Path, field: &str) -> Result<u64, String> {
+    let text = fs::read_to_string(cgroup.join("memory.stat")).map_err(err("memory.stat"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(' ')?.parse().ok())
+        .ok_or_else(|| format!("no '{field}' in memory.stat"))
+}
+
+fn charged_to_the_memcg(tap: &Tap) -> Result<(), String> {
+    const ALLOCATIONS: u64 = 20_000;
+    module::with_loaded("physical_vram_mb=1024", || {
+        let cgroup = cgroup_root()?.join("emuv-test");
+        let _ = fs::remove_dir(&cgroup);
+        fs::create_dir(&cgroup).map_err(err("mkdir cgroup"))?;
+        let cg = cgroup.clone();
+        let charged = in_child(None, move || {
+            fs::write(cg.join("cgroup.procs"), "0").map_err(err("join the cgroup"))?;
+            let dev = Device::open().map_err(err("open"))?;
+            let before = memory_stat(&cg, "slab")?;
+            for i in 0..ALLOCATIONS {
+                dev.alloc(PAGE, Tier::Any)
+                    .map_err(err(&format!("alloc {i}")))?;
+            }
+            Ok((memory_stat(&cg, "slab")? - before).to_string())
+        });
+        let removed = fs::remove_dir(&cgroup);
+        let per_allocation = charged?.parse::<u64>().map_err(err("answer"))? / ALLOCATIONS;
+        removed.map_err(err("rmdir cgroup"))?;
+        tap.note(format!(
+            "kernel memory charged to the caller's memory cgroup: {per_allocation} bytes per allocation"
+        ));
+        // The buffer, its handle-tree node share and its page-table stub: about 150 bytes.
+        check(per_allocation >= 100, || {
+            format!("only {per_allocation} bytes per allocation charged to the memory cgroup")
+        })
+    })
+}
+
+/// One-page allocations by an unprivileged user in `files` open files until each fails.
+/// Returns (allocations made, the errors seen, kernel memory they held).
+fn storm(files: usize) -> Result<(u64, Vec<Errno>, u64), String> {
+    let answer = in_child(Some(NOBODY), move || {
+        let before = kernel_memory();
+        let devices = (0..files)
+            .map(|_| Device::open())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err("open"))?;
+        let (mut made, mut errors) = (0u64, Vec::new());
+        for dev in &devices {
+            loop {
+                match dev.alloc(PAGE, Tier::Any) {
+                    Ok(_) => made += 1,
+                    Err(e) => {
+                        errors.push(e as i32);
+                        break;
+                    }
+                }
+            }
+        }
+        let held = kernel_memory().saturating_sub(before);
+        let errors: Vec<String> = errors.iter().map(i32::to_string).collect();
+        Ok(format!("{made} {held} {}", errors.join(",")))
+    })?;
+    let mut parts = answer.split(' ');
+    let number = |s: Option<&str>| s.and_then(|s| s.parse::<u64>().ok()).ok_or("bad answer");
+    let made = number(parts.next())?;
+    let held = number(parts.next())?;
+    let errors = parts
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|e| e.parse().ok())
+        .map(Errno::from_raw)
+        .collect();
+    Ok((made, errors, held))
+}
+
+fn allocation_storm(tap: &Tap) -> Result<(), String> {
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(200));
+    // With the per-user limit: 64 MiB is 16384 pages, across all 8 files together.
+    let capped = module::with_loaded("physical_vram_gb=1 vram_limit_per_user_mb=64", || {
+        open_to_all()?;
+        let before = kernel_memory();
+        let (made, errors, held) = storm(8)?;
+        settle();
+        let leaked = kernel_memory().saturating_sub(before);
+        tap.note(format!(
+            "storm with vram_limit_per_user_mb=64: {made} allocations in 8 files, then ENOMEM; \
+             kernel memory held {} KiB ({} bytes per allocation), {} KiB after close",
+            held >> 10,
+            held / made.max(1),
+            leaked >> 10
+        ));
+        check_eq("allocations under the per-user limit", made, 16384)?;
+        check(errors.iter().all(|&e| e == Errno::ENOMEM), || {
+            format!("errors {errors:?}, expected ENOMEM")
+        })?;
+        check(held <= made * 1024, || {
+            format!("{held} bytes of kernel memory held")
+        })?;
+        check(leaked <= 4 * MIB, || {
+            format!("{leaked} bytes still held after close")
+        })
+    });
+    // Without it, each file stops at the per-file allocation limit (65536 by default).
+    let per_file = module::with_loaded("physical_vram_gb=1", || {
+        open_to_all()?;
+        let before = kernel_memory();
+        let (made, errors, held) = storm(2)?;
+        settle();
+        let leaked = kernel_memory().saturating_sub(before);
+        tap.note(format!(
+            "storm with only max_allocations_per_file=65536: {made} allocations in 2 files, then \
+             ENOSPC; kernel memory held {} KiB ({} bytes per allocation), {} KiB after close",
+            held >> 10,
+            held / made.max(1),
+            leaked >> 10
+        ));
+        check_eq("allocations under the per-file limit", made, 2 * 65536)?;
+        check_eq("errors", errors, vec![Errno::ENOSPC; 2])?;
+        check(held <= made * 1024, || {
+            format!("{held} bytes of kernel memory held")
+        })?;
+        check(leaked <= 4 * MIB, || {
+            format!("{leaked} bytes still held after close")
+        })
+    });
+    capped.and(per_file)
+}
+
+fn main() {
+    let mut tap = Tap::new(5);
+    if module::is_loaded() {
+        let _ = module::unload();
+    }
+    tap.test(
+        "a read-only open keeps INFO, QUERY, PROCESSES and read; ALLOC and FREE are EBADF",
+        read_only_open(),
+    );
+    tap.test(
+        "max_allocations_per_file: ENOSPC past it, per file",
+        allocations_per_file(),
+    );
+    tap.test(
+        "vram_limit_per_user_mb: one limit across all of a user's files, one per user",
+        bytes_per_user(),
+    );
+    let result = charged_to_the_memcg(&tap);
+    tap.test(
+        "every allocation's kernel memory is charged to the caller's memory cgroup",
+        result,
+    );
+    let result = allocation_storm(&tap);
+    tap.test(
+        "a one-page allocation storm by an unprivileged user ends in a clean error, kernel memory bounded",
+        result,
+    );
+    tap.finish()
+}
