@@ -88,8 +88,8 @@ impl<M: Mappable> VmOps<M> {
     /// Called by the mm for a VMA set up by [`map`].
     unsafe extern "C" fn map_pages(
         _vmf: *mut bindings::vm_fault,
-        _start_pgoff: bindings::pgoff_t,
-        _end_pgoff: bindings::pgoff_t,
+        _start_pgoff: kernel::ffi::c_ulong,
+        _end_pgoff: kernel::ffi::c_ulong,
     ) -> bindings::vm_fault_t {
         0
     }
