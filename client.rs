@@ -400,3 +400,63 @@ impl Client {
         Ok(bytes)
     }
 }
+
+#[cfg(emuv_kunit)]
+#[kernel::prelude::kunit_tests(emuv_client)]
+mod tests {
+    use super::*;
+    use crate::vram_pool::{PoolConfig, Strategy};
+
+    const LIMITS: Limits = Limits {
+        file_bytes: 0,
+        file_allocations: 4,
+    };
+
+    fn client() -> Result<(Arc<VramPool>, Arc<Client>)> {
+        let pool = VramPool::new(PoolConfig {
+            physical_bytes: 1 << 20,
+            virtual_bytes: 0,
+            strategy: Strategy::Lazy,
+        })?;
+        Ok((pool, Client::new(&UserCharges::new(0)?)?))
+    }
+
+    /// The interleaving a concurrent FREE and ALLOC can produce while an ALLOC's result is
+    /// being copied out: the failed ALLOC must free its own buffer, not the handle's new owner.
+    #[test]
+    fn a_failed_alloc_frees_its_own_buffer_not_the_handles_next_owner() -> Result {
+        let (pool, client) = client()?;
+        let first = client.allocate(&pool, 4096, Placement::Any, LIMITS)?;
+        let handle = first.handle();
+        client.free(handle)?;
+        let second = client.allocate(&pool, 4096, Placement::Any, LIMITS)?;
+        assert_eq!(second.handle(), handle);
+        assert_eq!(client.free_buffer(&first).err(), Some(ENOENT));
+        assert!(Arc::ptr_eq(&client.buffer(handle)?, &second));
+        assert_eq!(client.usage().allocations, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn handles_are_offset_ranges_and_limits_hold() -> Result {
+        let (pool, client) = client()?;
+        let a = client.allocate(&pool, 3 * 4096, Placement::Any, LIMITS)?;
+        let b = client.allocate(&pool, 4096, Placement::Any, LIMITS)?;
+        // Each allocation owns a range of page offsets; its handle is the first of them.
+        assert_eq!(b.handle(), a.handle() + 3);
+        assert!(Arc::ptr_eq(
+            &client.buffer_for_mapping(a.handle() as usize + 2)?,
+            &a
+        ));
+        a.mappings_undo();
+        assert_eq!(client.buffer(a.handle() + 1).err(), Some(ENOENT));
+        for _ in 0..2 {
+            client.allocate(&pool, 4096, Placement::Any, LIMITS)?;
+        }
+        assert_eq!(
+            client.allocate(&pool, 4096, Placement::Any, LIMITS).err(),
+            Some(ENOSPC)
+        );
+        Ok(())
+    }
+}

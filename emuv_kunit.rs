@@ -9,8 +9,12 @@
 
 // The test crate compiles only the parts under test: what `emuv.ko` alone uses is unused here.
 #[allow(dead_code)]
+mod client;
+#[allow(dead_code)]
 mod glue {
     pub(crate) mod mem;
+    pub(crate) mod task;
+    pub(crate) mod vma;
 }
 #[allow(dead_code)]
 mod gpu_db;

@@ -21,7 +21,7 @@ top=$(dirname "$here")
 PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_limits emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools
 	emuv_faults emuv_storm emuv_fuzz emuv_preempt)
 # What must show up in the results: the host tests, the KUnit suites and every program.
-EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool kunit:emuv_page_ranges kunit:emuv_report "${PROGRAMS[@]}")
+EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool kunit:emuv_page_ranges kunit:emuv_report kunit:emuv_client "${PROGRAMS[@]}")
 
 case ${1:-} in
 --debug)
