@@ -37,7 +37,8 @@ fn touch(ptr: *mut u8, len: usize) {
     }
 }
 
-fn anon_touch(len: usize) -> f64 {
+/// Times mmap + `toucher` + munmap of `len` bytes of anonymous memory.
+fn anon_touch(len: usize, toucher: fn(*mut u8, usize)) -> f64 {
     let start = Instant::now();
     // SAFETY: a fresh private anonymous mapping, unmapped below.
     let p = unsafe {
@@ -49,27 +50,28 @@ fn anon_touch(len: usize) -> f64 {
         )
     }
     .expect("mmap anon");
-    touch(p.as_ptr().cast(), len);
+    toucher(p.as_ptr().cast(), len);
     // SAFETY: unmapping what we mapped.
     unsafe { munmap(p, len) }.expect("munmap");
     start.elapsed().as_secs_f64()
 }
 
-fn emuv_touch(dev: &Device, len: usize) -> f64 {
+/// Times alloc + mmap + `toucher` + munmap + free of `len` bytes of emulated VRAM.
+fn emuv_touch(dev: &Device, len: usize, toucher: fn(*mut u8, usize)) -> f64 {
     let start = Instant::now();
     let a = dev.alloc(len as u64, Tier::Any).expect("alloc");
     let m = dev.map(&a).expect("mmap");
-    touch(m.as_ptr(), len);
+    toucher(m.as_ptr(), len);
     drop(m);
     dev.free(a.handle).expect("free");
     start.elapsed().as_secs_f64()
 }
 
-/// anon time / emuv time: above 1 means emuv is faster.
-fn touch_vs_anon(params: &str, len: usize) -> f64 {
+/// anon time / emuv time, touching with `toucher`: above 1 means emuv is faster.
+fn touch_vs_anon(params: &str, len: usize, toucher: fn(*mut u8, usize)) -> f64 {
     module::load(params).expect("insmod");
     let dev = Device::open().expect("open");
-    let ratio = rounds(|| anon_touch(len) / emuv_touch(&dev, len));
+    let ratio = rounds(|| anon_touch(len, toucher) / emuv_touch(&dev, len, toucher));
     drop(dev);
     module::unload().expect("rmmod");
     ratio
@@ -87,44 +89,6 @@ fn touch_in_threads(ptr: *mut u8, len: usize) {
             s.spawn(move || touch((base + t * slice) as *mut u8, slice));
         }
     });
-}
-
-fn anon_touch_threads(len: usize) -> f64 {
-    let start = Instant::now();
-    // SAFETY: a fresh private anonymous mapping, unmapped below.
-    let p = unsafe {
-        mmap_anonymous(
-            None,
-            NonZeroUsize::new(len).expect("len"),
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_PRIVATE,
-        )
-    }
-    .expect("mmap anon");
-    touch_in_threads(p.as_ptr().cast(), len);
-    // SAFETY: unmapping what we mapped.
-    unsafe { munmap(p, len) }.expect("munmap");
-    start.elapsed().as_secs_f64()
-}
-
-fn emuv_touch_threads(dev: &Device, len: usize) -> f64 {
-    let start = Instant::now();
-    let a = dev.alloc(len as u64, Tier::Any).expect("alloc");
-    let m = dev.map(&a).expect("mmap");
-    touch_in_threads(m.as_ptr(), len);
-    drop(m);
-    dev.free(a.handle).expect("free");
-    start.elapsed().as_secs_f64()
-}
-
-/// anon time / emuv time with `THREADS` threads touching one mapping.
-fn threads_touch_vs_anon(params: &str, len: usize) -> f64 {
-    module::load(params).expect("insmod");
-    let dev = Device::open().expect("open");
-    let ratio = rounds(|| anon_touch_threads(len) / emuv_touch_threads(&dev, len));
-    drop(dev);
-    module::unload().expect("rmmod");
-    ratio
 }
 
 /// emuv alloc+map+unmap+free / memfd create+truncate+map+unmap+close, 2 MiB, many times a round.
@@ -239,7 +203,7 @@ fn main() {
     let figures = [
         (
             "lazy_touch_vs_anon",
-            touch_vs_anon("physical_vram_mb=256", len),
+            touch_vs_anon("physical_vram_mb=256", len, touch),
             ">= 1.0",
             "anon time / emuv time, mmap + first touch of 64 MiB, lazy",
         ),
@@ -248,13 +212,14 @@ fn main() {
             touch_vs_anon(
                 "lazy_allocation=0 physical_vram_mb=128 virtual_vram_mb=0",
                 len,
+                touch,
             ),
             ">= 1.5",
             "anon time / emuv time, mmap + touch of 64 MiB, eager",
         ),
         (
             "lazy_touch_4_threads_vs_anon",
-            threads_touch_vs_anon("physical_vram_mb=256", len),
+            touch_vs_anon("physical_vram_mb=256", len, touch_in_threads),
             ">= 1.0",
             "anon time / emuv time, 4 threads first-touching one 64 MiB mapping, lazy",
         ),

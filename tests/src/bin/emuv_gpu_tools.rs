@@ -295,6 +295,22 @@ fn pynvml_matches(t: &Truth) -> TestResult {
 }
 
 /// Prints a tool's output into the log, for people reading it (and docs/gpu-tools.md).
+/// `emuv-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader`.
+fn compute_apps_csv() -> Result<String, String> {
+    let out = stdout_of(
+        "emuv-smi --query-compute-apps",
+        run(
+            emuv_smi(),
+            &[
+                "--query-compute-apps=pid,process_name,used_memory",
+                "--format=csv,noheader",
+            ],
+        )?,
+    )?;
+    show("emuv-smi --query-compute-apps", &out);
+    Ok(out)
+}
+
 fn show(what: &str, out: &str) {
     println!("# {what}:");
     for line in out.lines() {
@@ -761,17 +777,7 @@ fn forged_name_forges_nothing(t: &Truth, uuid: &str) -> TestResult {
     nvitop_matches(&t)?;
     emuv_smi_matches(&t, uuid)?;
 
-    let out = stdout_of(
-        "emuv-smi --query-compute-apps",
-        run(
-            emuv_smi(),
-            &[
-                "--query-compute-apps=pid,process_name,used_memory",
-                "--format=csv,noheader",
-            ],
-        )?,
-    )?;
-    show("emuv-smi --query-compute-apps", &out);
+    let out = compute_apps_csv()?;
     let rows: Vec<Vec<&str>> = out.lines().map(cells).collect();
     check_eq("CSV lines", rows.len(), t.processes.len())?;
     let pid_text = pid.to_string();
@@ -838,17 +844,7 @@ fn exited_opener_is_pid_0(t: &Truth) -> TestResult {
         pynvml_compute(&pynvml_json()?),
         expected,
     )?;
-    let out = stdout_of(
-        "emuv-smi --query-compute-apps",
-        run(
-            emuv_smi(),
-            &[
-                "--query-compute-apps=pid,process_name,used_memory",
-                "--format=csv,noheader",
-            ],
-        )?,
-    )?;
-    show("emuv-smi --query-compute-apps", &out);
+    let out = compute_apps_csv()?;
     let exited: Vec<&str> = out.lines().filter(|l| l.starts_with("[N/A], ")).collect();
     check_eq(
         "emuv-smi's lines without a PID",

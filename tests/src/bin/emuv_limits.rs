@@ -240,56 +240,54 @@ fn storm(files: usize) -> Result<(u64, Vec<Errno>, u64), String> {
     Ok((made, errors, held))
 }
 
+/// Loads emuv with `params`, storms it from `files` files as an unprivileged user, prints the
+/// figures, and checks that it stopped after `expected` allocations with `error` in every file,
+/// holding at most 1 KiB of kernel memory per allocation and nothing after close.
+fn storm_with(
+    tap: &Tap,
+    params: &str,
+    files: usize,
+    expected: u64,
+    error: Errno,
+) -> Result<(), String> {
+    module::with_loaded(params, || {
+        open_to_all()?;
+        let before = kernel_memory();
+        let (made, errors, held) = storm(files)?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let leaked = kernel_memory().saturating_sub(before);
+        tap.note(format!(
+            "storm with {params}: {made} allocations in {files} files, then {error}; kernel \
+             memory held {} KiB ({} bytes per allocation), {} KiB after close",
+            held >> 10,
+            held / made.max(1),
+            leaked >> 10
+        ));
+        check_eq("allocations", made, expected)?;
+        check(
+            errors.len() == files && errors.iter().all(|&e| e == error),
+            || format!("errors {errors:?}, expected {error} in each of {files} files"),
+        )?;
+        check(held <= made * 1024, || {
+            format!("{held} bytes of kernel memory held")
+        })?;
+        check(leaked <= 4 * MIB, || {
+            format!("{leaked} bytes still held after close")
+        })
+    })
+}
+
 fn allocation_storm(tap: &Tap) -> Result<(), String> {
-    let settle = || std::thread::sleep(std::time::Duration::from_millis(200));
     // With the per-user limit: 64 MiB is 16384 pages, across all 8 files together.
-    let capped = module::with_loaded("physical_vram_gb=1 vram_limit_per_user_mb=64", || {
-        open_to_all()?;
-        let before = kernel_memory();
-        let (made, errors, held) = storm(8)?;
-        settle();
-        let leaked = kernel_memory().saturating_sub(before);
-        tap.note(format!(
-            "storm with vram_limit_per_user_mb=64: {made} allocations in 8 files, then ENOMEM; \
-             kernel memory held {} KiB ({} bytes per allocation), {} KiB after close",
-            held >> 10,
-            held / made.max(1),
-            leaked >> 10
-        ));
-        check_eq("allocations under the per-user limit", made, 16384)?;
-        check(errors.iter().all(|&e| e == Errno::ENOMEM), || {
-            format!("errors {errors:?}, expected ENOMEM")
-        })?;
-        check(held <= made * 1024, || {
-            format!("{held} bytes of kernel memory held")
-        })?;
-        check(leaked <= 4 * MIB, || {
-            format!("{leaked} bytes still held after close")
-        })
-    });
+    let capped = storm_with(
+        tap,
+        "physical_vram_gb=1 vram_limit_per_user_mb=64",
+        8,
+        16384,
+        Errno::ENOMEM,
+    );
     // Without it, each file stops at the per-file allocation limit (65536 by default).
-    let per_file = module::with_loaded("physical_vram_gb=1", || {
-        open_to_all()?;
-        let before = kernel_memory();
-        let (made, errors, held) = storm(2)?;
-        settle();
-        let leaked = kernel_memory().saturating_sub(before);
-        tap.note(format!(
-            "storm with only max_allocations_per_file=65536: {made} allocations in 2 files, then \
-             ENOSPC; kernel memory held {} KiB ({} bytes per allocation), {} KiB after close",
-            held >> 10,
-            held / made.max(1),
-            leaked >> 10
-        ));
-        check_eq("allocations under the per-file limit", made, 2 * 65536)?;
-        check_eq("errors", errors, vec![Errno::ENOSPC; 2])?;
-        check(held <= made * 1024, || {
-            format!("{held} bytes of kernel memory held")
-        })?;
-        check(leaked <= 4 * MIB, || {
-            format!("{leaked} bytes still held after close")
-        })
-    });
+    let per_file = storm_with(tap, "physical_vram_gb=1", 2, 2 * 65536, Errno::ENOSPC);
     capped.and(per_file)
 }
 
