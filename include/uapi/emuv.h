@@ -74,7 +74,10 @@ struct emuv_alloc {
 	__u64 reserved[2];	/* in: must be 0 */
 };
 
-/* EMUV_IOCTL_FREE: free an allocation (EBUSY while mapped). */
+/*
+ * EMUV_IOCTL_FREE: free an allocation (EBUSY while mapped). ENOMEM when the kernel cannot get
+ * the little memory its bookkeeping needs to let go (as munmap can): nothing was freed, retry.
+ */
 struct emuv_free {
 	__u32 handle;
 	__u32 flags;		/* must be 0 */
