@@ -55,6 +55,21 @@ pub fn kernel_memory() -> u64 {
     meminfo("Slab") + meminfo("VmallocUsed") + meminfo("PageTables")
 }
 
+/// [`kernel_memory`] once deferred frees have run: page tables of a finished `munmap` and
+/// RCU-freed objects go after a grace period, and slab pages return in batches, so a single
+/// reading right after a burst of work can be 2 MiB off either way. The lowest of a few
+/// readings after a pause is what stays.
+pub fn settled_kernel_memory() -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    (0..5)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            kernel_memory()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
 /// A `/proc/meminfo` field in bytes (0 if missing).
 pub fn meminfo(field: &str) -> u64 {
     fs::read_to_string("/proc/meminfo")

@@ -4,7 +4,7 @@
 //! (QEMU TCG) cancels out. Writes the figures as JSON to the path given as the argument.
 
 use emuv::{Device, Tier};
-use emuv_tests::{kernel_memory, module};
+use emuv_tests::{kernel_memory, module, settled_kernel_memory};
 use nix::{
     sys::{
         memfd::{memfd_create, MFdFlags},
@@ -137,13 +137,6 @@ fn load_time(params: &str) -> f64 {
     let t = start.elapsed().as_secs_f64();
     module::unload().expect("rmmod");
     t
-}
-
-/// [`kernel_memory`] once the page tables of a finished `munmap` are gone: x86 frees them after
-/// an RCU grace period, so right after `munmap` they still count.
-fn settled_kernel_memory() -> u64 {
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    kernel_memory()
 }
 
 /// Kernel memory added by loading `params`, minus that of a 1 GiB pool, per extra GiB.

@@ -4,9 +4,9 @@
 //! nothing at load however large, and load/unload cycles do not grow the kernel's memory.
 
 use emuv_tests::{
-    attr, kasan_quarantine, kasan_shadow, kernel_memory,
+    attr, kasan_quarantine, kasan_shadow,
     kmsg::Kmsg,
-    mem_available, module,
+    mem_available, module, settled_kernel_memory,
     tap::{check, check_eq, Tap},
 };
 use nix::errno::Errno;
@@ -138,9 +138,9 @@ fn main() {
     let result = (0..5)
         .try_for_each(|i| cycle(params[i % params.len()]))
         .and_then(|()| {
-            let (kmem_before, avail_before) = (kernel_memory(), mem_available());
+            let (kmem_before, avail_before) = (settled_kernel_memory(), mem_available());
             (0..50).try_for_each(|i| cycle(params[i % params.len()]))?;
-            let (kmem_after, avail_after) = (kernel_memory(), mem_available());
+            let (kmem_after, avail_after) = (settled_kernel_memory(), mem_available());
             tap.note(format!(
                 "50 cycles: Slab+Vmalloc+PageTables {} -> {}, MemAvailable {} -> {}",
                 mib(kmem_before),

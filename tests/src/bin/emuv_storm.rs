@@ -8,7 +8,8 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
-    attr, attr_u64, err, kasan_quarantine, kasan_shadow, kernel_memory, mem_available, module,
+    attr, attr_u64, err, kasan_quarantine, kasan_shadow, mem_available, module,
+    settled_kernel_memory,
     tap::{check, check_eq, Tap},
 };
 use nix::errno::Errno;
@@ -160,11 +161,7 @@ fn load_storm(tap: &Tap, seed: u64, cycles: u32) -> TestResult {
         let warm_up = random_config(&mut rng);
         cycle(&mut rng, &warm_up)?;
     }
-    let settled = || {
-        // Page tables and some objects are freed after an RCU grace period.
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        (kernel_memory(), mem_available())
-    };
+    let settled = || (settled_kernel_memory(), mem_available());
     let (kmem_before, avail_before) = settled();
     let (mut eager, mut huge) = (0, 0);
     for n in 0..cycles {
