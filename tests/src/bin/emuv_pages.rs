@@ -77,7 +77,19 @@ fn check_one_page_held(params: &str) -> Result<(), String> {
     let expected = if eager(params) { PAGE as u64 } else { 0 };
     check_eq("used after A's free", used, 0)?;
     check_eq("quarantined after A's free", quarantined, expected)?;
-    check_eq("free after A's free", free, total - expected)
+    check_eq("free after A's free", free, total - expected)?;
+    // What NVML and emuv-smi read: a quarantined page is reserved (part of used), not free.
+    let gpu = emuv::gpus::list()
+        .map_err(err("list GPUs"))?
+        .into_iter()
+        .next()
+        .ok_or("no GPU listed")?;
+    let tools = gpu.memory().map_err(err("GPU memory"))?;
+    check_eq(
+        "tools' memory (total, reserved, used, free)",
+        (tools.total, tools.reserved, tools.used, tools.free),
+        (total, expected, expected, total - expected),
+    )
 }
 
 /// B fills the whole card with its data, as any other tenant could; returns its file and

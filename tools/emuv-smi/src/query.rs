@@ -245,8 +245,7 @@ fn gpu_value(value: GpuValue, s: &Snapshot, g: &crate::GpuState) -> Option<Strin
         GpuValue::PciDevice => format!("0x{device:02X}"),
         GpuValue::PciDeviceId => format!("0x{:04X}{:04X}", g.gpu.device_id, g.gpu.vendor_id),
         GpuValue::MemoryTotal => mib_up(g.memory.total).to_string(),
-        // emuv keeps nothing back for itself.
-        GpuValue::MemoryReserved => "0".to_owned(),
+        GpuValue::MemoryReserved => mib_up(g.memory.reserved).to_string(),
         GpuValue::MemoryUsed => mib_up(g.memory.used).to_string(),
         GpuValue::MemoryFree => mib_up(g.memory.free).to_string(),
         GpuValue::Idle => "0".to_owned(),

@@ -144,6 +144,7 @@ pub(crate) mod tests {
         };
         let memory = Memory {
             total: 16 << 30,
+            reserved: 0,
             used: 4 << 20,
             free: (16 << 30) - (4 << 20),
         };

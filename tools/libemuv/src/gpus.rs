@@ -16,10 +16,13 @@ use uuid::Uuid;
 /// Where emuv's class lives in sysfs.
 pub const CLASS_DIR: &str = "/sys/class/emuv";
 
-/// Sizes in bytes, one consistent snapshot: `used + free == total`.
+/// Sizes in bytes, one consistent snapshot: `used + free == total`. As in NVML, `used` includes
+/// `reserved`: the pool's quarantined pages (freed, but still held by a pipe, io_uring or direct
+/// I/O), which no allocation can have until they are let go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Memory {
     pub total: u64,
+    pub reserved: u64,
     pub used: u64,
     pub free: u64,
 }
@@ -113,15 +116,23 @@ impl Gpu {
         })
     }
 
-    /// The pool's counters now. `used` is read once and `free` derived from it, so the three
-    /// always add up even while other processes allocate.
+    /// The pool's counters now. `free` is derived, so the figures always add up even while
+    /// other processes allocate (a FREE between the two reads can count a range both as used
+    /// and as quarantined for an instant: the sum is capped at the total).
     pub fn memory(&self) -> io::Result<Memory> {
         let total = parse_u64(&self.sysfs_dir, "total_vram_bytes")?;
-        let used = parse_u64(&self.sysfs_dir, "used_bytes")?;
-        let free = total
-            .checked_sub(used)
-            .ok_or_else(|| invalid(format!("used {used} above total {total}")))?;
-        Ok(Memory { total, used, free })
+        let allocated = parse_u64(&self.sysfs_dir, "used_bytes")?;
+        let reserved = parse_u64(&self.sysfs_dir, "quarantined_bytes")?.min(total);
+        if allocated > total {
+            return Err(invalid(format!("used {allocated} above total {total}")));
+        }
+        let used = allocated.saturating_add(reserved).min(total);
+        Ok(Memory {
+            total,
+            reserved,
+            used,
+            free: total - used,
+        })
     }
 
     /// Stable across reloads of the same card at the same index on this machine:
@@ -181,6 +192,7 @@ mod tests {
                 ("device_id", "0x2684\n".into()),
                 ("total_vram_bytes", "1000\n".into()),
                 ("used_bytes", "300\n".into()),
+                ("quarantined_bytes", "100\n".into()),
             ] {
                 fs::write(d.join(attr), value).unwrap();
             }
@@ -192,7 +204,7 @@ mod tests {
         assert_eq!(gpus[1].pci_bus_id(), "00000000:02:00.0");
         assert_eq!(gpus[0].device_id, 0x2684);
         let m = gpus[0].memory().unwrap();
-        assert_eq!((m.total, m.used, m.free), (1000, 300, 700));
+        assert_eq!((m.total, m.reserved, m.used, m.free), (1000, 100, 400, 600));
         let uuid = gpus[0].uuid();
         assert_eq!(uuid, gpus[0].uuid(), "stable");
         assert_ne!(uuid, gpus[1].uuid());

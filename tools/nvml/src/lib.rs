@@ -477,11 +477,10 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
             return Err(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
         }
         let m = g.memory().map_err(lost)?;
-        // emuv keeps nothing back for itself: reserved is 0 (and `used` would include it).
         let info = nvmlMemory_v2_t {
             version: NVML_MEMORY_V2,
             total: m.total,
-            reserved: 0,
+            reserved: m.reserved,
             free: m.free,
             used: m.used,
         };
