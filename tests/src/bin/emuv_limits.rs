@@ -8,7 +8,7 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
-    err, in_child, kernel_memory, module,
+    err, in_child, kasan_quarantine, kernel_memory, module, settled_kernel_memory,
     tap::{check, check_eq, Tap},
 };
 use nix::{errno::Errno, mount::MsFlags};
@@ -254,8 +254,7 @@ fn storm_with(
         open_to_all()?;
         let before = kernel_memory();
         let (made, errors, held) = storm(files)?;
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let leaked = kernel_memory().saturating_sub(before);
+        let leaked = settled_kernel_memory().saturating_sub(before);
         tap.note(format!(
             "storm with {params}: {made} allocations in {files} files, then {error}; kernel \
              memory held {} KiB ({} bytes per allocation), {} KiB after close",
@@ -271,7 +270,9 @@ fn storm_with(
         check(held <= made * 1024, || {
             format!("{held} bytes of kernel memory held")
         })?;
-        check(leaked <= 4 * MIB, || {
+        // KASAN's quarantine holds freed objects back on the debug kernel (kmemleak is what
+        // catches leaks there).
+        check(leaked <= 4 * MIB + kasan_quarantine(), || {
             format!("{leaked} bytes still held after close")
         })
     })
