@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Builds emuv.ko out of tree, in the style of Rust-for-Linux's out-of-tree module template:
-#   make KDIR=/path/to/rust-enabled/kernel/build LLVM=1
+#   make KDIR=/path/to/rust-enabled/kernel/build
 # Everything else (set-up, test kernel, VM tests) is driven from scripts/.
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
-LLVM ?= 1
+# The kernel's own compiler: LLVM=1 for a clang-built kernel (LLVM=-19 for a versioned one),
+# gcc for a gcc-built one such as Debian's.
+LLVM ?= $(if $(shell grep -sx 'CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),1,)
 
 default: modules
 
@@ -40,7 +42,23 @@ check:
 check-debug:
 	scripts/check.sh --debug
 
-# Boots the VM, loads emuv with its defaults, shows `cat /dev/emuv` and `vram_info`.
+# On a Debian system with a Rust-enabled Debian kernel: regenerates the Rust metadata its
+# linux-headers lack, so that `make KDIR=/usr/src/linux-headers-RELEASE` builds emuv
+# (docs/debian.md). RELEASE defaults to the running kernel.
+debian-prepare:
+	scripts/debian-rust-metadata.sh $(RELEASE)
+
+# On a Debian 12 host (the test machines): Debian's newest buildable 7.2 kernel in a cached sid
+# chroot, its metadata, its image and emuv.ko built against it (target/kernel-debian/).
+debian-kernel:
+	scripts/debian-kernel.sh
+
+# The emuv-dkms package (dh, dh-dkms): target/deb/emuv-dkms_<version>_amd64.deb.
+deb:
+	scripts/debian-package.sh build
+
+# Boots Debian's stock kernel in the VM, loads emuv with its defaults, shows `cat /dev/emuv`,
+# `vram_info`, emuv-smi and gpustat beside a program holding emulated VRAM.
 demo:
 	scripts/demo.sh
 
@@ -56,4 +74,4 @@ bench:
 lint:
 	scripts/lint.sh
 
-.PHONY: default modules modules_install clean tools setup kernel check check-debug demo check-runner bench lint
+.PHONY: default modules modules_install clean tools setup kernel check check-debug demo debian-prepare debian-kernel deb check-runner bench lint

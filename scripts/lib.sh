@@ -21,6 +21,15 @@ log() { printf '[emuv] %s\n' "$*" >&2; }
 skip() { log "$1: already done"; }
 die() { printf '[emuv] ERROR: %s\n' "$*" >&2; exit 1; }
 
+# The mirror comes from the system's own apt configuration; only the suite is ours.
+debian_mirror() {
+	local uri
+	uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1)
+	[ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | grep -v security | awk '{for(i=2;i<=NF;i++) if ($i ~ /:\/\//) {print $i; exit}}' | head -n1)
+	[ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list{,.d}"
+	echo "$uri"
+}
+
 # timed LABEL CMD...: runs CMD and prints how long it took, for the per-phase timings.
 timed() {
 	local label=$1 start rc=0

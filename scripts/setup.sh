@@ -16,7 +16,7 @@ need_root() {
 step_debian_packages() {
 	local pkgs=(clang-19 lld-19 llvm-19 libclang-19-dev bc flex bison libelf-dev libssl-dev cpio
 		make gcc gcc-multilib qemu-system-x86 busybox-static kmod udev file python3-venv xz-utils
-		ca-certificates)
+		ca-certificates debootstrap)
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,15 +48,6 @@ step_bindgen() {
 	log "cargo install bindgen-cli $BINDGEN_VERSION (about 3 minutes)"
 	cargo install --quiet --locked bindgen-cli --version "$BINDGEN_VERSION" ||
 		die "cargo install bindgen-cli $BINDGEN_VERSION failed"
-}
-
-# The mirror comes from the system's own apt configuration; only the suite is ours.
-debian_mirror() {
-	local uri
-	uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1)
-	[ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | grep -v security | awk '{for(i=2;i<=NF;i++) if ($i ~ /:\/\//) {print $i; exit}}' | head -n1)
-	[ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list{,.d}"
-	echo "$uri"
 }
 
 # linux-source-7.2 comes from a newer suite through a private apt configuration: the
@@ -120,8 +111,7 @@ step_gpu_tools() {
 
 main() {
 	need_root
-	local only=${1:-all}
-	case $only in
+	case ${1:-all} in
 	all)
 		# Debian packages first: the Rust steps need a C compiler and the source step needs xz.
 		timed "setup: Debian packages" step_debian_packages
@@ -134,7 +124,14 @@ main() {
 		timed "setup: GPU tools" step_gpu_tools
 		wait "$src_pid" || die "kernel source step failed"
 		;;
-	*) "step_$only" ;;
+	debian)
+		# What booting Debian's own kernel needs: no kernel source, no bindgen (the Debian
+		# chroot has its own toolchain).
+		timed "setup: Debian packages" step_debian_packages
+		timed "setup: virtme-ng" step_virtme_ng
+		timed "setup: GPU tools" step_gpu_tools
+		;;
+	*) "step_$1" ;;
 	esac
 }
 main "$@"
