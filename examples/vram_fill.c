@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Allocates emulated VRAM through /dev/emuv, maps it, fills it, verifies it, frees it.
+ * Given SECONDS, it holds the allocation that long first, for GPU tools to see.
  *
- *   cc -I include -o vram_fill examples/vram_fill.c && sudo ./vram_fill [MiB]
+ *   cc -I include -o vram_fill examples/vram_fill.c && sudo ./vram_fill [MiB [SECONDS]]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,6 +50,11 @@ int main(int argc, char **argv)
 			fprintf(stderr, "mismatch at byte %llu\n", (unsigned long long)i);
 			return 1;
 		}
+	}
+	if (argc > 2) {
+		printf("holding %llu MiB for %s s\n", (unsigned long long)(req.bytes >> 20), argv[2]);
+		fflush(stdout);
+		sleep((unsigned int)strtoul(argv[2], NULL, 10));
 	}
 	munmap(p, req.bytes);
 	fr.handle = req.handle;

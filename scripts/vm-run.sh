@@ -6,17 +6,23 @@
 # a non-zero exit of COMMAND, or an Oops/BUG/WARNING/panic (or KASAN/kmemleak/lockdep report) in
 # the guest's kernel log. The console log is kept in LOG.
 #
-#   scripts/vm-run.sh [--kernel DIR] [--timeout SECONDS] [--memory SIZE] [--log LOG]
-#                     [--rwdir DIR] -- COMMAND...
+#   scripts/vm-run.sh [--kernel DIR | --kimg IMAGE] [--timeout SECONDS] [--memory SIZE]
+#                     [--log LOG] [--rwdir DIR] [--root DIR] -- COMMAND...
+#
+# --kernel: a kernel build tree (the test kernels); --kimg: a distribution kernel's image, whose
+# modules virtme-ng takes from the root it sits in (IMAGE under ROOT/usr/lib/modules/RELEASE/).
+# --root: the guest's root filesystem (read-write), instead of the host's (read-only).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 
-kernel= timeout=900 memory=1G log= rwdirs=()
+kernel= kimg= timeout=900 memory=1G log= rwdirs=() root=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kernel) kernel=$2; shift 2 ;;
+	--kimg) kimg=$2; shift 2 ;;
+	--root) root=(--root "$2" --rw); shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
 	--memory) memory=$2; shift 2 ;;
 	--log) log=$2; shift 2 ;;
@@ -26,9 +32,13 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [ $# -gt 0 ] || die "vm-run: no command"
-[ -n "$kernel" ] || kernel=$("$here/build-kernel.sh")
 [ -n "$log" ] || log=$(mktemp /tmp/emuv-vm.XXXXXX.log)
-bzimage=$kernel/arch/x86/boot/bzImage
+if [ -n "$kimg" ]; then
+	bzimage=$kimg name=$kimg
+else
+	[ -n "$kernel" ] || kernel=$("$here/build-kernel.sh")
+	bzimage=$kernel/arch/x86/boot/bzImage name=$(basename "$kernel")
+fi
 [ -f "$bzimage" ] || die "no kernel image at $bzimage"
 
 # KVM only when the CPU really offers it: /dev/kvm exists on machines where it does not work.
@@ -43,7 +53,7 @@ BOOT_TIMEOUT=${EMUV_BOOT_TIMEOUT:-180}
 boot() {
 	# -v puts the guest's kernel log on the console, which goes to LOG with the command's output.
 	timeout --kill-after=10 "$timeout" \
-		vng -v -r "$bzimage" "${accel[@]}" --memory "$memory" --cpus 2 "${rwdirs[@]}" \
+		vng -v -r "$bzimage" "${accel[@]}" --memory "$memory" --cpus 2 "${rwdirs[@]}" "${root[@]}" \
 		--append "root=/dev/root panic=-1 oops=panic" --exec "$*" </dev/null >"$log" 2>&1 &
 	local pid=$! waited=0
 	while kill -0 "$pid" 2>/dev/null; do
@@ -60,7 +70,7 @@ boot() {
 
 rc=0
 for attempt in 1 2; do
-	log "vm: booting $(basename "$kernel") (${accel[*]:-kvm}, $memory), timeout ${timeout}s, log $log"
+	log "vm: booting $name (${accel[*]:-kvm}, $memory), timeout ${timeout}s, log $log"
 	rc=0
 	boot "$@" || rc=$?
 	[ $rc -eq 200 ] || break
@@ -84,10 +94,11 @@ fi
 # start with "BUG:" or "WARNING:"; kmemleak's are read by the tests from its debugfs file and
 # also counted here. A bare "Call Trace:" is not one: fault injection makes the page allocator
 # print its (expected) failure warnings with a stack dump.
+# virtme-ng's init logs its own (userspace) warnings to the console, e.g. a root without `ip`.
 reports='Oops|BUG:|kernel BUG at|WARNING:|Kernel panic|general protection fault|new suspected memory leaks|possible recursive locking|circular locking dependency|UBSAN|blocked for more than|soft lockup|rcu_preempt detected stalls|rcu_sched detected stalls|self-detected stall|invoked oom-killer'
-if grep -qE "$reports" "$log"; then
+if grep -vE '^\[ *[0-9.]+\] virtme-ng-init: ' "$log" | grep -qE "$reports"; then
 	log "vm: FAILED: the guest kernel reported a problem:"
-	grep -nE -A3 "$reports" "$log" | head -n 60 >&2
+	grep -nE -A3 "$reports" "$log" | grep -vE '^[0-9]+[:-]\[ *[0-9.]+\] virtme-ng-init: ' | head -n 60 >&2
 	failed=1
 fi
 [ $failed -eq 0 ] || { log "vm: console log: $log"; exit 1; }

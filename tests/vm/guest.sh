@@ -5,9 +5,16 @@
 # each between "### BEGIN name" and "### END name rc=N" lines that the host's summary reads.
 #
 #   guest.sh RESULTS_FILE MODULE_DIR BIN_DIR PROGRAM...
+#
+# EMUV_SECTION_PREFIX names this kernel's sections (debian: for Debian's kernel). On a
+# distribution kernel, brd (/dev/ram0, for the O_DIRECT tests) is a module: virtme-ng links the
+# kernel's module tree into the guest's /lib/modules.
 set -u
 results=$1 module_dir=$2 bin_dir=$3
 shift 3
+prefix=${EMUV_SECTION_PREFIX:-}
+
+[ -e /dev/ram0 ] || modprobe brd rd_nr=1 2>/dev/null
 
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 exec 3>>"$results"
@@ -18,24 +25,29 @@ kmemleak=/sys/kernel/debug/kmemleak
 [ -w $kmemleak ] && echo clear >$kmemleak
 
 # KUnit: the suites run when emuv_kunit.ko goes live; debugfs keeps their KTAP results.
-if insmod "$module_dir/emuv_kunit.ko" 2>&1; then
+# Kbuild builds emuv_kunit.ko only for kernels with KUnit.
+if [ ! -f "$module_dir/emuv_kunit.ko" ]; then
+	echo "### BEGIN ${prefix}kunit" >&3
+	echo "ok 1 emuv's KUnit suites # SKIP this kernel has no KUnit (CONFIG_KUNIT)" >&3
+	echo "### END ${prefix}kunit rc=0" >&3
+elif insmod "$module_dir/emuv_kunit.ko" 2>&1; then
 	for suite in /sys/kernel/debug/kunit/emuv_*; do
 		name=$(basename "$suite")
-		echo "### BEGIN kunit:$name" >&3
+		echo "### BEGIN ${prefix}kunit:$name" >&3
 		cat "$suite/results" >&3
-		echo "### END kunit:$name rc=0" >&3
+		echo "### END ${prefix}kunit:$name rc=0" >&3
 	done
 	rmmod emuv_kunit
 else
-	echo "### BEGIN kunit:load" >&3
+	echo "### BEGIN ${prefix}kunit:load" >&3
 	echo "not ok 1 insmod emuv_kunit.ko" >&3
-	echo "### END kunit:load rc=1" >&3
+	echo "### END ${prefix}kunit:load rc=1" >&3
 fi
 
 for prog in "$@"; do
-	echo "### BEGIN $prog" >&3
+	echo "### BEGIN $prefix$prog" >&3
 	EMUV_MODULE_DIR=$module_dir "$bin_dir/$prog" >&3 2>&1
-	echo "### END $prog rc=$?" >&3
+	echo "### END $prefix$prog rc=$?" >&3
 done
 # kmemleak reports only objects unreferenced for 5 s, found by a scan: wait, and scan twice
 # (an object first seen in one scan is reported by the next).

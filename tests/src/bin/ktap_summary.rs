@@ -16,6 +16,8 @@ struct Section {
     /// Results nested one level deeper (KUnit test cases inside a suite).
     nested: (usize, usize, usize),
     rc: Option<i32>,
+    /// Where it ran: the `### VM:` line of its kernel's boot, or "host".
+    ran_on: String,
     /// What the `1..N` plan lines promised, at the top level and nested.
     planned: (usize, usize),
     /// Each failed test's line, after the diagnostics printed just before it.
@@ -49,7 +51,12 @@ fn parse(text: &str) -> Vec<Section> {
     let mut sections = Vec::new();
     let mut current: Option<Section> = None;
     let mut diagnostics: Vec<&str> = Vec::new();
+    let mut ran_on = "host".to_owned();
     for line in text.lines() {
+        if let Some(vm) = line.strip_prefix("### VM: ") {
+            ran_on = vm.trim().to_owned();
+            continue;
+        }
         if line.trim_start().starts_with('#') && !line.starts_with("###") {
             diagnostics.push(line);
             continue;
@@ -58,6 +65,7 @@ fn parse(text: &str) -> Vec<Section> {
             sections.extend(current.take());
             current = Some(Section {
                 name: name.trim().to_owned(),
+                ran_on: ran_on.clone(),
                 ..Section::default()
             });
         } else if let Some(rest) = line.strip_prefix("### END ") {
@@ -111,6 +119,8 @@ fn main() -> ExitCode {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut seen = BTreeSet::new();
     let mut failures = Vec::new();
+    // Totals per kernel (per VM boot), in the order they ran.
+    let mut per_kernel: Vec<(String, (usize, usize, usize))> = Vec::new();
     for s in parse(&text) {
         // A KUnit suite's own line sums its cases: count the cases.
         let ((p, mut f, k), planned) = if s.nested != (0, 0, 0) {
@@ -144,6 +154,10 @@ fn main() -> ExitCode {
         passed += p;
         failed += f;
         skipped += k;
+        match per_kernel.iter_mut().find(|(on, _)| *on == s.ran_on) {
+            Some((_, t)) => *t = (t.0 + p, t.1 + f, t.2 + k),
+            None => per_kernel.push((s.ran_on.clone(), (p, f, k))),
+        }
         // CI shows the end of the output: why each test failed goes just above the totals.
         if !s.failures.is_empty() {
             failures.push(format!("--- {}:", s.name));
@@ -157,6 +171,9 @@ fn main() -> ExitCode {
     }
     for line in failures {
         println!("{line}");
+    }
+    for (on, (p, f, k)) in &per_kernel {
+        println!("on {on}: {p} passed, {f} failed, {k} skipped");
     }
     println!("{passed} passed, {failed} failed, {skipped} skipped");
     if failed == 0 && passed > 0 {
