@@ -5,6 +5,10 @@
 # then one VM boot that runs KUnit and every test program. Prints per-phase timings and ends
 # with the plain line `N passed, N failed, N skipped`; exits non-zero on any failure.
 #
+# `make check` then runs the same programs on Debian's stock Rust-enabled kernel
+# (scripts/debian-kernel.sh), in sections named debian:*; a suite without a kernel it can
+# build for is reported as one skipped test, saying why. EMUV_DEBIAN=0 leaves it out.
+#
 # `make check-debug` (scripts/check.sh --debug): the same suite on the debug kernel (KASAN,
 # kmemleak, lockdep on top of the CI kernel's checkers), with emuv.ko built for it in
 # target/kernel-debug, a 1,000,000-operation fuzz run, 200 load/unload cycles and a kmemleak
@@ -36,6 +40,7 @@ case ${1:-} in
 	# emuv_preempt's 4 GiB eager pool needs 5.5 GiB in the guest; KASAN's shadow and the
 	# crash kernel take 1 GiB of the VM's memory first (6G left 5103 MiB).
 	VM_MEMORY=7G
+	DEBIAN=0
 	;;
 "")
 	FRAGMENTS=("$top/tests/vm/kernel.config")
@@ -43,6 +48,7 @@ case ${1:-} in
 	RUN_SIZES=(EMUV_FUZZ_OPS="${EMUV_FUZZ_OPS:-40000}" EMUV_STORM_CYCLES="${EMUV_STORM_CYCLES:-200}")
 	VM_TIMEOUT=1800
 	VM_MEMORY=1G
+	DEBIAN=${EMUV_DEBIAN:-1}
 	;;
 *) die "usage: check.sh [--debug]" ;;
 esac
@@ -109,6 +115,43 @@ if [ $vm_ok -eq 0 ]; then
 		echo "### END vm rc=1"
 	} >>"$results"
 fi
+# Debian's stock kernel: the same programs, on the kernel users run.
+debian_tests() {
+	local vars rc=0
+	vars=$("$here/debian-kernel.sh" 2> >(tee "$out/debian.log" >&2)) || rc=$?
+	if [ $rc -eq 2 ]; then
+		EXPECTED+=(debian)
+		{
+			echo "### VM: Debian's stock kernel: none to build for"
+			echo "### BEGIN debian"
+			grep -A20 'has no 7.2 kernel' "$out/debian.log" | sed 's/^\[emuv\] */# /'
+			echo "ok 1 the suite on Debian's stock kernel # SKIP $(grep -m1 'has no 7.2 kernel' "$out/debian.log" | sed 's/^\[emuv\] //')"
+			echo "### END debian rc=0"
+		} >>"$results"
+		return 0
+	fi
+	EXPECTED+=(debian:kunit "${PROGRAMS[@]/#/debian:}" debian:package)
+	[ $rc -eq 0 ] || return 1
+	local DEBIAN_RELEASE DEBIAN_ROOT DEBIAN_KIMG DEBIAN_MODULE_DIR
+	eval "$vars"
+	"$here/vm-run.sh" --kimg "$DEBIAN_KIMG" --timeout "$VM_TIMEOUT" --memory "$VM_MEMORY" --rwdir "$out" \
+		--log "$out/console-debian.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" "${RUN_SIZES[@]}" \
+		EMUV_SECTION_PREFIX=debian: \
+		"$top/tests/vm/guest.sh" "$results" "$DEBIAN_MODULE_DIR" "$top/target/release" "${PROGRAMS[@]}" \
+		2> >(tee -a "$out/vm-run-debian.log" >&2) || return 1
+	# The package test writes its own section (debian:package), failed or not.
+	timed "phase: Debian package test" "$here/debian-package.sh" test "$results" ||
+		log "the package test failed: $results, section debian:package"
+}
+if [ "$DEBIAN" = 1 ] && ! timed "phase: Debian kernel" debian_tests; then
+	{
+		echo "### BEGIN debian:vm"
+		tail -n 12 "$out/vm-run-debian.log" "$out/debian.log" 2>/dev/null | sed 's/^/# /'
+		echo "not ok 1 Debian's kernel: prepared, booted, and its kernel log clean (see $out/console-debian.log)"
+		echo "### END debian:vm rc=1"
+	} >>"$results"
+fi
+
 log "results: $results, console: $out/console.log"
 log "total: $(($(date +%s) - start)) s"
 "$top/target/release/ktap_summary" "$results" "${EXPECTED[@]}"
