@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# `make bench`: boots the test VM once and measures emuv against the kernel's own baselines
-# (anonymous memory, memfd) side by side, as medians of per-round ratios. Prints the table,
-# writes it into docs/PERFORMANCE.md between its markers, and the figures as JSON to the path
-# printed last.
+# `make bench`: boots each kernel once, our test kernel and Debian's stock one (when
+# scripts/debian-kernel.sh finds one; EMUV_DEBIAN=0 skips it), and measures emuv against the
+# kernel's own baselines (anonymous memory, memfd) side by side, as medians of per-round
+# ratios, with THP as each kernel sets it by default. Prints one table with a column per kernel,
+# writes it into docs/PERFORMANCE.md between its markers, and each run's figures as JSON.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -14,18 +15,46 @@ top=$(dirname "$here")
 kdir=$(prepare "$top")
 cargo build --quiet --release --locked -p emuv-tests --bin emuv_bench --manifest-path "$top/Cargo.toml"
 out=$(mktemp -d /tmp/emuv-bench.XXXXXX)
-cat >"$out/bench.sh" <<GUEST
-#!/bin/sh
-EMUV_MODULE_DIR="$top" "$top/target/release/emuv_bench" "$out/bench.json" >"$out/bench.txt" 2>&1
-GUEST
-chmod +x "$out/bench.sh"
-"$here/vm-run.sh" --kernel "$kdir" --rwdir "$out" --log "$out/console.log" -- "$out/bench.sh" ||
-	{ cat "$out/bench.txt" 2>/dev/null; die "bench failed (console log: $out/console.log)"; }
-cat "$out/bench.txt"
+
+# bench NAME MODULE_DIR vm-run.sh's kernel options...: one VM boot, figures in $out/NAME.json.
+bench() {
+	local name=$1 module_dir=$2
+	shift 2
+	cat >"$out/$name.sh" <<-GUEST
+		#!/bin/sh
+		EMUV_MODULE_DIR="$module_dir" "$top/target/release/emuv_bench" "$out/$name.json" >"$out/$name.txt" 2>&1
+	GUEST
+	chmod +x "$out/$name.sh"
+	log "bench: $name"
+	"$here/vm-run.sh" "$@" --rwdir "$out" --log "$out/console-$name.log" -- "$out/$name.sh" ||
+		{ cat "$out/$name.txt" 2>/dev/null; die "bench on $name failed (console log: $out/console-$name.log)"; }
+	cat "$out/$name.txt" >&2
+}
+
+runs=()
+bench ours "$top" --kernel "$kdir"
+runs+=("$out/ours.json")
+if [ "${EMUV_DEBIAN:-1}" = 1 ]; then
+	rc=0
+	vars=$("$here/debian-kernel.sh") || rc=$?
+	if [ $rc -eq 0 ]; then
+		eval "$vars"
+		bench debian "$DEBIAN_MODULE_DIR" --kimg "$DEBIAN_KIMG"
+		runs+=("$out/debian.json")
+	elif [ $rc -eq 2 ]; then
+		log "bench: no Debian kernel to measure (above: why); our kernel only"
+	else
+		die "preparing Debian's kernel failed"
+	fi
+fi
+{
+	echo "# make bench, $(date -u +%Y-%m-%d), $(uname -m), QEMU TCG guests (1 GiB, 2 vCPUs)"
+	"$top/target/release/emuv_bench" table "${runs[@]}"
+} >"$out/table.txt"
+cat "$out/table.txt"
 {
 	echo '```'
-	echo "# make bench, $(date -u +%Y-%m-%d), $(uname -m), QEMU TCG guest (1 GiB, 2 vCPUs)"
-	cat "$out/bench.txt"
+	cat "$out/table.txt"
 	echo '```'
 } >"$out/table.md"
 awk -v table="$out/table.md" '
@@ -33,4 +62,4 @@ awk -v table="$out/table.md" '
 	/<!-- bench:end -->/ { skip = 0 }
 	!skip { print }' "$top/docs/PERFORMANCE.md" >"$out/PERFORMANCE.md"
 cp "$out/PERFORMANCE.md" "$top/docs/PERFORMANCE.md"
-echo "bench: results in $out/bench.json"
+echo "bench: figures in ${runs[*]}"

@@ -185,10 +185,77 @@ fn kmem_per_gib_resident() -> f64 {
     per_gib
 }
 
+/// What anonymous memory, the baseline, is backed by: the kernel's THP mode decides whether a
+/// first touch of 64 MiB faults 2 MiB or 4 KiB at a time.
+fn anon_baseline() -> String {
+    match std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled") {
+        Ok(modes) => {
+            let mode = modes
+                .split_whitespace()
+                .find_map(|m| m.strip_prefix('[')?.strip_suffix(']'))
+                .unwrap_or("?")
+                .to_owned();
+            let pages = if mode == "always" {
+                "2 MiB pages"
+            } else {
+                "4 KiB pages unless madvised"
+            };
+            format!("THP {mode} ({pages})")
+        }
+        Err(_) => "no THP (4 KiB pages)".to_owned(),
+    }
+}
+
+/// `emuv_bench table A.json B.json...`: the runs' figures side by side, one column per kernel.
+fn table(paths: &[String]) {
+    let runs: Vec<serde_json::Value> = paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{p}: {e}"))
+        })
+        .collect();
+    for (i, run) in runs.iter().enumerate() {
+        println!(
+            "[{}] {}: anonymous memory with {}",
+            i + 1,
+            run["kernel"].as_str().unwrap_or("?"),
+            run["anon_baseline"].as_str().unwrap_or("?")
+        );
+    }
+    print!("{:<30}", "figure");
+    for i in 0..runs.len() {
+        print!(" {:>14}", format!("[{}]", i + 1));
+    }
+    println!("  {:<12} method", "goal");
+    let Some(first) = runs.first().and_then(|r| r["figures"].as_array()) else {
+        return;
+    };
+    for (row, figure) in first.iter().enumerate() {
+        print!("{:<30}", figure["key"].as_str().unwrap_or("?"));
+        for run in &runs {
+            match run["figures"][row]["value"].as_f64() {
+                Some(v) => print!(" {v:>14.3}"),
+                None => print!(" {:>14}", "-"),
+            }
+        }
+        println!(
+            "  {:<12} {}",
+            figure["goal"].as_str().unwrap_or(""),
+            figure["method"].as_str().unwrap_or("")
+        );
+    }
+}
+
 fn main() {
-    let out = std::env::args()
-        .nth(1)
-        .expect("usage: emuv_bench RESULTS.json");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("table") {
+        table(&args[1..]);
+        return;
+    }
+    let out = args
+        .first()
+        .expect("usage: emuv_bench RESULTS.json | emuv_bench table RUN.json...");
     if module::is_loaded() {
         let _ = module::unload();
     }
@@ -253,13 +320,19 @@ fn main() {
             "Slab+VmallocUsed+PageTables added per GiB of touched lazy pages",
         ),
     ];
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_default();
+    let baseline = anon_baseline();
+    println!("kernel {kernel}, anonymous memory with {baseline}");
     println!("{:<30} {:>14}  {:<12} method", "figure", "measured", "goal");
-    let mut json = String::from("{\n");
-    for (i, (key, value, goal, method)) in figures.iter().enumerate() {
-        println!("{key:<30} {value:>14.3}  {goal:<12} {method}");
-        let sep = if i + 1 < figures.len() { "," } else { "" };
-        json.push_str(&format!("  \"{key}\": {value:.4}{sep}\n"));
-    }
-    json.push_str("}\n");
-    std::fs::write(&out, json).expect("write results");
+    let rows: Vec<serde_json::Value> = figures
+        .iter()
+        .map(|(key, value, goal, method)| {
+            println!("{key:<30} {value:>14.3}  {goal:<12} {method}");
+            serde_json::json!({ "key": key, "value": value, "goal": goal, "method": method })
+        })
+        .collect();
+    let json = serde_json::json!({ "kernel": kernel, "anon_baseline": baseline, "figures": rows });
+    std::fs::write(out, format!("{json:#}\n")).expect("write results");
 }
