@@ -41,15 +41,19 @@ uname -r
 insmod "$module_dir/emuv.ko"
 dmesg | grep -w 'emuv:'
 ls -l /dev/emuv
-$out/vram_fill 256 30 & holder=\$!
-sleep 3
+{ set +x; } 2>/dev/null
+echo '\$ vram_fill 256 30 &    # a program holding 256 MiB of emulated VRAM for 30 s'
+$out/vram_fill 256 30 >"$out/fill.txt" 2>&1 & holder=\$!
+for _ in \$(seq 60); do grep -q holding "$out/fill.txt" && break; sleep 1; done
+cat "$out/fill.txt"
+set -x
 cat /dev/emuv
 cat /sys/class/emuv/emuv/vram_info
 ls /sys/class/emuv/emuv/
 grep . /sys/module/emuv/parameters/*
 emuv-smi
 gpustat --no-color
-kill \$holder; wait
+kill \$holder; wait \$holder
 rmmod emuv
 GUEST
 chmod +x "$out/demo.sh"
