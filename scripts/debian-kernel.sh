@@ -179,7 +179,7 @@ step_kernel_image() {
 	rm -f "$debs"/linux-{image,binary,modules}-*.deb
 	[ -f "$root/usr/lib/modules/$release/vmlinuz" ] || [ -f "$root/boot/vmlinuz-$release" ] ||
 		die "no vmlinuz for $release in its packages"
-	depmod -b "$root" "$release"
+	in_root depmod "$release"
 	touch "$stamp"
 }
 

@@ -80,11 +80,13 @@ test_package() {
 	# Fixtures, made before the snapshot: the two test users, and udev without hardware module
 	# autoloading (under TCG, coldplug loading Debian's modules for QEMU's devices kept udev
 	# busy for minutes, so emuv's own event waited behind them).
+	# The module indexes are written by the chroot's own depmod first, as DKMS's will be (sid's
+	# kmod adds modules.weakdep, which the host's depmod does not write).
 	# virtme-ng's init bind-mounts its own /etc/sudoers, creating the mount point in a rw root.
 	# A run cut short may have left the package installed: it goes first.
 	in_chroot "$root" sh -c 'getent passwd emuv-member >/dev/null || useradd -M emuv-member
 		getent passwd emuv-outsider >/dev/null || useradd -M emuv-outsider
-		dpkg --configure -a && { ! dpkg -s emuv-dkms >/dev/null 2>&1 || apt-get purge -y -qq emuv-dkms >/dev/null; }' ||
+		depmod "$1" && dpkg --configure -a && { ! dpkg -s emuv-dkms >/dev/null 2>&1 || apt-get purge -y -qq emuv-dkms >/dev/null; }' sh "$DEBIAN_RELEASE" ||
 		die "preparing the chroot for the package test failed"
 	[ -e "$root/etc/sudoers" ] || : >"$root/etc/sudoers"
 	# The headers go back to what Debian ships, without the Rust metadata debian-kernel.sh put
