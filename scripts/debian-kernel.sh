@@ -201,8 +201,11 @@ main() {
 	pick
 	log "Debian kernel: $release ($version), built by rustc $rustc_version and $cc"
 	timed "debian: packages" step_packages
+	# The image is mostly a download: it comes while make prepare compiles.
+	timed "debian: kernel image" step_kernel_image &
+	local image_pid=$!
 	timed "debian: Rust metadata" step_metadata
-	timed "debian: kernel image" step_kernel_image
+	wait "$image_pid" || die "the kernel image could not be unpacked (above)"
 	timed "debian: emuv.ko" step_build_emuv
 	local kimg=$root/usr/lib/modules/$release/vmlinuz
 	[ -f "$kimg" ] || kimg=$root/boot/vmlinuz-$release
