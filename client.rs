@@ -11,7 +11,7 @@
 
 use crate::{
     glue::{
-        mem::RangeTree,
+        mem::{BorrowedFolio, RangeTree, HUGE_PAGES},
         task::{Process, User},
         vma::Mappable,
     },
@@ -219,6 +219,11 @@ impl Mappable for Buffer {
         self.pool.page(self.allocation()?, index)
     }
 
+    fn huge_folio(&self, pgoff: usize) -> Option<BorrowedFolio<'_>> {
+        let index = pgoff.checked_sub(self.handle() as usize)?;
+        self.pool.huge_page(self.allocation().ok()?, index)
+    }
+
     fn mapped(&self) {
         self.mappings.fetch_add(1, Relaxed);
     }
@@ -246,7 +251,8 @@ pub(crate) fn placement_from_uapi(tier: u32) -> Result<Placement> {
 }
 
 struct Holdings {
-    /// Buffers by their range of page offsets; a buffer's handle is its first offset.
+    /// Buffers by their range of page offsets; a buffer's handle is its first offset (the range
+    /// may begin up to 511 offsets earlier, to align the handle: see [`RangeTree::insert`]).
     buffers: RangeTree<Buffer>,
     bytes: u64,
     count: u32,
@@ -337,10 +343,16 @@ impl Client {
             },
             GFP_KERNEL_ACCOUNT,
         )?;
-        let first =
-            holdings
-                .buffers
-                .insert(pages, buffer.clone(), 1, uapi::MMAP_PAGE_OFFSETS as usize)?;
+        // A buffer of 2 MiB or more starts on a 2 MiB boundary of the file's offsets, so that
+        // its 2 MiB units line up with the 2 MiB-aligned mappings `get_unmapped_area` gives.
+        let align = if pages >= HUGE_PAGES { HUGE_PAGES } else { 1 };
+        let first = holdings.buffers.insert(
+            pages,
+            align,
+            buffer.clone(),
+            1,
+            uapi::MMAP_PAGE_OFFSETS as usize,
+        )?;
         // The tree allots offsets below 2^32 only, so the handle always fits.
         buffer.handle.store(first as u32, Relaxed);
         holdings.bytes += size;

@@ -365,9 +365,10 @@ impl FileHandler for EmuvDevice {
         let pgoff = vma::pgoff(vma);
         let pages = (vma.end() - vma.start()) >> PAGE_SHIFT;
         let buffer = file.client.buffer_for_mapping(pgoff).map_err(|_| EINVAL)?;
-        let first = pgoff - buffer.handle() as usize;
+        // The offsets just before a buffer may be its alignment padding: none of its pages.
+        let first = pgoff.checked_sub(buffer.handle() as usize);
         if first
-            .checked_add(pages)
+            .and_then(|first| first.checked_add(pages))
             .is_none_or(|end| end > buffer.pages())
         {
             buffer.mappings_undo();
@@ -405,6 +406,9 @@ attributes! {
     RESIDENT_BYTES: c"resident_bytes" => |dev, out| writeln!(out, "{}", dev.stats().resident());
     QUARANTINED_BYTES: c"quarantined_bytes" =>
         |dev, out| writeln!(out, "{}", dev.stats().quarantined());
+    HUGE_BYTES: c"huge_bytes" => |dev, out| writeln!(out, "{}", dev.stats().huge());
+    HUGE_FALLBACKS: c"huge_fallbacks" =>
+        |dev, out| writeln!(out, "{}", dev.stats().huge_fallbacks);
     ALLOCATION_STRATEGY: c"allocation_strategy" =>
         |dev, out| writeln!(out, "{}", dev.strategy().name());
 }

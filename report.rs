@@ -140,6 +140,12 @@ pub(crate) fn write_report(
     writeln!(out, "Resident memory: {} MiB", stats.resident() / MIB)?;
     writeln!(
         out,
+        "In 2 MiB pages: {} MiB ({} fell back to 4 KiB pages)",
+        stats.huge() / MIB,
+        stats.huge_fallbacks
+    )?;
+    writeln!(
+        out,
         "Quarantined: {} KiB (freed, still held by a pipe, io_uring or I/O)",
         stats.quarantined() >> 10
     )?;

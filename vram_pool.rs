@@ -5,8 +5,11 @@
 //! Knows nothing of files, ioctls or sysfs. Allocations go to the physical tier first and
 //! overflow into the virtual one. Two strategies:
 //!
-//! * **Lazy**: only bookkeeping at load; each page is allocated, zeroed, the first time it is
-//!   asked for and freed with its allocation. Capacity costs no memory until used.
+//! * **Lazy**: only bookkeeping at load; memory is allocated, zeroed, the first time it is
+//!   asked for and freed with its allocation. Capacity costs no memory until used. A 2 MiB
+//!   mapping of a whole, aligned 2 MiB of an allocation gets one 2 MiB page (as GPUs and
+//!   transparent huge pages do); anything else, or a 2 MiB page that cannot be had at once,
+//!   gets 4 KiB pages.
 //! * **Eager**: each tier is one zeroed vmalloc area reserved at load (after checking that it
 //!   fits in available memory); allocations are page ranges of it, zeroed again when freed. A
 //!   freed page that something else still holds (a pipe after `vmsplice()`, an io_uring fixed
@@ -18,7 +21,10 @@
 //! OOM killer is never invoked on its behalf.
 
 use crate::{
-    glue::mem::{available_bytes, vmalloc_overhead, SparsePages, VmallocArea},
+    glue::mem::{
+        available_bytes, vmalloc_overhead, BorrowedFolio, HugeLookup, SparsePages, VmallocArea,
+        HUGE_PAGES,
+    },
     page_ranges::PageRanges,
 };
 use kernel::{
@@ -104,6 +110,8 @@ pub(crate) struct TierStats {
     pub(crate) resident: u64,
     /// Freed but still held elsewhere (eager only): neither used nor free until let go.
     pub(crate) quarantined: u64,
+    /// Of `resident`, what is held in 2 MiB pages (lazy only).
+    pub(crate) huge: u64,
 }
 
 /// A consistent snapshot of the pool's counters.
@@ -116,6 +124,8 @@ pub(crate) struct PoolStats {
     pub(crate) allocations: u64,
     /// Allocations made since load.
     pub(crate) allocations_total: u64,
+    /// 2 MiB pages that could not be had, so their range got 4 KiB pages instead.
+    pub(crate) huge_fallbacks: u64,
 }
 
 impl PoolStats {
@@ -145,6 +155,10 @@ impl PoolStats {
 
     pub(crate) fn resident(&self) -> u64 {
         self.tiers.iter().map(|t| t.resident).sum()
+    }
+
+    pub(crate) fn huge(&self) -> u64 {
+        self.tiers.iter().map(|t| t.huge).sum()
     }
 }
 
@@ -221,8 +235,11 @@ pub(crate) struct VramPool {
     eager: [Option<EagerTier>; 2],
     #[pin]
     counters: Mutex<Counters>,
-    /// Lazily allocated pages per tier; atomics because faults update them without the lock.
+    /// Lazily allocated bytes per tier, all and in 2 MiB pages; atomics because faults update
+    /// them without the lock.
     lazy_resident: [Atomic<u64>; 2],
+    lazy_huge: [Atomic<u64>; 2],
+    huge_fallbacks: Atomic<u64>,
 }
 
 /// Pages of one allocation.
@@ -309,6 +326,8 @@ impl VramPool {
                 eager,
                 counters <- new_mutex!(Counters::default()),
                 lazy_resident: [Atomic::new(0), Atomic::new(0)],
+                lazy_huge: [Atomic::new(0), Atomic::new(0)],
+                huge_fallbacks: Atomic::new(0),
             }),
             GFP_KERNEL,
         )
@@ -332,6 +351,7 @@ impl VramPool {
             peak_used: counters.peak_used,
             allocations: counters.allocations,
             allocations_total: counters.allocations_total,
+            huge_fallbacks: self.huge_fallbacks.load(Relaxed),
             ..PoolStats::default()
         };
         for tier in Tier::ALL {
@@ -344,6 +364,7 @@ impl VramPool {
                     Strategy::Lazy => self.lazy_resident[tier as usize].load(Relaxed),
                 },
                 quarantined: self.quarantined_bytes(tier),
+                huge: self.lazy_huge[tier as usize].load(Relaxed),
             };
         }
         stats
@@ -394,9 +415,10 @@ impl VramPool {
         let tier = allocation.tier;
         match allocation.backing {
             Backing::Lazy(pages) => {
-                let resident = pages.resident() as u64;
+                let (resident, huge) = pages.resident();
                 drop(pages);
-                self.lazy_resident[tier as usize].fetch_sub(resident * PAGE, Relaxed);
+                self.lazy_resident[tier as usize].fetch_sub(resident as u64 * PAGE, Relaxed);
+                self.lazy_huge[tier as usize].fetch_sub(huge as u64 * PAGE, Relaxed);
             }
             Backing::Eager { first_page } => {
                 if let Some(eager) = &self.eager[tier as usize] {
@@ -410,7 +432,7 @@ impl VramPool {
     /// Bytes of `allocation` backed by system memory now.
     pub(crate) fn resident_of(&self, allocation: &Allocation) -> u64 {
         match &allocation.backing {
-            Backing::Lazy(pages) => pages.resident() as u64 * PAGE,
+            Backing::Lazy(pages) => pages.resident().0 as u64 * PAGE,
             Backing::Eager { .. } => allocation.size(),
         }
     }
@@ -426,16 +448,48 @@ impl VramPool {
         }
         match &allocation.backing {
             Backing::Lazy(pages) => {
-                let (page, allocated) = pages.get_or_alloc(index)?;
-                if allocated {
+                let found = pages.get_or_alloc(index)?;
+                if found.allocated {
                     self.lazy_resident[allocation.tier as usize].fetch_add(PAGE, Relaxed);
                 }
-                Ok(page)
+                Ok(found.page)
             }
             Backing::Eager { first_page } => self.eager[allocation.tier as usize]
                 .as_ref()
                 .and_then(|eager| eager.area.page(first_page + index))
                 .ok_or(EINVAL),
+        }
+    }
+
+    /// The 2 MiB page for pages `index..index + 512` of `allocation`, allocated and zeroed on
+    /// first use, when they are one whole, aligned 2 MiB unit of a lazy allocation with no
+    /// 4 KiB pages yet; `None` to map them with 4 KiB pages instead. A 2 MiB page that cannot be
+    /// had at once is counted as a fallback.
+    pub(crate) fn huge_page<'a>(
+        &'a self,
+        allocation: &'a Allocation,
+        index: usize,
+    ) -> Option<BorrowedFolio<'a>> {
+        let Backing::Lazy(pages) = &allocation.backing else {
+            return None;
+        };
+        if index % HUGE_PAGES != 0 {
+            return None;
+        }
+        match pages.get_or_alloc_huge(index / HUGE_PAGES) {
+            HugeLookup::Found(found) => {
+                if found.allocated {
+                    let bytes = (HUGE_PAGES as u64) * PAGE;
+                    self.lazy_resident[allocation.tier as usize].fetch_add(bytes, Relaxed);
+                    self.lazy_huge[allocation.tier as usize].fetch_add(bytes, Relaxed);
+                }
+                Some(found.page)
+            }
+            HugeLookup::NotHuge => None,
+            HugeLookup::NoMemory => {
+                self.huge_fallbacks.fetch_add(1, Relaxed);
+                None
+            }
         }
     }
 

@@ -156,6 +156,8 @@ impl<T: FileHandler> ClassDevice<T> {
         #[cfg(CONFIG_COMPAT)]
         compat_ioctl: bindings::compat_ptr_ioctl,
         mmap: Some(Self::mmap),
+        #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
+        get_unmapped_area: Some(super::vma::get_unmapped_area),
         ..pin_init::zeroed()
     };
 

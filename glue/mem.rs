@@ -35,6 +35,16 @@ const fn pool_gfp() -> bindings::gfp_t {
 
 const POOL_GFP: bindings::gfp_t = pool_gfp();
 
+/// `POOL_GFP` for a 2 MiB folio: one try (`__GFP_NORETRY` instead of `__GFP_RETRY_MAYFAIL`), so
+/// a fragmented machine falls back to 4 KiB pages at once instead of compacting hard.
+const HUGE_GFP: bindings::gfp_t = (POOL_GFP & !(1 << bindings::___GFP_RETRY_MAYFAIL_BIT))
+    | (1 << bindings::___GFP_NORETRY_BIT);
+
+/// Order of a PMD-sized folio: 2 MiB on x86-64.
+pub(crate) const HUGE_ORDER: u32 = bindings::PMD_ORDER;
+/// Pages in a PMD-sized folio.
+pub(crate) const HUGE_PAGES: usize = 1 << HUGE_ORDER;
+
 /// What vmalloc itself allocates besides `bytes` of pages, with `GFP_KERNEL` whatever the
 /// caller asked for (so running out there wakes the OOM killer instead of failing): page
 /// tables (one 8-byte entry per page) and, with `KASAN_VMALLOC`, one shadow byte per eight.
@@ -91,6 +101,111 @@ impl Drop for OwnedPage {
     fn drop(&mut self) {
         // SAFETY: by the type invariant we own this reference; user mappings hold their own.
         unsafe { bindings::__free_pages(self.page.as_ptr(), 0) };
+    }
+}
+
+/// One zeroed 2 MiB folio, owned: emuv's reference to it. Mappings (one PMD, or PTEs of its
+/// pages after a split) and anything else that took the folio hold references of their own, so
+/// the memory goes back to the page allocator only when the last of them lets go.
+///
+/// # Invariants
+///
+/// `folio` came from a folio allocation of order [`HUGE_ORDER`] with `HUGE_GFP`, and this value
+/// holds the reference that allocation returned.
+pub(crate) struct HugeFolio {
+    folio: core::ptr::NonNull<bindings::folio>,
+}
+
+// SAFETY: a folio has no thread affinity.
+unsafe impl Send for HugeFolio {}
+// SAFETY: `HugeFolio` exposes only addresses; concurrent readers are fine.
+unsafe impl Sync for HugeFolio {}
+
+impl HugeFolio {
+    /// Allocates one zeroed 2 MiB folio, or fails at once (never OOM-kills, never warns).
+    pub(crate) fn alloc() -> Result<Self, AllocError> {
+        // SAFETY: allocating has no preconditions beyond a sleepable context, which the fault
+        // handler is. Large folios need `__GFP_COMP`, which these functions add.
+        #[cfg(CONFIG_NUMA)]
+        let folio = unsafe { bindings::folio_alloc_noprof(HUGE_GFP, HUGE_ORDER) };
+        // SAFETY: as above; without NUMA there is one node, which the node argument names.
+        #[cfg(not(CONFIG_NUMA))]
+        let folio = unsafe {
+            bindings::__folio_alloc_noprof(HUGE_GFP, HUGE_ORDER, 0, core::ptr::null_mut())
+        };
+        core::ptr::NonNull::new(folio)
+            .map(|folio| Self { folio })
+            .ok_or(AllocError)
+    }
+
+    /// Gives up ownership: the reference lives on in the returned pointer until `from_raw`.
+    pub(crate) fn into_raw(self) -> *mut bindings::folio {
+        let folio = self.folio.as_ptr();
+        core::mem::forget(self);
+        folio
+    }
+
+    /// # Safety
+    ///
+    /// `folio` must come from [`Self::into_raw`], and the reference it carries not be taken back
+    /// twice.
+    pub(crate) unsafe fn from_raw(folio: *mut bindings::folio) -> Self {
+        // SAFETY: `into_raw` returned a non-null pointer.
+        Self {
+            folio: unsafe { core::ptr::NonNull::new_unchecked(folio) },
+        }
+    }
+}
+
+impl Drop for HugeFolio {
+    fn drop(&mut self) {
+        let mut folio = self.folio.as_ptr();
+        // SAFETY: by the type invariant we own this reference; `release_pages` is the exported
+        // `folio_put` for any folio, and frees the folio if it was the last reference.
+        unsafe {
+            bindings::release_pages(
+                bindings::release_pages_arg {
+                    folios: &raw mut folio,
+                },
+                1,
+            )
+        };
+    }
+}
+
+/// A 2 MiB folio borrowed from its owner for `'a`.
+#[derive(Clone, Copy)]
+pub(crate) struct BorrowedFolio<'a> {
+    folio: core::ptr::NonNull<bindings::folio>,
+    _owner: core::marker::PhantomData<&'a HugeFolio>,
+}
+
+impl<'a> BorrowedFolio<'a> {
+    /// # Safety
+    ///
+    /// `folio` must be a live 2 MiB folio that its owner keeps for `'a`.
+    unsafe fn from_raw(folio: core::ptr::NonNull<bindings::folio>) -> Self {
+        Self {
+            folio,
+            _owner: core::marker::PhantomData,
+        }
+    }
+
+    /// The `struct folio` pointer, valid for `'a`.
+    pub(crate) fn as_ptr(&self) -> *mut bindings::folio {
+        self.folio.as_ptr()
+    }
+
+    /// Its page `index` (below [`HUGE_PAGES`]).
+    pub(crate) fn page(&self, index: usize) -> Option<BorrowedPage<'a>> {
+        if index >= HUGE_PAGES {
+            return None;
+        }
+        // SAFETY: a folio starts with its first page, and its pages are consecutive in the
+        // memory map (`folio_page()`); `index` is in bounds.
+        let page = unsafe { self.folio.cast::<bindings::page>().add(index) };
+        // SAFETY: the page is part of the folio, which lives for `'a`.
+        Some(unsafe { BorrowedPage::from_raw(page) })
     }
 }
 
@@ -251,25 +366,53 @@ unsafe impl<T> Send for AtomicPtrArray<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for AtomicPtrArray<T> {}
 
-/// Pages per second-level table: one page of pointers.
+/// Pages per second-level table (one page of pointers), which is also the pages of one 2 MiB
+/// folio: a top-level slot stands for one 2 MiB unit either way.
 const SLOTS_PER_CHUNK: usize = PAGE_SIZE / core::mem::size_of::<usize>();
+const _: () = assert!(SLOTS_PER_CHUNK == HUGE_PAGES);
 
 /// A second-level table: `SLOTS_PER_CHUNK` page pointers.
 type Chunk = AtomicPtrArray<bindings::page>;
-/// What a top-level slot holds: the first slot of a chunk, from `Chunk::into_raw`.
+/// What a top-level slot holds: the first slot of a chunk from `Chunk::into_raw`, or a
+/// 2 MiB folio from `HugeFolio::into_raw` with bit 0 set (a table's address never has it).
 type ChunkSlots = Atomic<*mut bindings::page>;
 
-/// A sparse array of pages, each allocated (zeroed) on first use and freed on drop.
+/// What one top-level slot, one 2 MiB unit, holds.
+enum Unit<'a> {
+    Empty,
+    /// 4 KiB pages, each allocated on first use.
+    Pages(&'a [ChunkSlots]),
+    /// One 2 MiB folio.
+    Huge(BorrowedFolio<'a>),
+}
+
+const HUGE_TAG: usize = 1;
+
+/// Whether a slot holding `value` holds a folio (tagged) rather than a table.
+fn is_huge_tagged(value: *mut ChunkSlots) -> bool {
+    value as usize & HUGE_TAG != 0
+}
+
+/// Result of a page lookup: the page, and whether this call allocated memory for it (so that
+/// resident memory is counted exactly once).
+pub(crate) struct Found<P> {
+    pub(crate) page: P,
+    pub(crate) allocated: bool,
+}
+
+/// A sparse array of pages, allocated (zeroed) on first use and freed on drop, in 2 MiB units.
 ///
-/// Two levels, both filled lock-free with compare-and-exchange: one pointer per 512 pages up
-/// front, then one pointer per page once any page of its 512 is used. That is 8 bytes per
-/// resident page, and nothing per page that was never touched.
+/// One pointer per 2 MiB unit up front. A unit that a 2 MiB mapping asks for first becomes one
+/// 2 MiB folio; one that a 4 KiB mapping asks for first (or whose folio could not be had) gets a
+/// table of 512 page pointers, each filled on first use. So bookkeeping costs 8 bytes per 2 MiB
+/// held in 2 MiB pages, 8 bytes per 4 KiB page otherwise, and nothing where nothing was touched.
+/// All slots are filled lock-free with compare-and-exchange: racing faults agree on one winner.
 ///
 /// # Invariants
 ///
-/// Every non-null top-level slot is a chunk of `SLOTS_PER_CHUNK` from `Chunk::into_raw`, and
-/// every non-null
-/// chunk slot a page from `OwnedPage::alloc` whose ownership moved into the slot.
+/// Every non-null top-level slot is either a chunk of `SLOTS_PER_CHUNK` from `Chunk::into_raw`
+/// or a tagged folio from `HugeFolio::into_raw`, never replaced once set; every non-null chunk
+/// slot is a page from `OwnedPage::alloc` whose ownership moved into the slot.
 pub(crate) struct SparsePages {
     chunks: AtomicPtrArray<ChunkSlots>,
     pages: usize,
@@ -284,13 +427,29 @@ impl SparsePages {
         })
     }
 
-    /// Page `index`, allocating it when first asked for. The flag says whether this call
-    /// allocated it (to count resident memory exactly once).
-    pub(crate) fn get_or_alloc(&self, index: usize) -> Result<(BorrowedPage<'_>, bool)> {
+    /// Page `index`, allocating it when first asked for: a 4 KiB page, or the matching page of
+    /// its unit's 2 MiB folio if the unit has one.
+    pub(crate) fn get_or_alloc(&self, index: usize) -> Result<Found<BorrowedPage<'_>>> {
         if index >= self.pages {
             return Err(EINVAL);
         }
-        let chunk = self.chunk(index / SLOTS_PER_CHUNK)?;
+        let unit_index = index / SLOTS_PER_CHUNK;
+        let mut unit = self.unit(unit_index);
+        if let Unit::Empty = unit {
+            unit = self.fill_with_chunk(unit_index)?;
+        }
+        let chunk = match unit {
+            Unit::Huge(folio) => {
+                let page = folio.page(index % SLOTS_PER_CHUNK).ok_or(EINVAL)?;
+                return Ok(Found {
+                    page,
+                    allocated: false,
+                });
+            }
+            Unit::Pages(chunk) => chunk,
+            // A filled slot is never emptied again.
+            Unit::Empty => return Err(EINVAL),
+        };
         let slot = &chunk[index % SLOTS_PER_CHUNK];
         let mut allocated = false;
         let mut page = slot.load(Acquire);
@@ -311,51 +470,118 @@ impl SparsePages {
         // SAFETY: `page` is non-null and owned by the slot (type invariant) until `self` drops,
         // which the returned borrow outlives not.
         let page = unsafe { BorrowedPage::from_raw(core::ptr::NonNull::new_unchecked(page)) };
-        Ok((page, allocated))
+        Ok(Found { page, allocated })
     }
 
-    /// How many pages have been allocated.
-    pub(crate) fn resident(&self) -> usize {
-        (0..self.chunks.slots().len())
-            .filter_map(|i| self.existing_chunk(i))
-            .map(|chunk| chunk.iter().filter(|p| !p.load(Relaxed).is_null()).count())
-            .sum()
-    }
-
-    /// The second-level table for `chunk_index`, if it was allocated.
-    fn existing_chunk(&self, chunk_index: usize) -> Option<&[ChunkSlots]> {
-        let chunk = self.chunks.slots()[chunk_index].load(Acquire);
-        // SAFETY: non-null top-level slots point at live chunks of `SLOTS_PER_CHUNK` until
-        // `self` drops (type invariant).
-        (!chunk.is_null()).then(|| unsafe { core::slice::from_raw_parts(chunk, SLOTS_PER_CHUNK) })
-    }
-
-    /// The second-level table for `chunk_index`, allocated when first needed.
-    fn chunk(&self, chunk_index: usize) -> Result<&[ChunkSlots]> {
-        if let Some(chunk) = self.existing_chunk(chunk_index) {
-            return Ok(chunk);
+    /// The 2 MiB folio of unit `unit_index`, allocated when first asked for, unless the unit is
+    /// to be mapped with 4 KiB pages: it is not whole (the array's tail), it already has 4 KiB
+    /// pages, or no 2 MiB folio can be had now.
+    pub(crate) fn get_or_alloc_huge(&self, unit_index: usize) -> HugeLookup<'_> {
+        if (unit_index + 1) * SLOTS_PER_CHUNK > self.pages {
+            return HugeLookup::NotHuge;
         }
-        let new = Chunk::new(SLOTS_PER_CHUNK)?.into_raw();
-        if let Err(_winner) =
-            self.chunks.slots()[chunk_index].cmpxchg(core::ptr::null_mut(), new, Full)
+        match self.unit(unit_index) {
+            Unit::Huge(folio) => return HugeLookup::Found(Found { page: folio, allocated: false }),
+            Unit::Pages(_) => return HugeLookup::NotHuge,
+            Unit::Empty => {}
+        }
+        let Ok(new) = HugeFolio::alloc() else {
+            return HugeLookup::NoMemory;
+        };
+        let raw = new.into_raw();
+        let tagged = (raw as usize | HUGE_TAG) as *mut ChunkSlots;
+        if self.chunks.slots()[unit_index]
+            .cmpxchg(core::ptr::null_mut(), tagged, Full)
+            .is_err()
         {
-            // Another thread installed one first: keep it, free ours.
+            // Another fault filled the unit first, with a folio or a table: free ours.
+            // SAFETY: `raw` came from `into_raw` above and was never shared.
+            drop(unsafe { HugeFolio::from_raw(raw) });
+            return match self.unit(unit_index) {
+                Unit::Huge(folio) => HugeLookup::Found(Found { page: folio, allocated: false }),
+                _ => HugeLookup::NotHuge,
+            };
+        }
+        match self.unit(unit_index) {
+            Unit::Huge(folio) => HugeLookup::Found(Found { page: folio, allocated: true }),
+            _ => HugeLookup::NotHuge,
+        }
+    }
+
+    /// How many pages have been allocated, and how many of them are in 2 MiB folios.
+    pub(crate) fn resident(&self) -> (usize, usize) {
+        let (mut pages, mut huge) = (0, 0);
+        for unit_index in 0..self.chunks.slots().len() {
+            match self.unit(unit_index) {
+                Unit::Empty => {}
+                Unit::Huge(_) => huge += SLOTS_PER_CHUNK,
+                Unit::Pages(chunk) => {
+                    pages += chunk.iter().filter(|p| !p.load(Relaxed).is_null()).count()
+                }
+            }
+        }
+        (pages + huge, huge)
+    }
+
+    /// What unit `unit_index` holds now.
+    fn unit(&self, unit_index: usize) -> Unit<'_> {
+        let value = self.chunks.slots()[unit_index].load(Acquire);
+        if value.is_null() {
+            Unit::Empty
+        } else if is_huge_tagged(value) {
+            let folio = (value as usize & !HUGE_TAG) as *mut bindings::folio;
+            // SAFETY: a tagged slot holds a live folio until `self` drops (type invariant), which
+            // the borrow outlives not; untagged, the pointer is non-null.
+            Unit::Huge(unsafe { BorrowedFolio::from_raw(core::ptr::NonNull::new_unchecked(folio)) })
+        } else {
+            // SAFETY: untagged non-null slots point at live chunks of `SLOTS_PER_CHUNK` until
+            // `self` drops (type invariant).
+            Unit::Pages(unsafe { core::slice::from_raw_parts(value, SLOTS_PER_CHUNK) })
+        }
+    }
+
+    /// Gives unit `unit_index`, found empty, a table of 4 KiB pages, unless a racing fault gave
+    /// it a table or a folio first; returns what the unit holds then.
+    fn fill_with_chunk(&self, unit_index: usize) -> Result<Unit<'_>> {
+        let new = Chunk::new(SLOTS_PER_CHUNK)?.into_raw();
+        if self.chunks.slots()[unit_index]
+            .cmpxchg(core::ptr::null_mut(), new, Full)
+            .is_err()
+        {
+            // Another thread filled it first: keep that, free ours.
             // SAFETY: `new` came from `into_raw` above and was never shared.
             drop(unsafe { Chunk::from_raw(new, SLOTS_PER_CHUNK) });
         }
-        self.existing_chunk(chunk_index).ok_or(ENOMEM)
+        Ok(self.unit(unit_index))
     }
+}
+
+/// What [`SparsePages::get_or_alloc_huge`] found.
+pub(crate) enum HugeLookup<'a> {
+    /// The unit's folio.
+    Found(Found<BorrowedFolio<'a>>),
+    /// The unit is mapped with 4 KiB pages.
+    NotHuge,
+    /// No 2 MiB folio could be had now; map 4 KiB pages.
+    NoMemory,
 }
 
 impl Drop for SparsePages {
     fn drop(&mut self) {
         for top in self.chunks.slots() {
-            let chunk = top.load(Relaxed);
-            if chunk.is_null() {
+            let value = top.load(Relaxed);
+            if value.is_null() {
+                continue;
+            }
+            if is_huge_tagged(value) {
+                // SAFETY: see the type invariant: the slot owns this folio reference.
+                drop(unsafe {
+                    HugeFolio::from_raw((value as usize & !HUGE_TAG) as *mut bindings::folio)
+                });
                 continue;
             }
             // SAFETY: see the type invariant; `&mut self` means no one else uses the slots.
-            let chunk = unsafe { Chunk::from_raw(chunk, SLOTS_PER_CHUNK) };
+            let chunk = unsafe { Chunk::from_raw(value, SLOTS_PER_CHUNK) };
             for page in chunk.slots() {
                 if let Some(page) = core::ptr::NonNull::new(page.load(Relaxed)) {
                     // INVARIANT: the slot owned this page; user mappings hold their own references.
@@ -390,21 +616,27 @@ impl<V: Send + Sync> RangeTree<V> {
         })
     }
 
-    /// Stores `value` for the first free range of `count` indices in `min..max` and returns
-    /// its first index; `ENOSPC` when no range is left, `ENOMEM` when the tree cannot grow.
+    /// Stores `value` for the first free range of `count` indices in `min..max` that starts on
+    /// a multiple of `align`, and returns that start; `ENOSPC` when no range is left, `ENOMEM`
+    /// when the tree cannot grow. The range reserved may begin up to `align - 1` indices before
+    /// the start (the maple tree has no aligned search): those indices find `value` too.
     pub(crate) fn insert(
         &self,
         count: usize,
+        align: usize,
         value: Arc<V>,
         min: usize,
         max: usize,
     ) -> Result<usize> {
-        self.tree
-            .alloc_range(count, value, min..max, GFP_KERNEL_ACCOUNT)
+        let reserved = count.checked_add(align - 1).ok_or(ENOSPC)?;
+        let first = self
+            .tree
+            .alloc_range(reserved, value, min..max, GFP_KERNEL_ACCOUNT)
             .map_err(|e| match Error::from(e) {
                 e if e == EBUSY => ENOSPC,
                 e => e,
-            })
+            })?;
+        first.checked_next_multiple_of(align).ok_or(ENOSPC)
     }
 
     /// The value whose range holds `index`.

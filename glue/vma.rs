@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Mapping emulated VRAM into a process: a `vm_operations_struct` whose fault handler takes
-//! pages on first touch, and whose `open`/`close` count the mappings.
+//! Mapping emulated VRAM into a process: a `vm_operations_struct` whose fault handlers take
+//! pages on first touch (2 MiB at a time where the memory and the mapping allow it), whose
+//! `open`/`close` count the mappings, and the `get_unmapped_area` that places mappings so that
+//! 2 MiB of memory can be mapped with one PMD.
 //!
-//! 7.2 has no Rust `vm_operations_struct`; binder sets `vm_ops` by hand too.
+//! 7.2 has no Rust `vm_operations_struct`, nor anything for huge faults or folios; binder sets
+//! `vm_ops` by hand too.
 
+use super::mem::BorrowedFolio;
 use kernel::{
     bindings,
     mm::virt::{VmaNew, VmaRef},
@@ -18,6 +22,10 @@ pub(crate) trait Mappable: Send + Sync + Sized + 'static {
     /// The page at file offset `pgoff` (in pages), allocated (zeroed) on first use if need be.
     /// An error makes the faulting access `SIGBUS`.
     fn page(&self, pgoff: usize) -> Result<BorrowedPage<'_>>;
+
+    /// The 2 MiB folio holding file offsets `pgoff..pgoff + 512` in order, allocated (zeroed) on
+    /// first use, or `None` to map them with 4 KiB pages through [`Self::page`].
+    fn huge_folio(&self, pgoff: usize) -> Option<BorrowedFolio<'_>>;
 
     /// A mapping of it appeared (`mmap`, a VMA split or move).
     fn mapped(&self);
@@ -36,6 +44,8 @@ impl<M: Mappable> VmOps<M> {
         open: Some(Self::open),
         close: Some(Self::close),
         fault: Some(Self::fault),
+        #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
+        huge_fault: Some(Self::huge_fault),
         map_pages: Some(Self::map_pages),
         ..pin_init::zeroed()
     };
@@ -98,8 +108,8 @@ impl<M: Mappable> VmOps<M> {
     /// be had (never `VM_FAULT_OOM`, which retries the fault forever).
     ///
     /// It needs no `mmap_lock`: it reads only the VMA's bounds and private data, which the VMA
-    /// lock keeps stable, allocates with sleeping allocations, and inserts pages into its own
-    /// `VM_MIXEDMAP` VMA under the page-table lock.
+    /// lock keeps stable, allocates with sleeping allocations, and inserts pages under the
+    /// page-table lock.
     ///
     /// # Safety
     ///
@@ -116,7 +126,7 @@ impl<M: Mappable> VmOps<M> {
         // SAFETY: `vma` is ours (see the function's contract).
         let memory = unsafe { Self::memory(vma) };
         let Ok(page) = memory.page(pgoff) else {
-            return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+            return SIGBUS;
         };
         let write = flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0;
         // SAFETY: `vmf` is valid; the page stays allocated while the VMA holds `memory`, and the
@@ -124,38 +134,118 @@ impl<M: Mappable> VmOps<M> {
         let ret = unsafe { bindings::vmf_insert_page_mkwrite(vmf, page.as_ptr(), write) };
         // No page table for it (`-ENOMEM`): the page cannot be had either, and `VM_FAULT_OOM`
         // would only retry the fault (or wake the OOM killer).
-        if ret & bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t != 0 {
-            return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+        if ret & OOM != 0 {
+            return SIGBUS;
         }
-        // SAFETY: as above; `address` is the faulting page's address.
-        let address = unsafe { (*vmf).__bindgen_anon_1.address };
-        // SAFETY: the VMA is live for the whole fault.
-        Self::fault_around(unsafe { VmaRef::from_raw(vma) }, memory, address, pgoff);
+        // SAFETY: `vmf` is valid for the whole fault.
+        unsafe { Self::fault_around(vmf, memory, pgoff) };
         ret
     }
 
-    /// Maps the next pages of the mapping too, so a program filling its buffer from the start
-    /// (the usual way) takes one fault per `FAULT_AROUND_PAGES` pages instead of one per page.
-    /// Pages already mapped are skipped by the kernel (`EBUSY`); any failure just stops early,
-    /// leaving later pages to their own faults.
-    fn fault_around(vma: &VmaRef, memory: &M, address: usize, pgoff: usize) {
+    /// Maps the next pages of the mapping too, up to the next 2 MiB boundary, so a program
+    /// filling its buffer from the start (the usual way) takes one fault per
+    /// `FAULT_AROUND_PAGES` pages instead of one per page.
+    /// Pages already mapped are skipped by the kernel; any failure just stops early, leaving
+    /// later pages to their own faults.
+    ///
+    /// # Safety
+    ///
+    /// `vmf` is the live fault on a VMA set up by [`map`] that [`Self::fault`] is handling.
+    unsafe fn fault_around(vmf: *mut bindings::vm_fault, memory: &M, pgoff: usize) {
+        // `vm_insert_page()` would make the VMA `VM_MIXEDMAP`, where a split 2 MiB mapping
+        // leaks its folio, so each page goes through `vmf_insert_page_mkwrite()` as the faulting
+        // one did, on a copy of the fault description that names the page's address.
+        // SAFETY: the caller's contract; `vm_fault` is plain data, and the copy is only read.
+        let mut around = unsafe { core::ptr::read(vmf) };
+        let address = around.__bindgen_anon_1.address & !(PAGE_SIZE - 1);
+        // Not past the next 2 MiB boundary either: a page table there would keep that 2 MiB
+        // from ever being mapped with one PMD (as the kernel's own fault-around stays in one).
+        let huge_size = PAGE_SIZE << super::mem::HUGE_ORDER;
+        let unit_end = (address & !(huge_size - 1)) + huge_size;
+        // SAFETY: the VMA is live for the whole fault.
+        let end = unsafe { VmaRef::from_raw(around.__bindgen_anon_1.vma) }
+            .end()
+            .min(unit_end);
         for i in 1..FAULT_AROUND_PAGES {
             let addr = address + i * PAGE_SIZE;
-            if addr >= vma.end() {
+            if addr >= end {
                 break;
             }
             let Ok(page) = memory.page(pgoff + i) else {
                 break;
             };
-            // SAFETY: a `VM_MIXEDMAP` VMA of ours inside its fault, `addr` within it; the page
-            // table takes its own reference to the page.
-            let err = unsafe { bindings::vm_insert_page(vma.as_ptr(), addr, page.as_ptr()) };
-            if err != 0 && err != EBUSY.to_errno() {
+            around.__bindgen_anon_1.address = addr;
+            // Not `write`: only the faulting page is being written. A page mapped already
+            // answers `NOPAGE` too and is skipped; a failure stops here.
+            // SAFETY: `around` describes the same fault at `addr`, inside the VMA; the page
+            // lives while the VMA holds `memory`, and the page table takes its own reference.
+            let ret = unsafe { bindings::vmf_insert_page_mkwrite(&mut around, page.as_ptr(), false) };
+            if ret != NOPAGE {
                 break;
             }
         }
     }
+
+    /// `vm_ops.huge_fault`: maps a whole 2 MiB folio with one PMD when the faulting 2 MiB of
+    /// the mapping is one 2 MiB unit of memory; otherwise `VM_FAULT_FALLBACK`, and the kernel
+    /// maps 4 KiB pages through [`Self::fault`].
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm for a VMA set up by [`map`], with `mmap_lock` or the VMA lock held,
+    /// when the PMD for the address is empty (or read-only on a write).
+    #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
+    unsafe extern "C" fn huge_fault(
+        vmf: *mut bindings::vm_fault,
+        order: kernel::ffi::c_uint,
+    ) -> bindings::vm_fault_t {
+        if order != super::mem::HUGE_ORDER {
+            return FALLBACK;
+        }
+        let huge_size = PAGE_SIZE << super::mem::HUGE_ORDER;
+        // SAFETY: the mm passes a valid fault description, on a live VMA, for this call.
+        let (vma, address, flags) = unsafe {
+            (
+                (*vmf).__bindgen_anon_1.vma,
+                (*vmf).__bindgen_anon_1.address,
+                (*vmf).flags,
+            )
+        };
+        // SAFETY: as above; the VMA lock keeps its bounds and offset stable during the fault.
+        let (start, end, vm_pgoff) = unsafe {
+            let area = VmaRef::from_raw(vma);
+            (area.start(), area.end(), (*vma).vm_pgoff)
+        };
+        // The kernel leaves these checks to the handler (`thp_vma_suitable_order()`): the whole
+        // 2 MiB must lie inside the mapping.
+        let first = address & !(huge_size - 1);
+        if first < start || first + huge_size > end {
+            return FALLBACK;
+        }
+        let pgoff = vm_pgoff + (first - start) / PAGE_SIZE;
+        // SAFETY: `vma` is ours (see the function's contract).
+        let memory = unsafe { Self::memory(vma) };
+        let Some(folio) = memory.huge_folio(pgoff) else {
+            return FALLBACK;
+        };
+        let write = flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0;
+        // SAFETY: `vmf` is valid; the folio is order `HUGE_ORDER`, neither anonymous nor
+        // hugetlb, and stays allocated while the VMA holds `memory`; the PMD takes its own
+        // reference. The VMA is neither `VM_PFNMAP` nor `VM_MIXEDMAP`, so splitting the PMD
+        // later drops that reference (`__split_huge_pmd_locked()`).
+        let ret = unsafe { bindings::vmf_insert_folio_pmd(vmf, folio.as_ptr(), write) };
+        if ret & OOM != 0 {
+            return SIGBUS;
+        }
+        ret
+    }
 }
+
+const SIGBUS: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_SIGBUS as _;
+const OOM: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_OOM as _;
+const NOPAGE: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_NOPAGE as _;
+#[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
+const FALLBACK: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_FALLBACK as _;
 
 /// Sets up a new shared VMA over `memory`: no copy into children (`fork`), no growth
 /// (`mremap`), pages inserted on fault, or all of them now when `prefault` (eager memory, whose
@@ -183,10 +273,21 @@ const PREFAULT_BATCH: usize = 64;
 fn install<M: Mappable>(vma: &VmaNew, memory: &M, prefault: bool) -> Result {
     vma.set_dontcopy();
     vma.set_dontexpand();
-    vma.set_mixedmap();
     if !prefault {
+        // Memory mapped on fault, 2 MiB at a time where it can: like a device's own memory
+        // (dev_dax), the mapping asks for huge pages itself, so it gets them when transparent
+        // huge pages are `always` or `madvise`, not when they are `never` or the program says
+        // `MADV_NOHUGEPAGE`. Not `VM_MIXEDMAP`: splitting a PMD there would leak its folio.
+        #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
+        // SAFETY: in `f_op->mmap` the new VMA is ours to set up, and not yet visible to anyone.
+        unsafe {
+            (*vma.as_ptr()).__bindgen_anon_2.vm_flags |= bindings::VM_HUGEPAGE
+        };
         return Ok(());
     }
+    // Prefaulted with `vm_insert_pages()`, which needs (and sets) `VM_MIXEDMAP`; such a VMA
+    // never gets 2 MiB mappings (`Mappable::huge_folio` of memory that exists up front).
+    vma.set_mixedmap();
     let first = pgoff(vma);
     let pages = (vma.end() - vma.start()) / PAGE_SIZE;
     let mut done = 0;
@@ -231,4 +332,41 @@ pub(crate) fn is_shared(vma: &VmaNew) -> bool {
 pub(crate) fn pgoff(vma: &VmaNew) -> usize {
     // SAFETY: `vm_pgoff` is plain data, fixed while the VMA is being set up.
     unsafe { (*vma.as_ptr()).vm_pgoff }
+}
+
+/// `f_op->get_unmapped_area`: places a mapping so that file offsets and addresses agree modulo
+/// 2 MiB, which a PMD needs (the kernel does this for anonymous memory only). Mappings of
+/// under 2 MiB, and any with an address hint or `MAP_FIXED`, are placed as usual. As dev_dax's
+/// `dax_get_unmapped_area()`.
+///
+/// # Safety
+///
+/// Called by the mm as `get_unmapped_area` of a file, with the mmap lock held.
+#[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
+pub(crate) unsafe extern "C" fn get_unmapped_area(
+    file: *mut bindings::file,
+    addr: kernel::ffi::c_ulong,
+    len: kernel::ffi::c_ulong,
+    pgoff: kernel::ffi::c_ulong,
+    flags: kernel::ffi::c_ulong,
+) -> kernel::ffi::c_ulong {
+    let huge_size = (PAGE_SIZE << super::mem::HUGE_ORDER) as kernel::ffi::c_ulong;
+    let offset = pgoff.checked_mul(PAGE_SIZE as kernel::ffi::c_ulong);
+    let whole_unit = offset.and_then(|offset| {
+        let end = offset.checked_add(len)?;
+        let first_unit = offset.checked_next_multiple_of(huge_size)?;
+        (end >= first_unit.checked_add(huge_size)?).then_some(offset)
+    });
+    if let (Some(offset), 0) = (whole_unit, addr) {
+        if let Some(padded) = len.checked_add(huge_size) {
+            // SAFETY: the mm's own search, with this call's arguments and a longer length.
+            let area = unsafe { bindings::mm_get_unmapped_area(file, 0, padded, pgoff, flags) };
+            // Errors are small negative numbers (`IS_ERR_VALUE`).
+            if area < (-(bindings::MAX_ERRNO as isize)) as kernel::ffi::c_ulong {
+                return area + (offset.wrapping_sub(area) & (huge_size - 1));
+            }
+        }
+    }
+    // SAFETY: as above, the mm's own search with this call's arguments.
+    unsafe { bindings::mm_get_unmapped_area(file, addr, len, pgoff, flags) }
 }

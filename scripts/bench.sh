@@ -15,6 +15,8 @@ top=$(dirname "$here")
 kdir=$(prepare "$top")
 cargo build --quiet --release --locked -p emuv-tests --bin emuv_bench --manifest-path "$top/Cargo.toml"
 out=$(mktemp -d /tmp/emuv-bench.XXXXXX)
+# 1 GiB of anonymous memory and a 1 GiB eager pool, one after the other, with room to spare.
+BENCH_MEMORY=3G
 
 # bench NAME MODULE_DIR vm-run.sh's kernel options...: one VM boot, figures in $out/NAME.json.
 bench() {
@@ -32,14 +34,14 @@ bench() {
 }
 
 runs=()
-bench ours "$top" --kernel "$kdir"
+bench ours "$top" --kernel "$kdir" --memory "$BENCH_MEMORY"
 runs+=("$out/ours.json")
 if [ "${EMUV_DEBIAN:-1}" = 1 ]; then
 	rc=0
 	vars=$("$here/debian-kernel.sh") || rc=$?
 	if [ $rc -eq 0 ]; then
 		eval "$vars"
-		bench debian "$DEBIAN_MODULE_DIR" --kimg "$DEBIAN_KIMG"
+		bench debian "$DEBIAN_MODULE_DIR" --kimg "$DEBIAN_KIMG" --memory "$BENCH_MEMORY"
 		runs+=("$out/debian.json")
 	elif [ $rc -eq 2 ]; then
 		log "bench: no Debian kernel to measure (above: why); our kernel only"
@@ -48,7 +50,7 @@ if [ "${EMUV_DEBIAN:-1}" = 1 ]; then
 	fi
 fi
 {
-	echo "# make bench, $(date -u +%Y-%m-%d), $(uname -m), QEMU TCG guests (1 GiB, 2 vCPUs)"
+	echo "# make bench, $(date -u +%Y-%m-%d), $(uname -m), QEMU TCG guests ($BENCH_MEMORY, 2 vCPUs)"
 	"$top/target/release/emuv_bench" table "${runs[@]}"
 } >"$out/table.txt"
 cat "$out/table.txt"

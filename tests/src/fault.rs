@@ -44,6 +44,20 @@ pub fn configure(probability: u32, task_filter: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Fails only page allocations of `min_order` or more (2 MiB pages: 9) by marked tasks, with
+/// `probability` percent; slab allocations and smaller pages go on working.
+pub fn configure_large_pages(min_order: u32, probability: u32) -> io::Result<()> {
+    configure(0, true)?;
+    for (file, value) in [
+        ("fail_page_alloc/min-order", min_order.to_string()),
+        ("fail_page_alloc/probability", probability.to_string()),
+    ] {
+        fs::write(format!("{DEBUGFS}/{file}"), value)
+            .map_err(|e| io::Error::new(e.kind(), format!("{DEBUGFS}/{file}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Whether this kernel can inject faults (CONFIG_FAULT_INJECTION_DEBUG_FS, FAILSLAB,
 /// FAIL_PAGE_ALLOC).
 pub fn available() -> bool {

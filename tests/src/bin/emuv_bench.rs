@@ -8,11 +8,11 @@ use emuv_tests::{kernel_memory, module, settled_kernel_memory};
 use nix::{
     sys::{
         memfd::{memfd_create, MFdFlags},
-        mman::{mmap_anonymous, munmap, MapFlags, ProtFlags},
+        mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags},
     },
     unistd::ftruncate,
 };
-use std::{num::NonZeroUsize, time::Instant};
+use std::{num::NonZeroUsize, ptr::NonNull, time::Instant};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -161,8 +161,9 @@ fn kmem_per_gib_capacity() -> f64 {
     (large - small) / 2047.0
 }
 
-/// Kernel memory beyond the pages themselves, per GiB of resident lazy pages.
-fn kmem_per_gib_resident() -> f64 {
+/// Kernel memory beyond the pages themselves, per GiB of resident lazy pages: in 2 MiB pages
+/// (the default), or in 4 KiB pages (`MADV_NOHUGEPAGE` on the mapping).
+fn kmem_per_gib_resident(huge: bool) -> f64 {
     const LEN: u64 = 256 * MIB;
     module::load("physical_vram_mb=512").expect("insmod");
     let dev = Device::open().expect("open");
@@ -172,6 +173,17 @@ fn kmem_per_gib_resident() -> f64 {
                 let before = settled_kernel_memory();
                 let a = dev.alloc(LEN, Tier::Any).expect("alloc");
                 let m = dev.map(&a).expect("mmap");
+                if !huge {
+                    // SAFETY: advice on our own mapping.
+                    unsafe {
+                        madvise(
+                            NonNull::new(m.as_ptr().cast()).expect("mapping"),
+                            LEN as usize,
+                            MmapAdvise::MADV_NOHUGEPAGE,
+                        )
+                    }
+                    .expect("MADV_NOHUGEPAGE");
+                }
                 touch(m.as_ptr(), LEN as usize);
                 drop(m);
                 let after = settled_kernel_memory();
@@ -259,29 +271,46 @@ fn main() {
     if module::is_loaded() {
         let _ = module::unload();
     }
-    let len = (64 * MIB) as usize;
+    let (small, large) = ((128 * MIB) as usize, GIB as usize);
+    let lazy = "physical_vram_mb=1536 virtual_vram_mb=0";
+    let eager_small = "lazy_allocation=0 physical_vram_mb=128 virtual_vram_mb=0";
+    let eager_large = "lazy_allocation=0 physical_vram_mb=1024 virtual_vram_mb=0";
     let figures = [
         (
-            "lazy_touch_vs_anon",
-            touch_vs_anon("physical_vram_mb=256", len, touch),
-            ">= 1.0",
-            "anon time / emuv time, mmap + first touch of 64 MiB, lazy",
+            "lazy_touch_128m_vs_anon",
+            touch_vs_anon(lazy, small, touch),
+            ">= 1.5",
+            "anon time / emuv time, mmap + first touch of 128 MiB, lazy",
         ),
         (
-            "eager_touch_vs_anon",
-            touch_vs_anon(
-                "lazy_allocation=0 physical_vram_mb=128 virtual_vram_mb=0",
-                len,
-                touch,
-            ),
+            "lazy_touch_1g_vs_anon",
+            touch_vs_anon(lazy, large, touch),
             ">= 1.5",
-            "anon time / emuv time, mmap + touch of 64 MiB, eager",
+            "anon time / emuv time, mmap + first touch of 1 GiB, lazy",
+        ),
+        (
+            "eager_touch_128m_vs_anon",
+            touch_vs_anon(eager_small, small, touch),
+            ">= 2.5",
+            "anon time / emuv time, mmap + touch of 128 MiB, eager",
+        ),
+        (
+            "eager_touch_1g_vs_anon",
+            touch_vs_anon(eager_large, large, touch),
+            ">= 2.5",
+            "anon time / emuv time, mmap + touch of 1 GiB, eager",
         ),
         (
             "lazy_touch_4_threads_vs_anon",
-            touch_vs_anon("physical_vram_mb=256", len, touch_in_threads),
-            ">= 1.0",
-            "anon time / emuv time, 4 threads first-touching one 64 MiB mapping, lazy",
+            touch_vs_anon(lazy, small, touch_in_threads),
+            ">= 1.5",
+            "anon time / emuv time, 4 threads first-touching quarters of 128 MiB, lazy",
+        ),
+        (
+            "eager_touch_4_threads_vs_anon",
+            touch_vs_anon(eager_small, small, touch_in_threads),
+            ">= 2.5",
+            "anon time / emuv time, 4 threads touching quarters of 128 MiB, eager",
         ),
         (
             "alloc_cycle_vs_memfd",
@@ -315,9 +344,15 @@ fn main() {
         ),
         (
             "kmem_bytes_per_gib_resident",
-            kmem_per_gib_resident(),
+            kmem_per_gib_resident(true),
+            "<= 65536",
+            "Slab+VmallocUsed+PageTables added per GiB of touched lazy memory (2 MiB pages)",
+        ),
+        (
+            "kmem_bytes_per_gib_resident_4k",
+            kmem_per_gib_resident(false),
             "<= 2097152",
-            "Slab+VmallocUsed+PageTables added per GiB of touched lazy pages",
+            "the same in 4 KiB pages (MADV_NOHUGEPAGE)",
         ),
     ];
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
