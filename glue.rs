@@ -3,8 +3,9 @@
 //! The one place where emuv talks to C directly.
 //!
 //! Linux 7.2's Rust abstractions have no class devices, sysfs attributes, visible module
-//! parameters, `file_operations.owner`/`llseek`, or GFP flags beyond seven. Each gap is closed
-//! here behind a small safe type; everything outside this module is safe Rust.
+//! parameters, `file_operations.owner`/`llseek`/`get_unmapped_area`, GFP flags beyond seven,
+//! folios, or huge (PMD) faults. Each gap is closed here behind a small safe type; everything
+//! outside this module is safe Rust.
 
 pub(crate) mod chrdev;
 pub(crate) mod mem;

@@ -665,6 +665,41 @@ mod tests {
     }
 
     #[test]
+    fn lazy_2mib_units_are_one_folio_counted_once() -> Result {
+        const HUGE: u64 = HUGE_PAGES as u64 * PAGE;
+        let pool = pool(16 * MIB, 0, Strategy::Lazy)?;
+        let a = pool.allocate(2 * HUGE + PAGE, Placement::Any)?;
+        let folio = pool.huge_page(&a, 0).ok_or(ENOMEM)?;
+        let again = pool.huge_page(&a, 0).ok_or(EINVAL)?;
+        assert_eq!(folio.as_ptr(), again.as_ptr());
+        let stats = pool.stats();
+        assert_eq!((stats.resident(), stats.huge()), (HUGE, HUGE));
+        // A 4 KiB lookup in a unit with a folio is that folio's page: one memory.
+        let page = pool.page(&a, 5)?;
+        assert_eq!(Some(page.as_ptr()), folio.page(5).map(|p| p.as_ptr()));
+        // SAFETY: the test owns the allocation.
+        unsafe { page.write_raw([3u8; 8].as_ptr(), 0, 8)? };
+        assert_eq!(first_bytes(&folio.page(5).ok_or(EINVAL)?)?, [3; 8]);
+        // Not at a unit's start, a unit with 4 KiB pages already, the partial tail: no folio.
+        assert!(pool.huge_page(&a, 1).is_none());
+        pool.page(&a, HUGE_PAGES + 7)?;
+        assert!(pool.huge_page(&a, HUGE_PAGES).is_none());
+        assert!(pool.huge_page(&a, 2 * HUGE_PAGES).is_none());
+        let stats = pool.stats();
+        assert_eq!((stats.resident(), stats.huge()), (HUGE + PAGE, HUGE));
+        assert_eq!(stats.huge_fallbacks, 0);
+        pool.free(a);
+        let stats = pool.stats();
+        assert_eq!((stats.resident(), stats.huge()), (0, 0));
+        // Eager memory is never handed out as folios.
+        let eager = self::pool(4 * MIB, 0, Strategy::Eager)?;
+        let e = eager.allocate(2 * HUGE, Placement::Any)?;
+        assert!(eager.huge_page(&e, 0).is_none());
+        eager.free(e);
+        Ok(())
+    }
+
+    #[test]
     fn eager_pages_are_reserved_and_zeroed_again_after_free() -> Result {
         let pool = pool(2 * MIB, MIB, Strategy::Eager)?;
         assert_eq!(pool.stats().resident(), 3 * MIB);

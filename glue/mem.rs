@@ -37,8 +37,8 @@ const POOL_GFP: bindings::gfp_t = pool_gfp();
 
 /// `POOL_GFP` for a 2 MiB folio: one try (`__GFP_NORETRY` instead of `__GFP_RETRY_MAYFAIL`), so
 /// a fragmented machine falls back to 4 KiB pages at once instead of compacting hard.
-const HUGE_GFP: bindings::gfp_t = (POOL_GFP & !(1 << bindings::___GFP_RETRY_MAYFAIL_BIT))
-    | (1 << bindings::___GFP_NORETRY_BIT);
+const HUGE_GFP: bindings::gfp_t =
+    (POOL_GFP & !(1 << bindings::___GFP_RETRY_MAYFAIL_BIT)) | (1 << bindings::___GFP_NORETRY_BIT);
 
 /// Order of a PMD-sized folio: 2 MiB on x86-64.
 pub(crate) const HUGE_ORDER: u32 = bindings::PMD_ORDER;
@@ -481,7 +481,12 @@ impl SparsePages {
             return HugeLookup::NotHuge;
         }
         match self.unit(unit_index) {
-            Unit::Huge(folio) => return HugeLookup::Found(Found { page: folio, allocated: false }),
+            Unit::Huge(folio) => {
+                return HugeLookup::Found(Found {
+                    page: folio,
+                    allocated: false,
+                })
+            }
             Unit::Pages(_) => return HugeLookup::NotHuge,
             Unit::Empty => {}
         }
@@ -498,12 +503,18 @@ impl SparsePages {
             // SAFETY: `raw` came from `into_raw` above and was never shared.
             drop(unsafe { HugeFolio::from_raw(raw) });
             return match self.unit(unit_index) {
-                Unit::Huge(folio) => HugeLookup::Found(Found { page: folio, allocated: false }),
+                Unit::Huge(folio) => HugeLookup::Found(Found {
+                    page: folio,
+                    allocated: false,
+                }),
                 _ => HugeLookup::NotHuge,
             };
         }
         match self.unit(unit_index) {
-            Unit::Huge(folio) => HugeLookup::Found(Found { page: folio, allocated: true }),
+            Unit::Huge(folio) => HugeLookup::Found(Found {
+                page: folio,
+                allocated: true,
+            }),
             _ => HugeLookup::NotHuge,
         }
     }

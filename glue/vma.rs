@@ -179,7 +179,8 @@ impl<M: Mappable> VmOps<M> {
             // answers `NOPAGE` too and is skipped; a failure stops here.
             // SAFETY: `around` describes the same fault at `addr`, inside the VMA; the page
             // lives while the VMA holds `memory`, and the page table takes its own reference.
-            let ret = unsafe { bindings::vmf_insert_page_mkwrite(&mut around, page.as_ptr(), false) };
+            let ret =
+                unsafe { bindings::vmf_insert_page_mkwrite(&mut around, page.as_ptr(), false) };
             if ret != NOPAGE {
                 break;
             }

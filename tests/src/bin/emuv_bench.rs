@@ -4,15 +4,16 @@
 //! (QEMU TCG) cancels out. Writes the figures as JSON to the path given as the argument.
 
 use emuv::{Device, Tier};
-use emuv_tests::{kernel_memory, module, settled_kernel_memory};
+use emuv_tests::{kernel_memory, meminfo, module, settled_kernel_memory};
 use nix::{
+    fcntl::{fcntl, FcntlArg},
     sys::{
         memfd::{memfd_create, MFdFlags},
         mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags},
     },
-    unistd::ftruncate,
+    unistd::{ftruncate, pipe, write},
 };
-use std::{num::NonZeroUsize, ptr::NonNull, time::Instant};
+use std::{num::NonZeroUsize, os::fd::OwnedFd, ptr::NonNull, time::Instant};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -197,6 +198,74 @@ fn kmem_per_gib_resident(huge: bool) -> f64 {
     per_gib
 }
 
+/// Fragments free memory: fills it with pipe pages, two pipes written in turn a page at a time
+/// so that their pages interleave, until `MemAvailable` is down to `leave`, then closes every
+/// second pipe. Pipe pages are unmovable, so compaction cannot undo it. Returns the pipes kept:
+/// dropping them ends the fragmentation.
+fn fragment_memory(leave: u64) -> Vec<OwnedFd> {
+    const PIPE_PAGES: usize = 16384;
+    let page = [0x5au8; PAGE];
+    let mut kept = Vec::new();
+    'fill: loop {
+        let (a_rx, a_tx) = pipe().expect("pipe");
+        let (_b_rx, b_tx) = pipe().expect("pipe");
+        for tx in [&a_tx, &b_tx] {
+            fcntl(tx, FcntlArg::F_SETPIPE_SZ((PIPE_PAGES * PAGE) as i32)).expect("F_SETPIPE_SZ");
+        }
+        for i in 0..PIPE_PAGES {
+            if i % 256 == 0 && meminfo("MemAvailable") < leave {
+                kept.push(a_rx);
+                kept.push(a_tx);
+                break 'fill;
+            }
+            write(&a_tx, &page).expect("write pipe");
+            write(&b_tx, &page).expect("write pipe");
+        }
+        kept.push(a_rx);
+        kept.push(a_tx);
+        // The second pipe of the pair goes here: its pages are the holes.
+    }
+    kept
+}
+
+/// Under fragmentation that leaves no free 2 MiB block, mmap + first touch of 256 MiB lazy:
+/// returns (2 MiB pages that fell back, time with 4 KiB pages only / time trying 2 MiB pages).
+fn fragmented_touch() -> (f64, f64) {
+    const LEN: usize = 256 << 20;
+    module::load("physical_vram_mb=512").expect("insmod");
+    let dev = Device::open().expect("open");
+    let fallbacks = || emuv_tests::attr_u64("huge_fallbacks").expect("huge_fallbacks") as f64;
+    let pipes = fragment_memory(LEN as u64 + 256 * MIB);
+    let before = fallbacks();
+    let timed = |huge: bool| {
+        let start = Instant::now();
+        let a = dev.alloc(LEN as u64, Tier::Any).expect("alloc");
+        let m = dev.map(&a).expect("mmap");
+        if !huge {
+            // SAFETY: advice on our own mapping.
+            unsafe {
+                madvise(
+                    NonNull::new(m.as_ptr().cast()).expect("mapping"),
+                    LEN,
+                    MmapAdvise::MADV_NOHUGEPAGE,
+                )
+            }
+            .expect("MADV_NOHUGEPAGE");
+        }
+        touch(m.as_ptr(), LEN);
+        drop(m);
+        dev.free(a.handle).expect("free");
+        start.elapsed().as_secs_f64()
+    };
+    let huge = timed(true);
+    let fell_back = fallbacks() - before;
+    let small = timed(false);
+    drop(pipes);
+    drop(dev);
+    module::unload().expect("rmmod");
+    (fell_back, small / huge)
+}
+
 /// What anonymous memory, the baseline, is backed by: the kernel's THP mode decides whether a
 /// first touch of 64 MiB faults 2 MiB or 4 KiB at a time.
 fn anon_baseline() -> String {
@@ -275,7 +344,7 @@ fn main() {
     let lazy = "physical_vram_mb=1536 virtual_vram_mb=0";
     let eager_small = "lazy_allocation=0 physical_vram_mb=128 virtual_vram_mb=0";
     let eager_large = "lazy_allocation=0 physical_vram_mb=1024 virtual_vram_mb=0";
-    let figures = [
+    let mut figures = vec![
         (
             "lazy_touch_128m_vs_anon",
             touch_vs_anon(lazy, small, touch),
@@ -355,6 +424,20 @@ fn main() {
             "the same in 4 KiB pages (MADV_NOHUGEPAGE)",
         ),
     ];
+    // Last: the pageblocks it fragments stay marked unmovable after it.
+    let (fell_back, ratio) = fragmented_touch();
+    figures.push((
+        "fragmented_fallbacks_of_128",
+        fell_back,
+        "report",
+        "2 MiB pages of 128 that fell back to 4 KiB, 256 MiB lazy, memory fragmented",
+    ));
+    figures.push((
+        "fragmented_touch_vs_4k",
+        ratio,
+        ">= 0.9",
+        "4 KiB-only time / time trying 2 MiB pages, the same 256 MiB under fragmentation",
+    ));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|r| r.trim().to_owned())
         .unwrap_or_default();

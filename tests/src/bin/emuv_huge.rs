@@ -18,14 +18,7 @@ use nix::{
     sys::mman::{madvise, mmap, mremap, munmap, MRemapFlags, MapFlags, MmapAdvise, ProtFlags},
     unistd::{pipe, read},
 };
-use std::{
-    ffi::c_void,
-    fs,
-    io::IoSlice,
-    num::NonZeroUsize,
-    os::fd::AsFd,
-    ptr::NonNull,
-};
+use std::{ffi::c_void, fs, io::IoSlice, num::NonZeroUsize, os::fd::AsFd, ptr::NonNull};
 
 const PAGE: usize = 4096;
 const HUGE: usize = 2 << 20;
@@ -111,7 +104,9 @@ fn reserve(len: usize, skew: usize) -> Result<usize, String> {
 
 /// The byte at `offset` of the pattern: differs per byte, per page and per 2 MiB.
 fn pattern(offset: usize) -> u8 {
-    (offset as u8) ^ ((offset / PAGE) as u8).wrapping_mul(31) ^ ((offset / HUGE) as u8).wrapping_mul(7)
+    (offset as u8)
+        ^ ((offset / PAGE) as u8).wrapping_mul(31)
+        ^ ((offset / HUGE) as u8).wrapping_mul(7)
 }
 
 fn pattern_of(offset: usize, len: usize) -> Vec<u8> {
@@ -120,7 +115,11 @@ fn pattern_of(offset: usize, len: usize) -> Vec<u8> {
 
 /// Compares what a mapping shows at allocation offset `offset` with the pattern.
 fn check_pattern(what: &str, got: &[u8], offset: usize) -> Result<(), String> {
-    match got.iter().enumerate().find(|&(i, &b)| b != pattern(offset + i)) {
+    match got
+        .iter()
+        .enumerate()
+        .find(|&(i, &b)| b != pattern(offset + i))
+    {
         None => Ok(()),
         Some((i, &b)) => Err(format!(
             "{what}: byte {} of the allocation is {b:#04x}, expected {:#04x}",
@@ -200,13 +199,23 @@ fn tails_and_partial_units_get_4k_pages() -> Result<(), String> {
     let dev = Device::open().map_err(err("open"))?;
     let before = counters()?;
     // 2 MiB + 12 KiB: one unit and a 3-page tail.
-    let a = dev.alloc((HUGE + 3 * PAGE) as u64, Tier::Any).map_err(err("alloc"))?;
+    let a = dev
+        .alloc((HUGE + 3 * PAGE) as u64, Tier::Any)
+        .map_err(err("alloc"))?;
     let map = Map::new(&dev, a.mmap_offset, HUGE + 3 * PAGE, None)?;
     touch(&map, 0, HUGE + 3 * PAGE);
     let mid = counters()?;
     check_eq("tail: huge_bytes", mid.huge - before.huge, HUGE as u64)?;
-    check_eq("tail: resident_bytes", mid.resident - before.resident, (HUGE + 3 * PAGE) as u64)?;
-    check_eq("tail: PMD-mapped bytes", pmd_mapped(map.addr())?, HUGE as u64)?;
+    check_eq(
+        "tail: resident_bytes",
+        mid.resident - before.resident,
+        (HUGE + 3 * PAGE) as u64,
+    )?;
+    check_eq(
+        "tail: PMD-mapped bytes",
+        pmd_mapped(map.addr())?,
+        HUGE as u64,
+    )?;
     drop(map);
     dev.free(a.handle).map_err(err("free"))?;
 
@@ -215,12 +224,24 @@ fn tails_and_partial_units_get_4k_pages() -> Result<(), String> {
     let before = counters()?;
     let b = dev.alloc(6 << 20, Tier::Any).map_err(err("alloc 6 MiB"))?;
     let map = Map::new(&dev, b.mmap_offset + PAGE as u64, 4 << 20, None)?;
-    check_eq("offset mapping's address modulo 2 MiB", map.addr() % HUGE, PAGE)?;
+    check_eq(
+        "offset mapping's address modulo 2 MiB",
+        map.addr() % HUGE,
+        PAGE,
+    )?;
     touch(&map, PAGE, 4 << 20);
     let after = counters()?;
     check_eq("partial: huge_bytes", after.huge - before.huge, HUGE as u64)?;
-    check_eq("partial: resident_bytes", after.resident - before.resident, 4 << 20)?;
-    check_eq("partial: PMD-mapped bytes", pmd_mapped(map.addr())?, HUGE as u64)?;
+    check_eq(
+        "partial: resident_bytes",
+        after.resident - before.resident,
+        4 << 20,
+    )?;
+    check_eq(
+        "partial: PMD-mapped bytes",
+        pmd_mapped(map.addr())?,
+        HUGE as u64,
+    )?;
     drop(map);
     dev.free(b.handle).map_err(err("free"))
 }
@@ -232,22 +253,36 @@ fn one_memory_through_every_mapping() -> Result<(), String> {
     let dev = Device::open().map_err(err("open"))?;
     let before = counters()?;
     let len = 6 << 20;
-    let a = dev.alloc(len as u64, Tier::Any).map_err(err("alloc 6 MiB"))?;
+    let a = dev
+        .alloc(len as u64, Tier::Any)
+        .map_err(err("alloc 6 MiB"))?;
     let first = Map::new(&dev, a.mmap_offset, len, None)?;
     first.write(0, &pattern_of(0, len));
-    check_eq("first mapping: PMD-mapped bytes", pmd_mapped(first.addr())?, len as u64)?;
+    check_eq(
+        "first mapping: PMD-mapped bytes",
+        pmd_mapped(first.addr())?,
+        len as u64,
+    )?;
 
     // A second mapping one page off 2 MiB alignment: no PMD can map it, so it maps the same
     // 2 MiB pages 4 KiB at a time.
     let at = reserve(len, PAGE)?;
     let second = Map::new(&dev, a.mmap_offset, len, Some(at))?;
     check_pattern("misaligned mapping", &second.read(0, len), 0)?;
-    check_eq("misaligned mapping: PMD-mapped bytes", pmd_mapped(second.addr())?, 0)?;
+    check_eq(
+        "misaligned mapping: PMD-mapped bytes",
+        pmd_mapped(second.addr())?,
+        0,
+    )?;
     // Across the boundary between units 0 and 1, written through the 4 KiB mapping.
     let edge = HUGE - 100;
     let changed: Vec<u8> = pattern_of(edge, 200).iter().map(|b| !b).collect();
     second.write(edge, &changed);
-    check_eq("2 MiB mapping sees the 4 KiB mapping's write", first.read(edge, 200), changed.clone())?;
+    check_eq(
+        "2 MiB mapping sees the 4 KiB mapping's write",
+        first.read(edge, 200),
+        changed.clone(),
+    )?;
     second.write(edge, &pattern_of(edge, 200));
 
     // Unmapping one page in the middle of unit 0 splits its PMD; the rest of the unit is
@@ -257,7 +292,11 @@ fn one_memory_through_every_mapping() -> Result<(), String> {
     unsafe { munmap(NonNull::new_unchecked(first.ptr.add(hole).cast()), PAGE) }
         .map_err(err("munmap one page"))?;
     check_pattern("after partial unmap, below", &first.read(0, hole), 0)?;
-    check_pattern("after partial unmap, above", &first.read(hole + PAGE, len - hole - PAGE), hole + PAGE)?;
+    check_pattern(
+        "after partial unmap, above",
+        &first.read(hole + PAGE, len - hole - PAGE),
+        hole + PAGE,
+    )?;
     let remap = Map::new(
         &dev,
         a.mmap_offset + hole as u64,
@@ -300,10 +339,15 @@ fn one_memory_through_every_mapping() -> Result<(), String> {
     check_pattern("4 KiB mapping at the end", &second.read(0, len), 0)?;
 
     let after = counters()?;
-    check_eq("resident_bytes", after.resident - before.resident, len as u64)?;
+    check_eq(
+        "resident_bytes",
+        after.resident - before.resident,
+        len as u64,
+    )?;
     check_eq("huge_bytes", after.huge - before.huge, len as u64)?;
     drop((first, second, moved));
-    dev.free(a.handle).map_err(err("free after every mapping went"))
+    dev.free(a.handle)
+        .map_err(err("free after every mapping went"))
 }
 
 /// With no 2 MiB page to be had (fault injection fails order-9 allocations of this task), the
@@ -333,7 +377,11 @@ fn no_2mib_page_falls_back_to_4k() -> Result<(), String> {
     let b = dev.alloc(2 << 20, Tier::Any).map_err(err("alloc"))?;
     let map = Map::new(&dev, b.mmap_offset, 2 << 20, None)?;
     touch(&map, 0, 2 << 20);
-    check_eq("PMD-mapped bytes once pages are there", pmd_mapped(map.addr())?, HUGE as u64)?;
+    check_eq(
+        "PMD-mapped bytes once pages are there",
+        pmd_mapped(map.addr())?,
+        HUGE as u64,
+    )?;
     drop(map);
     dev.free(b.handle).map_err(err("free"))
 }
@@ -345,8 +393,14 @@ fn nohugepage_and_never_are_obeyed() -> Result<(), String> {
     let a = dev.alloc(4 << 20, Tier::Any).map_err(err("alloc"))?;
     let map = Map::new(&dev, a.mmap_offset, 2 << 20, None)?;
     // SAFETY: the whole of `map`.
-    unsafe { madvise(NonNull::new_unchecked(map.ptr.cast()), HUGE, MmapAdvise::MADV_NOHUGEPAGE) }
-        .map_err(err("MADV_NOHUGEPAGE"))?;
+    unsafe {
+        madvise(
+            NonNull::new_unchecked(map.ptr.cast()),
+            HUGE,
+            MmapAdvise::MADV_NOHUGEPAGE,
+        )
+    }
+    .map_err(err("MADV_NOHUGEPAGE"))?;
     touch(&map, 0, HUGE);
     check_eq("NOHUGEPAGE: huge_bytes", counters()?.huge - before.huge, 0)?;
     drop(map);
@@ -363,7 +417,11 @@ fn nohugepage_and_never_are_obeyed() -> Result<(), String> {
     fs::write(THP, &saved).map_err(err("THP restore"))?;
     let map = result?;
     check_eq("never: huge_bytes", counters()?.huge - before.huge, 0)?;
-    check_eq("never: resident_bytes", counters()?.resident - before.resident, 4 << 20)?;
+    check_eq(
+        "never: resident_bytes",
+        counters()?.resident - before.resident,
+        4 << 20,
+    )?;
     drop(map);
     dev.free(a.handle).map_err(err("free"))
 }
@@ -382,11 +440,16 @@ fn held_2mib_page_is_never_reused() -> Result<(), String> {
     let (rx, tx) = pipe().map_err(err("pipe"))?;
     // SAFETY: a page inside A's mapping, read by the kernel.
     let page = unsafe { std::slice::from_raw_parts(map.ptr.add(HUGE + 5 * PAGE), PAGE) };
-    let spliced = vmsplice(&tx, &[IoSlice::new(page)], SpliceFFlags::empty()).map_err(err("vmsplice"))?;
+    let spliced =
+        vmsplice(&tx, &[IoSlice::new(page)], SpliceFFlags::empty()).map_err(err("vmsplice"))?;
     check_eq("vmspliced bytes", spliced, PAGE)?;
     drop(map);
     dev.free(a.handle).map_err(err("A: free"))?;
-    check_eq("resident after A's free", counters()?.resident, before.resident)?;
+    check_eq(
+        "resident after A's free",
+        counters()?.resident,
+        before.resident,
+    )?;
 
     let other = Device::open().map_err(err("B: open"))?;
     let mut maps = Vec::new();
@@ -394,7 +457,9 @@ fn held_2mib_page_is_never_reused() -> Result<(), String> {
         match other.alloc(HUGE as u64, Tier::Any) {
             Ok(b) => {
                 let m = Map::new(&other, b.mmap_offset, HUGE, None)?;
-                check(m.read(0, HUGE).iter().all(|&x| x == 0), || "B's memory is not zeroed".into())?;
+                check(m.read(0, HUGE).iter().all(|&x| x == 0), || {
+                    "B's memory is not zeroed".into()
+                })?;
                 m.write(0, &vec![B; HUGE]);
                 maps.push(m);
             }
@@ -402,7 +467,9 @@ fn held_2mib_page_is_never_reused() -> Result<(), String> {
             Err(e) => return Err(format!("B: alloc: {e}")),
         }
     }
-    check(maps.len() >= 16, || format!("B got only {} units", maps.len()))?;
+    check(maps.len() >= 16, || {
+        format!("B got only {} units", maps.len())
+    })?;
     let mut got = vec![0; PAGE];
     let n = read(&rx, &mut got).map_err(err("read the pipe"))?;
     check_eq("bytes read from the pipe", n, PAGE)?;
@@ -410,7 +477,11 @@ fn held_2mib_page_is_never_reused() -> Result<(), String> {
         format!(
             "the pipe gave {:#x}, not A's {A:#x}{}",
             got.iter().find(|&&x| x != A).copied().unwrap_or(0),
-            if got.contains(&B) { ": B's data leaked to A" } else { "" }
+            if got.contains(&B) {
+                ": B's data leaked to A"
+            } else {
+                ""
+            }
         )
     })
 }
@@ -418,12 +489,30 @@ fn held_2mib_page_is_never_reused() -> Result<(), String> {
 fn main() {
     type Test = fn() -> Result<(), String>;
     let tests: [(&str, Test); 6] = [
-        ("whole 2 MiB units are PMD-mapped and counted", whole_units_are_pmd_mapped),
-        ("tails and partly covered units get 4 KiB pages", tails_and_partial_units_get_4k_pages),
-        ("one memory through 2 MiB and 4 KiB mappings, split, remap, DONTNEED, mremap", one_memory_through_every_mapping),
-        ("no 2 MiB page: 4 KiB fallback, counted", no_2mib_page_falls_back_to_4k),
-        ("MADV_NOHUGEPAGE and THP never give 4 KiB pages", nohugepage_and_never_are_obeyed),
-        ("a 2 MiB page a pipe holds is never reused", held_2mib_page_is_never_reused),
+        (
+            "whole 2 MiB units are PMD-mapped and counted",
+            whole_units_are_pmd_mapped,
+        ),
+        (
+            "tails and partly covered units get 4 KiB pages",
+            tails_and_partial_units_get_4k_pages,
+        ),
+        (
+            "one memory through 2 MiB and 4 KiB mappings, split, remap, DONTNEED, mremap",
+            one_memory_through_every_mapping,
+        ),
+        (
+            "no 2 MiB page: 4 KiB fallback, counted",
+            no_2mib_page_falls_back_to_4k,
+        ),
+        (
+            "MADV_NOHUGEPAGE and THP never give 4 KiB pages",
+            nohugepage_and_never_are_obeyed,
+        ),
+        (
+            "a 2 MiB page a pipe holds is never reused",
+            held_2mib_page_is_never_reused,
+        ),
     ];
     let mut tap = Tap::new(tests.len());
     if module::is_loaded() {
@@ -431,7 +520,10 @@ fn main() {
     }
     if fs::metadata(THP).is_err() {
         for (name, _) in tests {
-            tap.skip(name, "this kernel has no transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE)");
+            tap.skip(
+                name,
+                "this kernel has no transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE)",
+            );
         }
         tap.finish();
     }
