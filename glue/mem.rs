@@ -151,9 +151,8 @@ impl HugeFolio {
     /// twice.
     pub(crate) unsafe fn from_raw(folio: *mut bindings::folio) -> Self {
         // SAFETY: `into_raw` returned a non-null pointer.
-        Self {
-            folio: unsafe { core::ptr::NonNull::new_unchecked(folio) },
-        }
+        let folio = unsafe { core::ptr::NonNull::new_unchecked(folio) };
+        Self { folio }
     }
 }
 

@@ -242,11 +242,14 @@ impl<M: Mappable> VmOps<M> {
     }
 }
 
-const SIGBUS: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_SIGBUS as _;
-const OOM: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_OOM as _;
-const NOPAGE: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_NOPAGE as _;
+const SIGBUS: bindings::vm_fault_t =
+    bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+const OOM: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t;
+const NOPAGE: bindings::vm_fault_t =
+    bindings::vm_fault_reason_VM_FAULT_NOPAGE as bindings::vm_fault_t;
 #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
-const FALLBACK: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_FALLBACK as _;
+const FALLBACK: bindings::vm_fault_t =
+    bindings::vm_fault_reason_VM_FAULT_FALLBACK as bindings::vm_fault_t;
 
 /// Sets up a new shared VMA over `memory`: no copy into children (`fork`), no growth
 /// (`mremap`), pages inserted on fault, or all of them now when `prefault` (eager memory, whose
