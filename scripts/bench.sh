@@ -6,6 +6,8 @@
 # kernel's own baselines (anonymous memory, memfd) side by side, as medians of per-round
 # ratios, with THP as each kernel sets it by default. Prints one table with a column per kernel,
 # writes it into docs/PERFORMANCE.md between its markers, and each run's figures as JSON.
+# EMUV_BENCH_ONLY=prefix[,prefix...] measures only the figures whose names start so (the others
+# show as "-").
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -24,7 +26,7 @@ bench() {
 	shift 2
 	cat >"$out/$name.sh" <<-GUEST
 		#!/bin/sh
-		EMUV_MODULE_DIR="$module_dir" "$top/target/release/emuv_bench" "$out/$name.json" >"$out/$name.txt" 2>&1
+		EMUV_BENCH_ONLY="${EMUV_BENCH_ONLY:-}" EMUV_MODULE_DIR="$module_dir" "$top/target/release/emuv_bench" "$out/$name.json" >"$out/$name.txt" 2>&1
 	GUEST
 	chmod +x "$out/$name.sh"
 	log "bench: $name"
