@@ -206,25 +206,27 @@ fn fragment_memory(leave: u64) -> Vec<OwnedFd> {
     const PIPE_PAGES: usize = 16384;
     let page = [0x5au8; PAGE];
     let mut kept = Vec::new();
+    // Closed only once all memory is taken, or their pages would fill up again.
+    let mut holes = Vec::new();
     'fill: loop {
         let (a_rx, a_tx) = pipe().expect("pipe");
-        let (_b_rx, b_tx) = pipe().expect("pipe");
+        let (b_rx, b_tx) = pipe().expect("pipe");
         for tx in [&a_tx, &b_tx] {
             fcntl(tx, FcntlArg::F_SETPIPE_SZ((PIPE_PAGES * PAGE) as i32)).expect("F_SETPIPE_SZ");
         }
         for i in 0..PIPE_PAGES {
             if i % 256 == 0 && meminfo("MemFree") < leave {
-                kept.push(a_rx);
-                kept.push(a_tx);
+                kept.extend([a_rx, a_tx]);
+                holes.extend([b_rx, b_tx]);
                 break 'fill;
             }
             write(&a_tx, &page).expect("write pipe");
             write(&b_tx, &page).expect("write pipe");
         }
-        kept.push(a_rx);
-        kept.push(a_tx);
-        // The second pipe of the pair goes here: its pages are the holes.
+        kept.extend([a_rx, a_tx]);
+        holes.extend([b_rx, b_tx]);
     }
+    drop(holes);
     kept
 }
 
