@@ -231,7 +231,8 @@ fn fragment_memory(leave: u64) -> Vec<OwnedFd> {
 }
 
 /// Under fragmentation, mmap + first touch of 512 MiB lazy, twice what is free outside the holes:
-/// returns (2 MiB pages that fell back, time with 4 KiB pages only / time trying 2 MiB pages).
+/// returns (2 MiB pages that fell back in the last pass, median time with 4 KiB pages only /
+/// median time trying 2 MiB pages).
 fn fragmented_touch() -> (f64, f64) {
     const LEN: usize = 512 << 20;
     module::load("physical_vram_mb=512").expect("insmod");
@@ -241,7 +242,6 @@ fn fragmented_touch() -> (f64, f64) {
     // use), and with room for them: going lower wakes the OOM killer (seen on Debian's kernel).
     // What emuv touches is twice what stays free outside the holes.
     let pipes = fragment_memory(LEN as u64 / 2);
-    let before = fallbacks();
     let timed = |huge: bool| {
         let start = Instant::now();
         let a = dev.alloc(LEN as u64, Tier::Any).expect("alloc");
@@ -262,9 +262,23 @@ fn fragmented_touch() -> (f64, f64) {
         dev.free(a.handle).expect("free");
         start.elapsed().as_secs_f64()
     };
-    let huge = timed(true);
-    let fell_back = fallbacks() - before;
-    let small = timed(false);
+    // Filling memory left kswapd at work for a while: let it settle, then alternate which way
+    // goes first, so neither pays for the other's aftermath.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut fell_back = 0.0;
+    let (mut huge, mut small) = (Vec::new(), Vec::new());
+    for round in 0..4 {
+        if round % 2 == 0 {
+            small.push(timed(false));
+        }
+        let before = fallbacks();
+        huge.push(timed(true));
+        fell_back = fallbacks() - before;
+        if round % 2 == 1 {
+            small.push(timed(false));
+        }
+    }
+    let (huge, small) = (median(huge), median(small));
     drop(pipes);
     drop(dev);
     module::unload().expect("rmmod");
