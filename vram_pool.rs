@@ -23,7 +23,7 @@
 use crate::{
     glue::mem::{
         available_bytes, vmalloc_overhead, BorrowedFolio, HugeLookup, SparsePages, VmallocArea,
-        HUGE_PAGES,
+        HUGE_PAGES, HUGE_SIZE,
     },
     page_ranges::PageRanges,
 };
@@ -479,7 +479,7 @@ impl VramPool {
         match pages.get_or_alloc_huge(index / HUGE_PAGES) {
             HugeLookup::Found(found) => {
                 if found.allocated {
-                    let bytes = (HUGE_PAGES as u64) * PAGE;
+                    let bytes = HUGE_SIZE as u64;
                     self.lazy_resident[allocation.tier as usize].fetch_add(bytes, Relaxed);
                     self.lazy_huge[allocation.tier as usize].fetch_add(bytes, Relaxed);
                 }
@@ -666,7 +666,7 @@ mod tests {
 
     #[test]
     fn lazy_2mib_units_are_one_folio_counted_once() -> Result {
-        const HUGE: u64 = HUGE_PAGES as u64 * PAGE;
+        const HUGE: u64 = HUGE_SIZE as u64;
         let pool = pool(16 * MIB, 0, Strategy::Lazy)?;
         let a = pool.allocate(2 * HUGE + PAGE, Placement::Any)?;
         let folio = pool.huge_page(&a, 0).ok_or(ENOMEM)?;

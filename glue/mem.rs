@@ -49,6 +49,8 @@ const HUGE_GFP: bindings::gfp_t = POOL_GFP
 pub(crate) const HUGE_ORDER: u32 = bindings::PMD_ORDER;
 /// Pages in a PMD-sized folio.
 pub(crate) const HUGE_PAGES: usize = 1 << HUGE_ORDER;
+/// Bytes in a PMD-sized folio, and what one PMD maps.
+pub(crate) const HUGE_SIZE: usize = PAGE_SIZE << HUGE_ORDER;
 
 /// What vmalloc itself allocates besides `bytes` of pages, with `GFP_KERNEL` whatever the
 /// caller asked for (so running out there wakes the OOM killer instead of failing): page
@@ -499,25 +501,18 @@ impl SparsePages {
         };
         let raw = new.into_raw();
         let tagged = (raw as usize | HUGE_TAG) as *mut ChunkSlots;
-        if self.chunks.slots()[unit_index]
+        let won = self.chunks.slots()[unit_index]
             .cmpxchg(core::ptr::null_mut(), tagged, Full)
-            .is_err()
-        {
+            .is_ok();
+        if !won {
             // Another fault filled the unit first, with a folio or a table: free ours.
             // SAFETY: `raw` came from `into_raw` above and was never shared.
             drop(unsafe { HugeFolio::from_raw(raw) });
-            return match self.unit(unit_index) {
-                Unit::Huge(folio) => HugeLookup::Found(Found {
-                    page: folio,
-                    allocated: false,
-                }),
-                _ => HugeLookup::NotHuge,
-            };
         }
         match self.unit(unit_index) {
             Unit::Huge(folio) => HugeLookup::Found(Found {
                 page: folio,
-                allocated: true,
+                allocated: won,
             }),
             _ => HugeLookup::NotHuge,
         }

@@ -8,7 +8,7 @@
 //! 7.2 has no Rust `vm_operations_struct`, nor anything for huge faults or folios; binder sets
 //! `vm_ops` by hand too.
 
-use super::mem::BorrowedFolio;
+use super::mem::{BorrowedFolio, HUGE_SIZE};
 use kernel::{
     bindings,
     mm::virt::{VmaNew, VmaRef},
@@ -160,8 +160,7 @@ impl<M: Mappable> VmOps<M> {
         let address = around.__bindgen_anon_1.address & !(PAGE_SIZE - 1);
         // Not past the next 2 MiB boundary either: a page table there would keep that 2 MiB
         // from ever being mapped with one PMD (as the kernel's own fault-around stays in one).
-        let huge_size = PAGE_SIZE << super::mem::HUGE_ORDER;
-        let unit_end = (address & !(huge_size - 1)) + huge_size;
+        let unit_end = (address & !(HUGE_SIZE - 1)) + HUGE_SIZE;
         // SAFETY: the VMA is live for the whole fault.
         let end = unsafe { VmaRef::from_raw(around.__bindgen_anon_1.vma) }
             .end()
@@ -203,7 +202,6 @@ impl<M: Mappable> VmOps<M> {
         if order != super::mem::HUGE_ORDER {
             return FALLBACK;
         }
-        let huge_size = PAGE_SIZE << super::mem::HUGE_ORDER;
         // SAFETY: the mm passes a valid fault description, on a live VMA, for this call.
         let (vma, address, flags) = unsafe {
             (
@@ -219,8 +217,8 @@ impl<M: Mappable> VmOps<M> {
         };
         // The kernel leaves these checks to the handler (`thp_vma_suitable_order()`): the whole
         // 2 MiB must lie inside the mapping.
-        let first = address & !(huge_size - 1);
-        if first < start || first + huge_size > end {
+        let first = address & !(HUGE_SIZE - 1);
+        if first < start || first + HUGE_SIZE > end {
             return FALLBACK;
         }
         let pgoff = vm_pgoff + (first - start) / PAGE_SIZE;
@@ -354,7 +352,7 @@ pub(crate) unsafe extern "C" fn get_unmapped_area(
     pgoff: kernel::ffi::c_ulong,
     flags: kernel::ffi::c_ulong,
 ) -> kernel::ffi::c_ulong {
-    let huge_size = (PAGE_SIZE << super::mem::HUGE_ORDER) as kernel::ffi::c_ulong;
+    let huge_size = HUGE_SIZE as kernel::ffi::c_ulong;
     let offset = pgoff.checked_mul(PAGE_SIZE as kernel::ffi::c_ulong);
     let whole_unit = offset.and_then(|offset| {
         let end = offset.checked_add(len)?;

@@ -162,6 +162,19 @@ fn kmem_per_gib_capacity() -> f64 {
     (large - small) / 2047.0
 }
 
+/// Asks for 4 KiB pages on a mapping of emulated VRAM (`MADV_NOHUGEPAGE`), before its first touch.
+fn no_huge_pages(m: &emuv::Mapping) {
+    // SAFETY: advice on our own live mapping, which it does not change.
+    unsafe {
+        madvise(
+            NonNull::new(m.as_ptr().cast()).expect("mapping"),
+            m.len(),
+            MmapAdvise::MADV_NOHUGEPAGE,
+        )
+    }
+    .expect("MADV_NOHUGEPAGE");
+}
+
 /// Kernel memory beyond the pages themselves, per GiB of resident lazy pages: in 2 MiB pages
 /// (the default), or in 4 KiB pages (`MADV_NOHUGEPAGE` on the mapping).
 fn kmem_per_gib_resident(huge: bool) -> f64 {
@@ -175,15 +188,7 @@ fn kmem_per_gib_resident(huge: bool) -> f64 {
                 let a = dev.alloc(LEN, Tier::Any).expect("alloc");
                 let m = dev.map(&a).expect("mmap");
                 if !huge {
-                    // SAFETY: advice on our own mapping.
-                    unsafe {
-                        madvise(
-                            NonNull::new(m.as_ptr().cast()).expect("mapping"),
-                            LEN as usize,
-                            MmapAdvise::MADV_NOHUGEPAGE,
-                        )
-                    }
-                    .expect("MADV_NOHUGEPAGE");
+                    no_huge_pages(&m);
                 }
                 touch(m.as_ptr(), LEN as usize);
                 drop(m);
@@ -247,15 +252,7 @@ fn fragmented_touch() -> (f64, f64) {
         let a = dev.alloc(LEN as u64, Tier::Any).expect("alloc");
         let m = dev.map(&a).expect("mmap");
         if !huge {
-            // SAFETY: advice on our own mapping.
-            unsafe {
-                madvise(
-                    NonNull::new(m.as_ptr().cast()).expect("mapping"),
-                    LEN,
-                    MmapAdvise::MADV_NOHUGEPAGE,
-                )
-            }
-            .expect("MADV_NOHUGEPAGE");
+            no_huge_pages(&m);
         }
         touch(m.as_ptr(), LEN);
         drop(m);
