@@ -10,6 +10,7 @@
 //! file, allocations per file, and bytes per user across all of the user's files.
 
 use crate::{
+    gate::AccessGate,
     glue::{
         mem::{BorrowedFolio, RangeTree, HUGE_PAGES},
         task::{Process, User},
@@ -222,6 +223,10 @@ impl Mappable for Buffer {
     fn huge_folio(&self, pgoff: usize) -> Option<BorrowedFolio<'_>> {
         let index = pgoff.checked_sub(self.handle() as usize)?;
         self.pool.huge_page(self.allocation().ok()?, index)
+    }
+
+    fn gate(&self) -> &AccessGate {
+        &self.pool.gate
     }
 
     fn mapped(&self) {

@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The emulated GPU as users see it: `/dev/emuv` and `/sys/class/emuv/emuv/`.
+//! One emulated GPU as users see it: `/dev/emuv` and `/sys/class/emuv/emuv/` for card 0,
+//! `/dev/emuv<i>` and `/sys/class/emuv/emuv<i>/` for card i.
 
 use crate::{
     client::{placement_from_uapi, Buffer, Client, Limits, UserCharges},
     glue::{
-        chrdev::FileHandler,
+        chrdev::{FileHandler, FileMapping},
         sysfs::{attribute_groups, Attribute},
         vma,
     },
-    gpu_db::{GpuModel, NVIDIA_VENDOR_ID},
+    gpu_db::{GpuModel, BAR1_BYTES, NVIDIA_VENDOR_ID},
     report::{write_report, ProcessUsage},
     uapi,
     vram_pool::{PoolStats, Strategy, Tier, VramPool},
@@ -20,8 +21,11 @@ use kernel::{
     new_mutex,
     page::PAGE_SHIFT,
     prelude::*,
-    str::Formatter,
-    sync::{Arc, Mutex},
+    str::{BStr, Formatter},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, Mutex,
+    },
     transmute::{AsBytes, FromBytes},
     uaccess::{UserPtr, UserSlice, UserSliceWriter},
 };
@@ -29,15 +33,31 @@ use kernel::{
 /// One emulated GPU.
 #[pin_data]
 pub(crate) struct EmuvDevice {
+    /// Its number: the minor of its node, `N` in `/dev/emuvN`, 0 for `/dev/emuv`.
+    pub(crate) index: u32,
     pub(crate) model: &'static GpuModel,
     pub(crate) pool: Arc<VramPool>,
     pub(crate) debug: bool,
     limits: Limits,
     /// Bytes per user across all of their files.
     user_charges: Arc<UserCharges>,
-    /// Every open file, for the per-process report.
+    /// Uncorrected ECC errors injected through `ecc_errors`.
+    ecc_errors: Atomic<u64>,
+    /// Every open file, for the per-process report and for unmapping a lost card.
     #[pin]
-    clients: Mutex<KVec<Arc<Client>>>,
+    clients: Mutex<KVec<OpenEntry>>,
+}
+
+/// An open file of the card as the card sees it.
+struct OpenEntry {
+    client: Arc<Client>,
+    mapping: FileMapping,
+}
+
+/// Bus number of card `index` on the emulated PCI bus: 1 + index, as a real card sits behind
+/// a root port; stable across reloads because the index is.
+fn pci_bus(index: u32) -> u32 {
+    index + 1
 }
 
 /// State of one open `/dev/emuv`.
@@ -83,8 +103,9 @@ fn with_user_struct<T: FromBytes + AsBytes>(
 }
 
 impl EmuvDevice {
-    /// Initialises a device for `model` over `pool`.
+    /// Initialises card `index` for `model` over `pool`.
     pub(crate) fn new(
+        index: u32,
         model: &'static GpuModel,
         pool: Arc<VramPool>,
         debug: bool,
@@ -92,13 +113,85 @@ impl EmuvDevice {
         user_charges: Arc<UserCharges>,
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
+            index,
             model,
             pool,
             debug,
             limits,
             user_charges,
+            ecc_errors: Atomic::new(0),
             clients <- new_mutex!(KVec::new()),
         })
+    }
+
+    /// Whether the card is lost (`fail=lost`): it fell off the bus, as far as programs can
+    /// tell.
+    pub(crate) fn lost(&self) -> bool {
+        self.pool.gate.is_closed()
+    }
+
+    /// `EIO` on a lost card, for calls on files opened before it was lost.
+    fn check_present(&self) -> Result {
+        if self.lost() {
+            Err(EIO)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Open files on the card.
+    pub(crate) fn open_files(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    /// `fail=lost`: no new opens (`ENODEV`), `EIO` on open files, and every mapping loses its
+    /// pages and `SIGBUS`es on its next access; memory goes back as its files close.
+    /// `fail=none` brings the card back once no file is open on it (`EBUSY` before).
+    pub(crate) fn set_fail(&self, lost: bool) -> Result {
+        let clients = self.clients.lock();
+        if !lost {
+            if self.lost() && !clients.is_empty() {
+                return Err(EBUSY);
+            }
+            if self.lost() {
+                pr_info!("card {}: back (fail=none)\n", self.index);
+            }
+            self.pool.gate.open();
+            return Ok(());
+        }
+        if self.pool.gate.close() {
+            for entry in clients.iter() {
+                entry.mapping.unmap_all();
+            }
+            // As NVIDIA's driver logs it, which log watchers (node-problem-detector's NVIDIA
+            // rules, DCGM) look for.
+            pr_err!(
+                "NVRM: Xid (PCI:0000:{:02x}:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.\n",
+                pci_bus(self.index)
+            );
+        }
+        Ok(())
+    }
+
+    /// `ecc_errors=N`: N more uncorrected ECC errors.
+    pub(crate) fn add_ecc_errors(&self, count: u64) {
+        let mut current = self.ecc_errors.load(Relaxed);
+        loop {
+            let new = current.saturating_add(count);
+            match self.ecc_errors.cmpxchg(current, new, Relaxed) {
+                Ok(_) => break,
+                Err(seen) => current = seen,
+            }
+        }
+        pr_err!(
+            "NVRM: Xid (PCI:0000:{:02x}:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error (DBE) has been detected on GPU ({} injected).\n",
+            pci_bus(self.index),
+            count
+        );
+    }
+
+    pub(crate) fn ecc_errors(&self) -> u64 {
+        self.ecc_errors.load(Relaxed)
     }
 
     fn stats(&self) -> PoolStats {
@@ -129,19 +222,21 @@ impl EmuvDevice {
     /// is a row of its own without a PID (its number may belong to another process by now).
     fn process_usage(&self, out: &mut KVec<ProcessUsage>) -> Result {
         let clients = self.clients.lock();
-        for (i, client) in clients.iter().enumerate() {
+        for (i, OpenEntry { client, .. }) in clients.iter().enumerate() {
             let process = &client.process;
             let Some(pid) = process.pid_for_current_reader() else {
                 continue;
             };
             let alive = process.alive();
-            if alive && clients[..i].iter().any(|c| c.process.is(process)) {
+            if alive && clients[..i].iter().any(|c| c.client.process.is(process)) {
                 continue;
             }
             let mut entry = ProcessUsage::new(alive.then_some(pid), process.comm());
-            let same_process = clients[i..].iter().filter(|c| c.process.is(process));
+            let same_process = clients[i..]
+                .iter()
+                .filter(|c| c.client.process.is(process));
             for same in same_process.take(if alive { usize::MAX } else { 1 }) {
-                let usage = same.usage();
+                let usage = same.client.usage();
                 entry.bytes += usage.bytes;
                 entry.allocations += u64::from(usage.allocations);
             }
@@ -270,22 +365,30 @@ impl EmuvDevice {
 }
 
 /// The command name of a client's process, for log lines.
-fn client_name(client: &Client) -> &kernel::str::BStr {
-    kernel::str::BStr::from_bytes(client.process.comm())
+fn client_name(client: &Client) -> &BStr {
+    BStr::from_bytes(client.process.comm())
 }
 
 impl FileHandler for EmuvDevice {
     type OpenFile = OpenFile;
 
-    fn open(&self, writable: bool) -> impl PinInit<OpenFile, Error> {
+    fn open(&self, writable: bool, mapping: FileMapping) -> impl PinInit<OpenFile, Error> {
         let client = Client::new(&self.user_charges).and_then(|client| {
-            self.clients
-                .lock()
-                .push(client.clone(), GFP_KERNEL_ACCOUNT)?;
+            let mut clients = self.clients.lock();
+            // Checked under the lock that `set_fail` holds: a file is either refused here or
+            // seen by the loss (and then `fail=none` waits for it).
+            if self.lost() {
+                return Err(ENODEV);
+            }
+            let entry = OpenEntry {
+                client: client.clone(),
+                mapping,
+            };
+            clients.push(entry, GFP_KERNEL_ACCOUNT)?;
             Ok(client)
         });
         if self.debug {
-            pr_info!("/dev/emuv opened\n");
+            pr_info!("card {} opened\n", self.index);
         }
         try_pin_init!(OpenFile {
             client: client?,
@@ -296,13 +399,17 @@ impl FileHandler for EmuvDevice {
 
     fn release(&self, file: &OpenFile) {
         let mut clients = self.clients.lock();
-        if let Some(i) = clients.iter().position(|c| Arc::ptr_eq(c, &file.client)) {
+        if let Some(i) = clients
+            .iter()
+            .position(|c| Arc::ptr_eq(&c.client, &file.client))
+        {
             let _ = clients.remove(i);
         }
         if self.debug {
             let usage = file.client.usage();
             pr_info!(
-                "/dev/emuv closed by {}: returning {} bytes in {} allocations\n",
+                "card {} closed by {}: returning {} bytes in {} allocations\n",
+                self.index,
                 client_name(&file.client),
                 usage.bytes,
                 usage.allocations
@@ -311,6 +418,7 @@ impl FileHandler for EmuvDevice {
     }
 
     fn read(&self, file: &OpenFile, out: &mut UserSliceWriter, offset: &mut i64) -> Result<usize> {
+        self.check_present()?;
         let mut snapshot = file.snapshot.lock();
         if *offset == 0 || snapshot.is_empty() {
             snapshot.clear();
@@ -328,6 +436,7 @@ impl FileHandler for EmuvDevice {
     }
 
     fn ioctl(&self, file: &OpenFile, cmd: u32, arg: UserPtr) -> Result<isize> {
+        self.check_present()?;
         match cmd {
             uapi::IOCTL_INFO => with_user_struct(arg, |info| self.info(file, info)),
             uapi::IOCTL_ALLOC => {
@@ -362,6 +471,7 @@ impl FileHandler for EmuvDevice {
         if !vma::is_shared(vma) {
             return Err(EINVAL);
         }
+        self.check_present()?;
         let pgoff = vma::pgoff(vma);
         let pages = (vma.end() - vma.start()) >> PAGE_SHIFT;
         let buffer = file.client.buffer_for_mapping(pgoff).map_err(|_| EINVAL)?;
@@ -381,13 +491,64 @@ impl FileHandler for EmuvDevice {
 // One value per file, as sysfs wants; `vram_info` is the whole report, totals only (the file is
 // world-readable; the per-process list is root's, through /dev/emuv).
 macro_rules! attributes {
-    ($($static:ident: $name:literal => |$dev:ident, $out:ident| $body:expr;)+) => {
+    (
+        $($static:ident: $name:literal => |$dev:ident, $out:ident| $body:expr;)+
+        [writable] $($wstatic:ident: $wname:literal => $show:expr, $store:expr;)+
+    ) => {
         $(static $static: Attribute<EmuvDevice> =
             Attribute::read_only($name, |$dev: &EmuvDevice, $out: &mut Formatter<'_>| $body);)+
+        $(static $wstatic: Attribute<EmuvDevice> = Attribute::read_write($wname, $show, $store);)+
         attribute_groups! {
-            pub(crate) static GROUPS: EmuvDevice = [$($static),+];
+            pub(crate) static GROUPS: EmuvDevice = [$($static,)+ $($wstatic),+];
         }
     };
+}
+
+/// `fail`: `none` or `lost`.
+fn show_fail(dev: &EmuvDevice, out: &mut Formatter<'_>) -> fmt::Result {
+    writeln!(out, "{}", if dev.lost() { "lost" } else { "none" })
+}
+
+fn store_fail(dev: &EmuvDevice, value: &[u8]) -> Result {
+    match value.trim_ascii() {
+        b"none" => dev.set_fail(false),
+        b"lost" => dev.set_fail(true),
+        _ => {
+            pr_err!(
+                "card {}: invalid fail={}: accepted: none, lost\n",
+                dev.index,
+                BStr::from_bytes(value.trim_ascii())
+            );
+            Err(EINVAL)
+        }
+    }
+}
+
+fn show_ecc_errors(dev: &EmuvDevice, out: &mut Formatter<'_>) -> fmt::Result {
+    writeln!(out, "{}", dev.ecc_errors())
+}
+
+/// `ecc_errors`: writing N adds N uncorrected errors (reading gives the total).
+fn store_ecc_errors(dev: &EmuvDevice, value: &[u8]) -> Result {
+    let text = value.trim_ascii();
+    let count = core::str::from_utf8(text)
+        .ok()
+        .filter(|t| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()))
+        .and_then(|t| t.parse::<u64>().ok());
+    match count {
+        Some(count) => {
+            dev.add_ecc_errors(count);
+            Ok(())
+        }
+        None => {
+            pr_err!(
+                "card {}: invalid ecc_errors={}: accepted: a decimal count of errors to add\n",
+                dev.index,
+                BStr::from_bytes(text)
+            );
+            Err(EINVAL)
+        }
+    }
 }
 
 attributes! {
@@ -411,4 +572,24 @@ attributes! {
         |dev, out| writeln!(out, "{}", dev.stats().huge_fallbacks);
     ALLOCATION_STRATEGY: c"allocation_strategy" =>
         |dev, out| writeln!(out, "{}", dev.strategy().name());
+    INDEX: c"index" => |dev, out| writeln!(out, "{}", dev.index);
+    PCI_BUS_ID: c"pci_bus_id" => |dev, out| writeln!(out, "00000000:{:02X}:00.0", pci_bus(dev.index));
+    CHIP: c"chip" => |dev, out| writeln!(out, "{}", dev.model.chip);
+    ARCHITECTURE: c"architecture" => |dev, out| writeln!(out, "{}", dev.model.architecture.name());
+    COMPUTE_CAPABILITY: c"compute_capability" => |dev, out| {
+        let (major, minor) = dev.model.architecture.compute_capability();
+        writeln!(out, "{major}.{minor}")
+    };
+    MEMORY_BUS_WIDTH: c"memory_bus_width" => |dev, out| writeln!(out, "{}", dev.model.bus_width_bits);
+    CUDA_CORES: c"cuda_cores" => |dev, out| writeln!(out, "{}", dev.model.cuda_cores);
+    MAX_GRAPHICS_CLOCK_MHZ: c"max_graphics_clock_mhz" =>
+        |dev, out| writeln!(out, "{}", dev.model.boost_clock_mhz);
+    MAX_MEMORY_CLOCK_MHZ: c"max_memory_clock_mhz" =>
+        |dev, out| writeln!(out, "{}", dev.model.memory_clock_mhz());
+    POWER_LIMIT_MW: c"power_limit_mw" =>
+        |dev, out| writeln!(out, "{}", u64::from(dev.model.power_watts) * 1000);
+    BAR1_BYTES_ATTR: c"bar1_bytes" => |_dev, out| writeln!(out, "{}", BAR1_BYTES);
+    [writable]
+    FAIL: c"fail" => show_fail, store_fail;
+    ECC_ERRORS: c"ecc_errors" => show_ecc_errors, store_ecc_errors;
 }

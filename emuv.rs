@@ -2,12 +2,14 @@
 
 //! emuv: emulated NVIDIA GeForce GPU memory.
 //!
-//! Picks a card from the model table, builds its VRAM pool (physical plus virtual, lazy or
-//! eager) from the module parameters, and shows it through `/dev/emuv` and
-//! `/sys/class/emuv/emuv/`. This file only wires the parts together.
+//! Picks a card from the model table, builds `gpu_count` cards of it, each with its own VRAM
+//! pool (physical plus virtual, lazy or eager), from the module parameters, and shows them
+//! through `/dev/emuv`, `/dev/emuv1`, ... and `/sys/class/emuv/`. This file only wires the
+//! parts together.
 
 mod client;
 mod device;
+mod gate;
 mod glue;
 mod gpu_db;
 mod page_ranges;
@@ -18,8 +20,8 @@ mod vram_pool;
 
 use client::UserCharges;
 use device::{EmuvDevice, GROUPS};
-use glue::chrdev::ClassDevice;
-use kernel::prelude::*;
+use glue::chrdev::DeviceClass;
+use kernel::{prelude::*, sync::Arc};
 use vram_pool::VramPool;
 
 module! {
@@ -31,7 +33,7 @@ module! {
 }
 
 struct EmuvModule {
-    device: Pin<KBox<ClassDevice<EmuvDevice>>>,
+    cards: Arc<DeviceClass<EmuvDevice>>,
 }
 
 impl kernel::Module for EmuvModule {
@@ -56,32 +58,49 @@ impl kernel::Module for EmuvModule {
                 twin.name
             );
         }
-        let pool = VramPool::new(pool_config)?;
-        let user_charges = UserCharges::new(settings.user_limit)?;
-        let device = ClassDevice::new(
-            c"emuv",
-            EmuvDevice::new(model, pool, settings.debug, settings.limits, user_charges),
-            &GROUPS,
-        )?;
+        if pool_config.strategy == vram_pool::Strategy::Eager {
+            VramPool::check_eager_fits(&pool_config, u64::from(settings.gpu_count))?;
+        }
+        let cards = DeviceClass::new(c"emuv", &GROUPS)?;
+        for index in 0..settings.gpu_count {
+            let card = Arc::pin_init(
+                EmuvDevice::new(
+                    index,
+                    model,
+                    VramPool::new(pool_config)?,
+                    settings.debug,
+                    settings.limits,
+                    UserCharges::new(settings.user_limit)?,
+                ),
+                GFP_KERNEL,
+            )?;
+            cards.add(index, card)?;
+        }
         pr_info!(
-            "emulating {} [{:04x}:{:04x}]: {} MiB physical + {} MiB virtual VRAM, {} allocation\n",
+            "emulating {}{} [{:04x}:{:04x}]: {} MiB physical + {} MiB virtual VRAM{}, {} allocation\n",
             model.name,
+            if settings.gpu_count > 1 { " cards" } else { "" },
             gpu_db::NVIDIA_VENDOR_ID,
             model.device_id,
             pool_config.physical_bytes >> 20,
             pool_config.virtual_bytes >> 20,
+            if settings.gpu_count > 1 { " each" } else { "" },
             pool_config.strategy.name()
         );
-        Ok(Self { device })
+        if settings.gpu_count > 1 {
+            pr_info!("{} cards: /dev/emuv to /dev/emuv{}\n", settings.gpu_count, settings.gpu_count - 1);
+        }
+        Ok(Self { cards })
     }
 }
 
 impl Drop for EmuvModule {
     fn drop(&mut self) {
-        let device = self.device.data();
-        if device.debug {
-            pr_info!("unloading: {:?}\n", device.pool.stats());
+        for (index, card) in self.cards.all().unwrap_or_default() {
+            if card.debug {
+                pr_info!("unloading card {index}: {:?}\n", card.pool.stats());
+            }
         }
-        pr_info!("unloaded {}\n", device.model.name);
+        pr_info!("unloaded\n");
     }
 }

@@ -11,6 +11,8 @@
 #[allow(dead_code)]
 mod client;
 #[allow(dead_code)]
+mod gate;
+#[allow(dead_code)]
 mod glue {
     pub(crate) mod mem;
     pub(crate) mod task;

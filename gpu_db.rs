@@ -25,6 +25,14 @@ impl Architecture {
             Architecture::Blackwell => "Blackwell",
         }
     }
+
+    /// CUDA compute capability (major, minor) of its GeForce chips.
+    pub(crate) const fn compute_capability(self) -> (u32, u32) {
+        match self {
+            Architecture::AdaLovelace => (8, 9),
+            Architecture::Blackwell => (12, 0),
+        }
+    }
 }
 
 /// Memory technology of the card.
@@ -68,11 +76,19 @@ pub(crate) struct GpuModel {
     pub(crate) bus_width_bits: u32,
     /// Peak memory bandwidth in MB/s (integer: the kernel forbids floats).
     pub(crate) bandwidth_mbps: u32,
+    /// CUDA cores.
+    pub(crate) cuda_cores: u32,
+    /// Rated boost clock in MHz: what emuv reports as the maximum graphics clock (a real card
+    /// reports its VBIOS limit, a few hundred MHz higher and not published).
+    pub(crate) boost_clock_mhz: u32,
+    /// Total graphics power (the default power limit) in watts.
+    pub(crate) power_watts: u32,
 }
 
 macro_rules! gpu {
     ($key:literal [$($alias:literal),*], $name:literal, $id:literal, $chip:literal, $arch:ident,
-     $gib:literal, $mem:ident, $bus:literal, $bw:literal) => {
+     $gib:literal, $mem:ident, $bus:literal, $bw:literal, $cores:literal, $boost:literal,
+     $watts:literal) => {
         GpuModel {
             key: $key,
             aliases: &[$($alias),*],
@@ -84,31 +100,36 @@ macro_rules! gpu {
             memory_type: MemoryType::$mem,
             bus_width_bits: $bus,
             bandwidth_mbps: $bw,
+            cuda_cores: $cores,
+            boost_clock_mhz: $boost,
+            power_watts: $watts,
         }
     };
 }
 
-/// Every card emuv emulates. Device IDs: pci.ids 2026.05.24.
+/// Every card emuv emulates. Device IDs: pci.ids 2026.05.24. CUDA cores, boost clocks and
+/// total graphics power: NVIDIA's specification pages of each card
+/// (nvidia.com/en-us/geforce/graphics-cards/40-series/ and .../50-series/, "Full Specs").
 #[rustfmt::skip]
 pub(crate) static MODELS: [GpuModel; 17] = [
-    //   key            aliases       name                 PCI ID  chip     arch         GiB mem     bus  MB/s
-    gpu!("4060"        [],           "RTX 4060",          0x2882, "AD107", AdaLovelace, 8,  Gddr6,  128, 272_000),
-    gpu!("4060ti"      ["4060ti8"],  "RTX 4060 Ti",       0x2803, "AD106", AdaLovelace, 8,  Gddr6,  128, 288_000),
-    gpu!("4060ti16"    [],           "RTX 4060 Ti",       0x2805, "AD106", AdaLovelace, 16, Gddr6,  128, 288_000),
-    gpu!("4070"        [],           "RTX 4070",          0x2786, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
-    gpu!("4070super"   ["4070s"],    "RTX 4070 SUPER",    0x2783, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
-    gpu!("4070ti"      [],           "RTX 4070 Ti",       0x2782, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000),
-    gpu!("4070tisuper" ["4070tis"],  "RTX 4070 Ti SUPER", 0x2705, "AD103", AdaLovelace, 16, Gddr6x, 256, 672_000),
-    gpu!("4080"        [],           "RTX 4080",          0x2704, "AD103", AdaLovelace, 16, Gddr6x, 256, 716_800),
-    gpu!("4080super"   ["4080s"],    "RTX 4080 SUPER",    0x2702, "AD103", AdaLovelace, 16, Gddr6x, 256, 736_000),
-    gpu!("4090"        [],           "RTX 4090",          0x2684, "AD102", AdaLovelace, 24, Gddr6x, 384, 1_008_000),
-    gpu!("5060"        [],           "RTX 5060",          0x2d05, "GB206", Blackwell,   8,  Gddr7,  128, 448_000),
-    gpu!("5060ti"      ["5060ti8"],  "RTX 5060 Ti",       0x2d04, "GB206", Blackwell,   8,  Gddr7,  128, 448_000),
-    gpu!("5060ti16"    [],           "RTX 5060 Ti",       0x2d04, "GB206", Blackwell,   16, Gddr7,  128, 448_000),
-    gpu!("5070"        [],           "RTX 5070",          0x2f04, "GB205", Blackwell,   12, Gddr7,  192, 672_000),
-    gpu!("5070ti"      [],           "RTX 5070 Ti",       0x2c05, "GB203", Blackwell,   16, Gddr7,  256, 896_000),
-    gpu!("5080"        [],           "RTX 5080",          0x2c02, "GB203", Blackwell,   16, Gddr7,  256, 960_000),
-    gpu!("5090"        [],           "RTX 5090",          0x2b85, "GB202", Blackwell,   32, Gddr7,  512, 1_792_000),
+    //   key            aliases       name                 PCI ID  chip     arch         GiB mem     bus  MB/s       cores   MHz   W
+    gpu!("4060"        [],           "RTX 4060",          0x2882, "AD107", AdaLovelace, 8,  Gddr6,  128, 272_000,  3_072, 2460, 115),
+    gpu!("4060ti"      ["4060ti8"],  "RTX 4060 Ti",       0x2803, "AD106", AdaLovelace, 8,  Gddr6,  128, 288_000,  4_352, 2535, 160),
+    gpu!("4060ti16"    [],           "RTX 4060 Ti",       0x2805, "AD106", AdaLovelace, 16, Gddr6,  128, 288_000,  4_352, 2535, 165),
+    gpu!("4070"        [],           "RTX 4070",          0x2786, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000,  5_888, 2475, 200),
+    gpu!("4070super"   ["4070s"],    "RTX 4070 SUPER",    0x2783, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000,  7_168, 2475, 220),
+    gpu!("4070ti"      [],           "RTX 4070 Ti",       0x2782, "AD104", AdaLovelace, 12, Gddr6x, 192, 504_000,  7_680, 2610, 285),
+    gpu!("4070tisuper" ["4070tis"],  "RTX 4070 Ti SUPER", 0x2705, "AD103", AdaLovelace, 16, Gddr6x, 256, 672_000,  8_448, 2610, 285),
+    gpu!("4080"        [],           "RTX 4080",          0x2704, "AD103", AdaLovelace, 16, Gddr6x, 256, 716_800,  9_728, 2505, 320),
+    gpu!("4080super"   ["4080s"],    "RTX 4080 SUPER",    0x2702, "AD103", AdaLovelace, 16, Gddr6x, 256, 736_000, 10_240, 2550, 320),
+    gpu!("4090"        [],           "RTX 4090",          0x2684, "AD102", AdaLovelace, 24, Gddr6x, 384, 1_008_000, 16_384, 2520, 450),
+    gpu!("5060"        [],           "RTX 5060",          0x2d05, "GB206", Blackwell,   8,  Gddr7,  128, 448_000,  3_840, 2497, 145),
+    gpu!("5060ti"      ["5060ti8"],  "RTX 5060 Ti",       0x2d04, "GB206", Blackwell,   8,  Gddr7,  128, 448_000,  4_608, 2572, 180),
+    gpu!("5060ti16"    [],           "RTX 5060 Ti",       0x2d04, "GB206", Blackwell,   16, Gddr7,  128, 448_000,  4_608, 2572, 180),
+    gpu!("5070"        [],           "RTX 5070",          0x2f04, "GB205", Blackwell,   12, Gddr7,  192, 672_000,  6_144, 2512, 250),
+    gpu!("5070ti"      [],           "RTX 5070 Ti",       0x2c05, "GB203", Blackwell,   16, Gddr7,  256, 896_000,  8_960, 2452, 300),
+    gpu!("5080"        [],           "RTX 5080",          0x2c02, "GB203", Blackwell,   16, Gddr7,  256, 960_000, 10_752, 2617, 360),
+    gpu!("5090"        [],           "RTX 5090",          0x2b85, "GB202", Blackwell,   32, Gddr7,  512, 1_792_000, 21_760, 2407, 575),
 ];
 
 /// Index in [`MODELS`] of the card loaded when `gpu_model` is not given: the seed's RTX 4070.
@@ -145,7 +166,18 @@ impl GpuModel {
     pub(crate) fn vram_bytes(&self) -> u64 {
         u64::from(self.vram_gib) << 30
     }
+
+    /// Memory clock in MHz as the driver reports it: half the per-pin data rate (GDDR moves
+    /// data twice per clock in those terms), which the bandwidth and bus width give.
+    pub(crate) fn memory_clock_mhz(&self) -> u32 {
+        let data_rate_mbps =
+            (u64::from(self.bandwidth_mbps) * 8).checked_div(u64::from(self.bus_width_bits));
+        data_rate_mbps.map_or(0, |rate| (rate / 2) as u32)
+    }
 }
+
+/// BAR1 (the CPU's window onto VRAM) of a GeForce card without Resizable BAR: 256 MiB.
+pub(crate) const BAR1_BYTES: u64 = 256 << 20;
 
 /// Index in [`MODELS`] of the card any accepted spelling names, case-insensitively.
 pub(crate) fn find_index_by_key(input: &[u8]) -> Option<usize> {

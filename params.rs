@@ -309,6 +309,86 @@ static MAX_ALLOCATIONS_PER_FILE: LimitParam = LimitParam {
     value: Atomic::new(DEFAULT_MAX_ALLOCATIONS_PER_FILE),
 };
 
+/// Most cards `gpu_count` may ask for (a big node has 8; configfs may add more up to
+/// `glue::chrdev::MAX_DEVICES`).
+pub(crate) const MAX_GPU_COUNT: u64 = 16;
+
+/// `gpu_count`: how many identical cards one load creates.
+static GPU_COUNT: LimitParam = LimitParam {
+    name: "gpu_count",
+    unit: "cards",
+    zero_means: None,
+    max: MAX_GPU_COUNT,
+    value: Atomic::new(1),
+};
+
+/// Longest `driver_version` kept (NVML's buffers take 80 bytes).
+const MAX_DRIVER_VERSION_LEN: usize = 32;
+
+/// `driver_version`: what GPU tools report as NVIDIA's driver version. Programs check it
+/// against the minimum their CUDA needs, so the default is a current release.
+struct DriverVersionParam {
+    text: [Atomic<i8>; MAX_DRIVER_VERSION_LEN],
+    len: Atomic<i32>,
+}
+
+/// The default `driver_version`: a 580-series release (the reference output's).
+const DEFAULT_DRIVER_VERSION: &[u8] = b"580.159.04";
+
+impl DriverVersionParam {
+    const fn new() -> Self {
+        let mut text = [const { Atomic::new(0i8) }; MAX_DRIVER_VERSION_LEN];
+        let mut i = 0;
+        while i < DEFAULT_DRIVER_VERSION.len() {
+            text[i] = Atomic::new(DEFAULT_DRIVER_VERSION[i] as i8);
+            i += 1;
+        }
+        Self {
+            text,
+            len: Atomic::new(DEFAULT_DRIVER_VERSION.len() as i32),
+        }
+    }
+
+    /// Numbers separated by dots, as NVIDIA's (`580.159.04`): two to four of them.
+    fn valid(value: &[u8]) -> bool {
+        let parts = value.split(|&c| c == b'.');
+        value.len() < MAX_DRIVER_VERSION_LEN
+            && (2..=4).contains(&parts.clone().count())
+            && parts
+                .into_iter()
+                .all(|p| !p.is_empty() && p.len() <= 6 && p.iter().all(u8::is_ascii_digit))
+    }
+}
+
+impl Param for DriverVersionParam {
+    fn set(&self, value: &[u8]) -> Result {
+        if !Self::valid(value) {
+            pr_err!(
+                "invalid driver_version={}: accepted: 2 to 4 dot-separated numbers, such as {}\n",
+                BStr::from_bytes(value),
+                BStr::from_bytes(DEFAULT_DRIVER_VERSION)
+            );
+            return Err(EINVAL);
+        }
+        // Parameters are set before the module runs, one at a time: no reader yet.
+        for (slot, &c) in self.text.iter().zip(value) {
+            slot.store(c as i8, Relaxed);
+        }
+        self.len.store(value.len() as i32, Relaxed);
+        Ok(())
+    }
+
+    fn get(&self, out: &mut Formatter<'_>) -> fmt::Result {
+        let len = usize::try_from(self.len.load(Relaxed)).unwrap_or(0);
+        for slot in self.text.iter().take(len) {
+            out.write_char(char::from(slot.load(Relaxed) as u8))?;
+        }
+        Ok(())
+    }
+}
+
+static DRIVER_VERSION: DriverVersionParam = DriverVersionParam::new();
+
 static LAZY_ALLOCATION: BoolParam = BoolParam {
     name: "lazy_allocation",
     value: Atomic::new(true),
@@ -369,6 +449,18 @@ module_param!(
     "Most allocations one open /dev/emuv may hold at once (default 65536; 1..16777216)"
 );
 module_param!(
+    gpu_count,
+    &GPU_COUNT,
+    "ulong",
+    "Cards to create, each with these settings: /dev/emuv, /dev/emuv1, ... (default 1; 1..16)"
+);
+module_param!(
+    driver_version,
+    &DRIVER_VERSION,
+    "charp",
+    "NVIDIA driver version that GPU tools report (default 580.159.04)"
+);
+module_param!(
     debug_mode,
     &DEBUG_MODE,
     "bool",
@@ -382,8 +474,10 @@ pub(crate) struct Settings {
     pub(crate) pool: PoolConfig,
     pub(crate) debug: bool,
     pub(crate) limits: Limits,
-    /// Bytes all files of one user may hold; 0 for no limit.
+    /// Bytes all files of one user may hold on a card; 0 for no limit.
     pub(crate) user_limit: u64,
+    /// Cards to create.
+    pub(crate) gpu_count: u32,
 }
 
 impl Settings {
@@ -423,5 +517,6 @@ pub(crate) fn settings() -> Settings {
             file_allocations: u32::try_from(MAX_ALLOCATIONS_PER_FILE.get()).unwrap_or(u32::MAX),
         },
         user_limit: VRAM_LIMIT_PER_USER_MB.get() << 20,
+        gpu_count: GPU_COUNT.get() as u32,
     }
 }

@@ -21,6 +21,7 @@
 //! OOM killer is never invoked on its behalf.
 
 use crate::{
+    gate::AccessGate,
     glue::mem::{
         available_bytes, vmalloc_overhead, BorrowedFolio, HugeLookup, SparsePages, VmallocArea,
         HUGE_PAGES, HUGE_SIZE,
@@ -240,6 +241,8 @@ pub(crate) struct VramPool {
     lazy_resident: [Atomic<u64>; 2],
     lazy_huge: [Atomic<u64>; 2],
     huge_fallbacks: Atomic<u64>,
+    /// Closed while the card is lost: its memory can no longer be mapped.
+    pub(crate) gate: AccessGate,
 }
 
 /// Pages of one allocation.
@@ -274,6 +277,30 @@ fn pages_for(bytes: u64) -> Option<usize> {
 }
 
 impl VramPool {
+    /// `ENOMEM` (and a `dmesg` line with the numbers) unless `cards` eager pools of `config`
+    /// fit in available memory together, with what reserving them costs besides.
+    pub(crate) fn check_eager_fits(config: &PoolConfig, cards: u64) -> Result {
+        let wanted = (config.physical_bytes + config.virtual_bytes).saturating_mul(cards);
+        let overhead = vmalloc_overhead(wanted);
+        let available = available_bytes();
+        if wanted.saturating_add(overhead) > available {
+            let what = if cfg!(CONFIG_KASAN_VMALLOC) {
+                "vmalloc page tables and KASAN shadow"
+            } else {
+                "vmalloc page tables"
+            };
+            let of_cards = if cards > 1 { " for all cards" } else { "" };
+            pr_err!(
+                "eager reservation of {} MiB{of_cards} (+{} MiB of {what}) does not fit: {} MiB available\n",
+                wanted >> 20,
+                overhead >> 20,
+                available >> 20
+            );
+            return Err(ENOMEM);
+        }
+        Ok(())
+    }
+
     /// Creates a pool; an eager one reserves all of its memory now.
     ///
     /// Fails with `EINVAL` for a tier above [`MAX_TIER_BYTES`] or an empty physical tier, and
@@ -287,23 +314,7 @@ impl VramPool {
         }
         let mut eager = [None, None];
         if config.strategy == Strategy::Eager {
-            let wanted = config.physical_bytes + config.virtual_bytes;
-            let overhead = vmalloc_overhead(wanted);
-            let available = available_bytes();
-            if wanted + overhead > available {
-                let what = if cfg!(CONFIG_KASAN_VMALLOC) {
-                    "vmalloc page tables and KASAN shadow"
-                } else {
-                    "vmalloc page tables"
-                };
-                pr_err!(
-                    "eager reservation of {} MiB (+{} MiB of {what}) does not fit: {} MiB available\n",
-                    wanted >> 20,
-                    overhead >> 20,
-                    available >> 20
-                );
-                return Err(ENOMEM);
-            }
+            Self::check_eager_fits(&config, 1)?;
             for (slot, bytes) in eager
                 .iter_mut()
                 .zip([config.physical_bytes, config.virtual_bytes])
@@ -328,6 +339,7 @@ impl VramPool {
                 lazy_resident: [Atomic::new(0), Atomic::new(0)],
                 lazy_huge: [Atomic::new(0), Atomic::new(0)],
                 huge_fallbacks: Atomic::new(0),
+                gate: AccessGate::new(),
             }),
             GFP_KERNEL,
         )

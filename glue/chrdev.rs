@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A character device that is the `dev` node of a device in a class of its own:
-//! `/sys/class/<name>/<name>/dev` and `/dev/<name>`.
+//! Character devices that are the `dev` nodes of the devices of a class of their own:
+//! `/sys/class/<name>/<name>/dev` and `/dev/<name>`, `/dev/<name>1`, ... added and removed at
+//! run time.
 //!
 //! 7.2's `MiscDevice` cannot give this: its node lives under `/sys/class/misc`, and its
 //! `file_operations` have no `.owner` (so `rmmod` while open is a use-after-free) and no
@@ -11,6 +12,9 @@
 use super::sysfs::Groups;
 use kernel::{
     bindings,
+    new_mutex,
+    str::CString,
+    sync::{Arc, Mutex},
     error::{from_err_ptr, to_result},
     ffi::{c_char, c_int},
     mm::virt::VmaNew,
@@ -24,8 +28,13 @@ pub(crate) trait FileHandler: Send + Sync + Sized + 'static {
     /// Per-open-file state, dropped on the last `close`.
     type OpenFile: Send + Sync;
 
-    /// Called on `open`; `writable` when the file was opened for writing.
-    fn open(&self, writable: bool) -> impl PinInit<Self::OpenFile, Error>;
+    /// Called on `open`; `writable` when the file was opened for writing; `mapping` reaches
+    /// the file's mappings.
+    fn open(
+        &self,
+        writable: bool,
+        mapping: FileMapping,
+    ) -> impl PinInit<Self::OpenFile, Error>;
 
     /// Called on `read` at `*offset`; advances `*offset` by what it wrote.
     fn read(
@@ -45,22 +54,31 @@ pub(crate) trait FileHandler: Send + Sync + Sized + 'static {
     fn release(&self, file: &Self::OpenFile);
 }
 
-/// A registered dev_t range of one minor.
+/// Most devices one class can hold: its minors, `0..MAX_DEVICES`.
+pub(crate) const MAX_DEVICES: u32 = 32;
+
+/// A registered dev_t range of [`MAX_DEVICES`] minors.
 struct ChrdevRegion(bindings::dev_t);
 
 impl ChrdevRegion {
     fn new(name: &'static CStr) -> Result<Self> {
         let mut devt = 0;
         // SAFETY: `devt` is a valid out-pointer and `name` outlives the registration.
-        to_result(unsafe { bindings::alloc_chrdev_region(&mut devt, 0, 1, name.as_char_ptr()) })?;
+        to_result(unsafe {
+            bindings::alloc_chrdev_region(&mut devt, 0, MAX_DEVICES, name.as_char_ptr())
+        })?;
         Ok(Self(devt))
+    }
+
+    fn devt(&self, minor: u32) -> bindings::dev_t {
+        self.0 + minor
     }
 }
 
 impl Drop for ChrdevRegion {
     fn drop(&mut self) {
         // SAFETY: the region was registered in `new`.
-        unsafe { bindings::unregister_chrdev_region(self.0, 1) };
+        unsafe { bindings::unregister_chrdev_region(self.0, MAX_DEVICES) };
     }
 }
 
@@ -82,7 +100,7 @@ impl Drop for Class {
     }
 }
 
-/// The `struct cdev`, removed on drop.
+/// The `struct cdev` serving every minor of the region, removed on drop.
 #[pin_data(PinnedDrop)]
 struct Cdev {
     #[pin]
@@ -92,59 +110,108 @@ struct Cdev {
 #[pinned_drop]
 impl PinnedDrop for Cdev {
     fn drop(self: Pin<&mut Self>) {
-        // SAFETY: `inner` was initialised and added by `ClassDevice::new`; after `cdev_del`
+        // SAFETY: `inner` was initialised and added by `DeviceClass::new`; after `cdev_del`
         // no new `open` reaches it, and open files pin the module and so this memory.
         unsafe { bindings::cdev_del(self.inner.get()) };
     }
 }
 
-/// The class device that owns the node; destroyed on drop.
-struct DeviceNode {
-    class: *mut bindings::class,
-    devt: bindings::dev_t,
+/// A device of the class with sysfs attributes over its `T`; unregistered on drop, which
+/// removes `/dev/<name>` and waits for running sysfs callbacks.
+struct DeviceNode(*mut bindings::device);
+
+impl DeviceNode {
+    /// Sends `poll()` waiters on the device's attribute `attr` a change.
+    fn notify(&self, attr: &CStr) {
+        // SAFETY: the device is registered while `self` exists; `attr` is a C string.
+        unsafe {
+            bindings::sysfs_notify(
+                &raw mut (*self.0).kobj,
+                core::ptr::null(),
+                attr.as_char_ptr(),
+            )
+        };
+    }
 }
 
 impl Drop for DeviceNode {
     fn drop(&mut self) {
-        // SAFETY: the device was created in this class with this `devt` by `ClassDevice::new`.
-        unsafe { bindings::device_destroy(self.class, self.devt) };
+        // SAFETY: created by `device_create_with_groups` in `DeviceClass::add`, dropped once.
+        unsafe { bindings::device_unregister(self.0) };
     }
 }
 
-/// A class with one device `name`, whose `/dev/name` node is served by `T`.
-///
-/// Fields drop in declaration order: the node, then the cdev, then the class and region, and
-/// the data last, so nothing can reach `data` after it is gone.
-#[pin_data]
-pub(crate) struct ClassDevice<T: FileHandler> {
+/// One device of a [`DeviceClass`]: its node first, so the data outlives the sysfs files.
+struct Registered<T> {
     node: DeviceNode,
+    data: Arc<T>,
+}
+
+/// A class `/sys/class/<name>` with up to [`MAX_DEVICES`] devices, each `/dev/<name>` (minor
+/// 0) or `/dev/<name><minor>`, served by an `Arc<T>`. Devices come and go at run time; an open
+/// file holds its own `Arc<T>`, so a device removed while open keeps serving that file.
+///
+/// Fields drop in declaration order: the devices, then the cdev, then the class and region.
+#[pin_data]
+pub(crate) struct DeviceClass<T: FileHandler> {
+    #[pin]
+    devices: Mutex<KVec<Option<Registered<T>>>>,
     #[pin]
     cdev: Cdev,
     class: Class,
     region: ChrdevRegion,
-    #[pin]
-    data: T,
+    name: &'static CStr,
+    groups: &'static Groups<T>,
 }
 
 // SAFETY: the raw pointers are only handed to the C functions that own them; `T` is `Send`.
-unsafe impl<T: FileHandler> Send for ClassDevice<T> {}
-// SAFETY: `&ClassDevice` exposes only `&T`, and `T` is `Sync`.
-unsafe impl<T: FileHandler> Sync for ClassDevice<T> {}
+unsafe impl<T: FileHandler> Send for DeviceClass<T> {}
+// SAFETY: the device table is behind a mutex; `T` is `Sync`.
+unsafe impl<T: FileHandler> Sync for DeviceClass<T> {}
 
 /// What `file.private_data` points at.
 #[pin_data]
 struct OpenState<T: FileHandler> {
-    device: *const T,
     #[pin]
     file: T::OpenFile,
+    device: Arc<T>,
 }
 
-// SAFETY: `device` points at a `T: Sync` that outlives the state; `file` is `Send`.
-unsafe impl<T: FileHandler> Send for OpenState<T> {}
-// SAFETY: as above; `file` is `Sync`.
-unsafe impl<T: FileHandler> Sync for OpenState<T> {}
+/// The address space of an open file's inode, which every mapping of the file hangs off.
+/// Holds a reference to the inode.
+pub(crate) struct FileMapping(*mut bindings::inode);
 
-impl<T: FileHandler> ClassDevice<T> {
+// SAFETY: the inode reference may be used and dropped from any thread.
+unsafe impl Send for FileMapping {}
+// SAFETY: `unmap_all` may run concurrently; the kernel serialises it.
+unsafe impl Sync for FileMapping {}
+
+impl FileMapping {
+    /// # Safety
+    ///
+    /// `inode` is a live inode.
+    unsafe fn new(inode: *mut bindings::inode) -> Self {
+        // SAFETY: per the contract; the reference is dropped in `drop`.
+        unsafe { bindings::ihold(inode) };
+        Self(inode)
+    }
+
+    /// Removes every page of every mapping of the file from page tables, so the next access
+    /// faults.
+    pub(crate) fn unmap_all(&self) {
+        // SAFETY: the inode is live while we hold a reference, and with it its `i_mapping`.
+        unsafe { bindings::unmap_mapping_range((*self.0).i_mapping, 0, 0, 1) };
+    }
+}
+
+impl Drop for FileMapping {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `new`.
+        unsafe { bindings::iput(self.0) };
+    }
+}
+
+impl<T: FileHandler> DeviceClass<T> {
     const FOPS: bindings::file_operations = bindings::file_operations {
         owner: (&raw const bindings::__this_module).cast_mut(),
         open: Some(Self::open),
@@ -161,64 +228,121 @@ impl<T: FileHandler> ClassDevice<T> {
         ..pin_init::zeroed()
     };
 
-    /// Creates class `name`, device `name` in it with sysfs `groups`, and `/dev/name`.
+    /// Creates class `name` and the character device region behind its devices, with none yet;
+    /// each device gets sysfs `groups`.
     pub(crate) fn new(
         name: &'static CStr,
-        data: impl PinInit<T, Error>,
         groups: &'static Groups<T>,
-    ) -> Result<Pin<KBox<Self>>> {
+    ) -> Result<Arc<Self>> {
         let region = ChrdevRegion::new(name)?;
         let class = Class::new(name)?;
-        let (devt, class_ptr) = (region.0, class.0);
-        KBox::try_pin_init(
-            try_pin_init!(&this in Self {
-                region,
-                class,
-                data <- data,
+        let first = region.0;
+        let mut devices = KVec::with_capacity(MAX_DEVICES as usize, GFP_KERNEL)?;
+        for _ in 0..MAX_DEVICES {
+            devices.push(None, GFP_KERNEL)?;
+        }
+        Arc::pin_init(
+            try_pin_init!(Self {
+                devices <- new_mutex!(devices),
                 cdev <- pin_init!(Cdev {
                     // SAFETY: `slot` is the cdev's final, pinned location; `FOPS` is static.
                     inner <- Opaque::try_ffi_init(|slot: *mut bindings::cdev| unsafe {
                         bindings::cdev_init(slot, &Self::FOPS);
                         (*slot).owner = Self::FOPS.owner;
-                        to_result(bindings::cdev_add(slot, devt, 1))
+                        to_result(bindings::cdev_add(slot, first, MAX_DEVICES))
                     }),
                 }? Error),
-                node: {
-                    // SAFETY: `data` was written above (fields initialise in this order), and
-                    // it lives as long as the node, which is dropped first.
-                    let data = unsafe { &raw const (*this.as_ptr()).data };
-                    // SAFETY: the class is live, `groups` is static, and the format string has
-                    // no conversions.
-                    from_err_ptr(unsafe {
-                        bindings::device_create_with_groups(
-                            class_ptr,
-                            core::ptr::null_mut(),
-                            devt,
-                            data.cast_mut().cast(),
-                            groups.as_raw(),
-                            name.as_char_ptr(),
-                        )
-                    })?;
-                    DeviceNode { class: class_ptr, devt }
-                },
+                class,
+                region,
+                name,
+                groups,
             }),
             GFP_KERNEL,
         )
     }
 
-    /// The device's data.
-    pub(crate) fn data(&self) -> &T {
-        &self.data
+    /// Adds device `minor` (`/dev/<name>` for 0, `/dev/<name><minor>` otherwise) serving
+    /// `data`. `EBUSY` if the minor is taken, `EINVAL` past [`MAX_DEVICES`].
+    pub(crate) fn add(&self, minor: u32, data: Arc<T>) -> Result {
+        if minor >= MAX_DEVICES {
+            return Err(EINVAL);
+        }
+        let name = if minor == 0 {
+            CString::try_from_fmt(fmt!("{}", self.name.to_str()?))?
+        } else {
+            CString::try_from_fmt(fmt!("{}{}", self.name.to_str()?, minor))?
+        };
+        let mut devices = self.devices.lock();
+        let slot = &mut devices[minor as usize];
+        if slot.is_some() {
+            return Err(EBUSY);
+        }
+        // SAFETY: the class is live; `groups` is static; the driver data is the `T` that the
+        // registration keeps alive until after the device is unregistered; the name is the
+        // class name and a number, so it has no `%` conversions.
+        let dev = from_err_ptr(unsafe {
+            bindings::device_create_with_groups(
+                self.class.0,
+                core::ptr::null_mut(),
+                self.region.devt(minor),
+                Arc::as_ptr(&data).cast_mut().cast(),
+                self.groups.as_raw(),
+                name.as_char_ptr(),
+            )
+        })?;
+        *slot = Some(Registered {
+            node: DeviceNode(dev),
+            data,
+        });
+        Ok(())
     }
 
-    /// `file_operations.open`.
+    /// Removes device `minor` (its node and sysfs directory), returning its data; files open
+    /// on it keep their own reference.
+    pub(crate) fn remove(&self, minor: u32) -> Option<Arc<T>> {
+        let registered = self.devices.lock().get_mut(minor as usize)?.take()?;
+        // Unregistered outside the lock: it waits for running sysfs callbacks, which may
+        // look devices up.
+        let Registered { node, data } = registered;
+        drop(node);
+        Some(data)
+    }
+
+    /// The data of device `minor`, if there is one.
+    pub(crate) fn get(&self, minor: u32) -> Option<Arc<T>> {
+        let devices = self.devices.lock();
+        Some(devices.get(minor as usize)?.as_ref()?.data.clone())
+    }
+
+    /// Every device as `(minor, data)`, in minor order.
+    pub(crate) fn all(&self) -> Result<KVec<(u32, Arc<T>)>> {
+        let devices = self.devices.lock();
+        let mut out = KVec::new();
+        for (minor, slot) in devices.iter().enumerate() {
+            if let Some(registered) = slot {
+                out.push((minor as u32, registered.data.clone()), GFP_KERNEL)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Wakes `poll()` waiters on attribute `attr` of device `minor`.
+    pub(crate) fn notify(&self, minor: u32, attr: &CStr) {
+        let devices = self.devices.lock();
+        if let Some(Some(registered)) = devices.get(minor as usize) {
+            registered.node.notify(attr);
+        }
+    }
+
+    /// `file_operations.open`: finds the device by minor; `ENODEV` once it is removed.
     ///
     /// # Safety
     ///
     /// Called by `chrdev_open` with a valid inode of this cdev and a valid file.
     unsafe extern "C" fn open(inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
         // SAFETY: `chrdev_open` only calls us for inodes of our cdev, which is the `inner` field
-        // of the `cdev` field of a live `ClassDevice<T>` (open files keep the module, so it, alive).
+        // of the `cdev` field of a live `DeviceClass<T>` (open files keep the module, so it,
+        // alive).
         let this = unsafe {
             &*kernel::container_of!(
                 (*inode)
@@ -229,13 +353,20 @@ impl<T: FileHandler> ClassDevice<T> {
                 cdev.inner
             )
         };
+        // SAFETY: `inode` is valid during `open`.
+        let minor = unsafe { (*inode).i_rdev } - this.region.0;
+        let Some(device) = this.get(minor) else {
+            return ENODEV.to_errno();
+        };
         // SAFETY: `file` is valid during `open`; `f_flags` is set before `open` is called.
         let access = unsafe { (*file).f_flags } & bindings::O_ACCMODE;
         let writable = access != bindings::O_RDONLY;
+        // SAFETY: `inode` is valid during `open`.
+        let mapping = unsafe { FileMapping::new(inode) };
         let state = KBox::try_pin_init(
             try_pin_init!(OpenState {
-                device: &this.data,
-                file <- this.data.open(writable),
+                file <- device.open(writable, mapping),
+                device,
             }),
             GFP_KERNEL_ACCOUNT,
         );
@@ -257,8 +388,7 @@ impl<T: FileHandler> ClassDevice<T> {
     unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
         // SAFETY: `private_data` was set by `into_foreign` in `open` and is released once.
         let state = unsafe { Pin::<KBox<OpenState<T>>>::from_foreign((*file).private_data) };
-        // SAFETY: the device outlives every open file (`.owner` pins the module).
-        unsafe { &*state.device }.release(&state.file);
+        state.device.release(&state.file);
         drop(state);
         0
     }
@@ -277,8 +407,7 @@ impl<T: FileHandler> ClassDevice<T> {
     ) -> isize {
         // SAFETY: `open` set `private_data`; it lives until `release`, after every `read`.
         let state = unsafe { Pin::<KBox<OpenState<T>>>::borrow((*file).private_data) };
-        // SAFETY: the device outlives every open file (`.owner` pins the module).
-        let device = unsafe { &*state.device };
+        let device = &state.device;
         let mut out = UserSlice::new(UserPtr::from_ptr(buf.cast()), len).writer();
         // SAFETY: the VFS passes a valid position that it serialises for this file.
         let mut offset = unsafe { *pos };
@@ -304,8 +433,7 @@ impl<T: FileHandler> ClassDevice<T> {
     ) -> kernel::ffi::c_long {
         // SAFETY: `open` set `private_data`; it lives until `release`, after every `ioctl`.
         let state = unsafe { Pin::<KBox<OpenState<T>>>::borrow((*file).private_data) };
-        // SAFETY: the device outlives every open file (`.owner` pins the module).
-        let device = unsafe { &*state.device };
+        let device = &state.device;
         match device.ioctl(&state.file, cmd, UserPtr::from_addr(arg)) {
             Ok(ret) => ret as kernel::ffi::c_long,
             Err(e) => e.to_errno() as kernel::ffi::c_long,
@@ -323,8 +451,7 @@ impl<T: FileHandler> ClassDevice<T> {
     ) -> c_int {
         // SAFETY: `open` set `private_data`; the VMA being set up holds a reference to the file.
         let state = unsafe { Pin::<KBox<OpenState<T>>>::borrow((*file).private_data) };
-        // SAFETY: the device outlives every open file (`.owner` pins the module).
-        let device = unsafe { &*state.device };
+        let device = &state.device;
         // SAFETY: this is `f_op->mmap`, where the VMA is new and ours to set up.
         let vma = unsafe { VmaNew::from_raw(vma) };
         match device.mmap(&state.file, vma) {

@@ -9,6 +9,7 @@
 //! `vm_ops` by hand too.
 
 use super::mem::{BorrowedFolio, HUGE_SIZE};
+use crate::gate::AccessGate;
 use kernel::{
     bindings,
     mm::virt::{VmaNew, VmaRef},
@@ -26,6 +27,9 @@ pub(crate) trait Mappable: Send + Sync + Sized + 'static {
     /// The 2 MiB folio holding file offsets `pgoff..pgoff + 512` in order, allocated (zeroed) on
     /// first use, or `None` to map them with 4 KiB pages through [`Self::page`].
     fn huge_folio(&self, pgoff: usize) -> Option<BorrowedFolio<'_>>;
+
+    /// Closed when the memory may no longer be mapped: faults then `SIGBUS`, `mmap` fails.
+    fn gate(&self) -> &AccessGate;
 
     /// A mapping of it appeared (`mmap`, a VMA split or move).
     fn mapped(&self);
@@ -125,6 +129,10 @@ impl<M: Mappable> VmOps<M> {
         };
         // SAFETY: `vma` is ours (see the function's contract).
         let memory = unsafe { Self::memory(vma) };
+        // Inside until the pages are in the page table (`AccessGate`).
+        let Some(_inside) = memory.gate().enter() else {
+            return SIGBUS;
+        };
         let Ok(page) = memory.page(pgoff) else {
             return SIGBUS;
         };
@@ -224,6 +232,9 @@ impl<M: Mappable> VmOps<M> {
         let pgoff = vm_pgoff + (first - start) / PAGE_SIZE;
         // SAFETY: `vma` is ours (see the function's contract).
         let memory = unsafe { Self::memory(vma) };
+        let Some(_inside) = memory.gate().enter() else {
+            return SIGBUS;
+        };
         let Some(folio) = memory.huge_folio(pgoff) else {
             return FALLBACK;
         };
@@ -273,6 +284,8 @@ pub(crate) fn map<M: Mappable>(vma: &VmaNew, memory: Arc<M>, prefault: bool) -> 
 const PREFAULT_BATCH: usize = 64;
 
 fn install<M: Mappable>(vma: &VmaNew, memory: &M, prefault: bool) -> Result {
+    // Until the prefaulted pages are in the page table (`AccessGate`).
+    let _inside = memory.gate().enter().ok_or(EIO)?;
     vma.set_dontcopy();
     vma.set_dontexpand();
     if !prefault {
