@@ -41,6 +41,8 @@ pub(crate) struct EmuvDevice {
     limits: Limits,
     /// Bytes per user across all of their files.
     user_charges: Arc<UserCharges>,
+    /// Set when the card is taken away (configfs `enabled=0`): no new opens.
+    removed: Atomic<bool>,
     /// Uncorrected ECC errors injected through `ecc_errors`.
     ecc_errors: Atomic<u64>,
     /// Every open file, for the per-process report and for unmapping a lost card.
@@ -119,6 +121,7 @@ impl EmuvDevice {
             debug,
             limits,
             user_charges,
+            removed: Atomic::new(false),
             ecc_errors: Atomic::new(0),
             clients <- new_mutex!(KVec::new()),
         })
@@ -139,9 +142,15 @@ impl EmuvDevice {
         }
     }
 
-    /// Open files on the card.
-    pub(crate) fn open_files(&self) -> usize {
-        self.clients.lock().len()
+    /// Takes the card out of service if no file is open on it (and so none maps it): `EBUSY`
+    /// otherwise. Opens that found the card before it went are refused (`ENODEV`).
+    pub(crate) fn retire_if_unused(&self) -> Result {
+        let clients = self.clients.lock();
+        if !clients.is_empty() {
+            return Err(EBUSY);
+        }
+        self.removed.store(true, Relaxed);
+        Ok(())
     }
 
     /// `fail=lost`: no new opens (`ENODEV`), `EIO` on open files, and every mapping loses its
@@ -377,7 +386,7 @@ impl FileHandler for EmuvDevice {
             let mut clients = self.clients.lock();
             // Checked under the lock that `set_fail` holds: a file is either refused here or
             // seen by the loss (and then `fail=none` waits for it).
-            if self.lost() {
+            if self.lost() || self.removed.load(Relaxed) {
                 return Err(ENODEV);
             }
             let entry = OpenEntry {
@@ -505,11 +514,11 @@ macro_rules! attributes {
 }
 
 /// `fail`: `none` or `lost`.
-fn show_fail(dev: &EmuvDevice, out: &mut Formatter<'_>) -> fmt::Result {
+pub(crate) fn show_fail(dev: &EmuvDevice, out: &mut Formatter<'_>) -> fmt::Result {
     writeln!(out, "{}", if dev.lost() { "lost" } else { "none" })
 }
 
-fn store_fail(dev: &EmuvDevice, value: &[u8]) -> Result {
+pub(crate) fn store_fail(dev: &EmuvDevice, value: &[u8]) -> Result {
     match value.trim_ascii() {
         b"none" => dev.set_fail(false),
         b"lost" => dev.set_fail(true),
@@ -524,12 +533,12 @@ fn store_fail(dev: &EmuvDevice, value: &[u8]) -> Result {
     }
 }
 
-fn show_ecc_errors(dev: &EmuvDevice, out: &mut Formatter<'_>) -> fmt::Result {
+pub(crate) fn show_ecc_errors(dev: &EmuvDevice, out: &mut Formatter<'_>) -> fmt::Result {
     writeln!(out, "{}", dev.ecc_errors())
 }
 
 /// `ecc_errors`: writing N adds N uncorrected errors (reading gives the total).
-fn store_ecc_errors(dev: &EmuvDevice, value: &[u8]) -> Result {
+pub(crate) fn store_ecc_errors(dev: &EmuvDevice, value: &[u8]) -> Result {
     let text = value.trim_ascii();
     let count = core::str::from_utf8(text)
         .ok()

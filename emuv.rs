@@ -8,6 +8,8 @@
 //! parts together.
 
 mod client;
+#[cfg(CONFIG_CONFIGFS_FS)]
+mod configfs;
 mod device;
 mod gate;
 mod glue;
@@ -33,6 +35,12 @@ module! {
 }
 
 struct EmuvModule {
+    /// `gpu_count`'s cards in configfs, removed before the subsystem.
+    #[cfg(CONFIG_CONFIGFS_FS)]
+    _module_card_dirs: KVec<glue::configfs::KernelGroup>,
+    /// `/sys/kernel/config/emuv`: cards at run time.
+    #[cfg(CONFIG_CONFIGFS_FS)]
+    _configfs: Pin<KBox<glue::configfs::Root<configfs::CardsDir>>>,
     cards: Arc<DeviceClass<EmuvDevice>>,
 }
 
@@ -90,7 +98,20 @@ impl kernel::Module for EmuvModule {
         if settings.gpu_count > 1 {
             pr_info!("{} cards: /dev/emuv to /dev/emuv{}\n", settings.gpu_count, settings.gpu_count - 1);
         }
-        Ok(Self { cards })
+        #[cfg(CONFIG_CONFIGFS_FS)]
+        let (configfs, module_card_dirs) = {
+            let subsystem =
+                KBox::pin_init(configfs::subsystem(cards.clone(), settings), GFP_KERNEL)?;
+            let dirs = configfs::module_card_dirs(&subsystem, &cards, settings)?;
+            (subsystem, dirs)
+        };
+        Ok(Self {
+            #[cfg(CONFIG_CONFIGFS_FS)]
+            _module_card_dirs: module_card_dirs,
+            #[cfg(CONFIG_CONFIGFS_FS)]
+            _configfs: configfs,
+            cards,
+        })
     }
 }
 

@@ -8,6 +8,8 @@
 //! outside this module is safe Rust.
 
 pub(crate) mod chrdev;
+#[cfg(CONFIG_CONFIGFS_FS)]
+pub(crate) mod configfs;
 pub(crate) mod mem;
 pub(crate) mod param;
 pub(crate) mod sysfs;

@@ -53,22 +53,50 @@ impl ModelParam {
     }
 }
 
+/// The model `value` names (any accepted spelling); `EINVAL` with a `dmesg` line listing the
+/// accepted ones otherwise. `prefix` starts the line ("" or "card 3: ").
+pub(crate) fn parse_model(prefix: &str, value: &[u8]) -> Result<usize> {
+    gpu_db::find_index_by_key(value).ok_or_else(|| {
+        pr_err!(
+            "{prefix}invalid gpu_model={}: unknown model; accepted (case-insensitive, 'RTX' prefix, spaces, '-' and '_' ignored): {}\n",
+            BStr::from_bytes(value),
+            AcceptedModels
+        );
+        EINVAL
+    })
+}
+
+/// A decimal number in `min..=max`, or `EINVAL` with a `dmesg` line naming `name`, the value
+/// and what is accepted (`unit`, and what 0 means if it is allowed).
+pub(crate) fn parse_number(
+    prefix: &str,
+    name: &str,
+    value: &[u8],
+    (min, max): (u64, u64),
+    unit: &str,
+    zero_means: Option<&str>,
+) -> Result<u64> {
+    let parsed = core::str::from_utf8(value)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|n| (min..=max).contains(n));
+    parsed.ok_or_else(|| {
+        pr_err!(
+            "{prefix}invalid {name}={}: not a decimal number in range; accepted: {min} to {max} {unit}{}{}\n",
+            BStr::from_bytes(value),
+            if zero_means.is_some() { ", 0 = " } else { "" },
+            zero_means.unwrap_or("")
+        );
+        EINVAL
+    })
+}
+
 impl Param for ModelParam {
     fn set(&self, value: &[u8]) -> Result {
-        match gpu_db::find_index_by_key(value) {
-            Some(index) => {
-                self.index.store(index as u64, Relaxed);
-                Ok(())
-            }
-            None => {
-                pr_err!(
-                    "invalid gpu_model={}: unknown model; accepted (case-insensitive, 'RTX' prefix, spaces, '-' and '_' ignored): {}\n",
-                    BStr::from_bytes(value),
-                    AcceptedModels
-                );
-                Err(EINVAL)
-            }
-        }
+        let index = parse_model("", value)?;
+        self.index.store(index as u64, Relaxed);
+        Ok(())
     }
 
     fn get(&self, out: &mut Formatter<'_>) -> fmt::Result {
@@ -241,34 +269,16 @@ impl LimitParam {
 impl Param for LimitParam {
     fn set(&self, value: &[u8]) -> Result {
         let min = if self.zero_means.is_some() { 0 } else { 1 };
-        let parsed = core::str::from_utf8(value)
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .filter(|&n| (min..=self.max).contains(&n));
-        match parsed {
-            Some(n) => {
-                self.value.store(n, Relaxed);
-                Ok(())
-            }
-            None => {
-                pr_err!(
-                    "invalid {}={}: not a decimal number in range; accepted: {} to {} {}{}{}\n",
-                    self.name,
-                    BStr::from_bytes(value),
-                    min,
-                    self.max,
-                    self.unit,
-                    if self.zero_means.is_some() {
-                        ", 0 = "
-                    } else {
-                        ""
-                    },
-                    self.zero_means.unwrap_or("")
-                );
-                Err(EINVAL)
-            }
-        }
+        let n = parse_number(
+            "",
+            self.name,
+            value,
+            (min, self.max),
+            self.unit,
+            self.zero_means,
+        )?;
+        self.value.store(n, Relaxed);
+        Ok(())
     }
 
     fn get(&self, out: &mut Formatter<'_>) -> fmt::Result {

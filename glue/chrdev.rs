@@ -297,6 +297,23 @@ impl<T: FileHandler> DeviceClass<T> {
         Ok(())
     }
 
+    /// Adds the device that `make` makes for the lowest free minor, and returns it; `ENOSPC`
+    /// when all minors are taken.
+    pub(crate) fn add_first_free(&self, make: impl Fn(u32) -> Result<Arc<T>>) -> Result<Arc<T>> {
+        for minor in 0..MAX_DEVICES {
+            if !matches!(self.devices.lock().get(minor as usize), Some(None)) {
+                continue;
+            }
+            let data = make(minor)?;
+            match self.add(minor, data.clone()) {
+                // Taken by a racing add since: try the next one.
+                Err(e) if e == EBUSY => continue,
+                result => return result.map(|()| data),
+            }
+        }
+        Err(ENOSPC)
+    }
+
     /// Removes device `minor` (its node and sysfs directory), returning its data; files open
     /// on it keep their own reference.
     pub(crate) fn remove(&self, minor: u32) -> Option<Arc<T>> {
