@@ -142,6 +142,7 @@ impl EmuvDevice {
         }
     }
 
+    #[cfg(CONFIG_CONFIGFS_FS)]
     /// Takes the card out of service if no file is open on it (and so none maps it): `EBUSY`
     /// otherwise. Opens that found the card before it went are refused (`ENODEV`).
     pub(crate) fn retire_if_unused(&self) -> Result {

@@ -121,6 +121,8 @@ impl PinnedDrop for Cdev {
 struct DeviceNode(*mut bindings::device);
 
 impl DeviceNode {
+    // Cards at run time (configfs) only.
+    #[cfg(CONFIG_CONFIGFS_FS)]
     /// Sends `poll()` waiters on the device's attribute `attr` a change.
     fn notify(&self, attr: &CStr) {
         // SAFETY: the device is registered while `self` exists; `attr` is a C string.
@@ -143,7 +145,8 @@ impl Drop for DeviceNode {
 
 /// One device of a [`DeviceClass`]: its node first, so the data outlives the sysfs files.
 struct Registered<T> {
-    node: DeviceNode,
+    /// Held for its `Drop`, which unregisters the device.
+    _node: DeviceNode,
     data: Arc<T>,
 }
 
@@ -291,12 +294,14 @@ impl<T: FileHandler> DeviceClass<T> {
             )
         })?;
         *slot = Some(Registered {
-            node: DeviceNode(dev),
+            _node: DeviceNode(dev),
             data,
         });
         Ok(())
     }
 
+    // Cards at run time (configfs) only.
+    #[cfg(CONFIG_CONFIGFS_FS)]
     /// Adds the device that `make` makes for the lowest free minor, and returns it; `ENOSPC`
     /// when all minors are taken.
     pub(crate) fn add_first_free(&self, make: impl Fn(u32) -> Result<Arc<T>>) -> Result<Arc<T>> {
@@ -314,14 +319,16 @@ impl<T: FileHandler> DeviceClass<T> {
         Err(ENOSPC)
     }
 
+    // Cards at run time (configfs) only.
+    #[cfg(CONFIG_CONFIGFS_FS)]
     /// Removes device `minor` (its node and sysfs directory), returning its data; files open
     /// on it keep their own reference.
     pub(crate) fn remove(&self, minor: u32) -> Option<Arc<T>> {
         let registered = self.devices.lock().get_mut(minor as usize)?.take()?;
         // Unregistered outside the lock: it waits for running sysfs callbacks, which may
         // look devices up.
-        let Registered { node, data } = registered;
-        drop(node);
+        let Registered { _node, data } = registered;
+        drop(_node);
         Some(data)
     }
 
@@ -343,11 +350,13 @@ impl<T: FileHandler> DeviceClass<T> {
         Ok(out)
     }
 
+    // Cards at run time (configfs) only.
+    #[cfg(CONFIG_CONFIGFS_FS)]
     /// Wakes `poll()` waiters on attribute `attr` of device `minor`.
     pub(crate) fn notify(&self, minor: u32, attr: &CStr) {
         let devices = self.devices.lock();
         if let Some(Some(registered)) = devices.get(minor as usize) {
-            registered.node.notify(attr);
+            registered._node.notify(attr);
         }
     }
 

@@ -46,6 +46,11 @@ const FORGED_PID: u32 = 4242;
 
 type TestResult = Result<(), String>;
 
+/// The driver version GPU tools must report: emuv's `driver_version` parameter.
+fn driver_version() -> Result<String, String> {
+    emuv_tests::param("driver_version").map_err(err("driver_version"))
+}
+
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
     exe.parent()
@@ -129,8 +134,13 @@ struct Holder {
 
 impl Holder {
     fn spawn(mode: &str, bytes: u64) -> Result<Self, String> {
+        Self::spawn_on(mode, bytes, "/dev/emuv")
+    }
+
+    /// The same on the card of device node `node`.
+    fn spawn_on(mode: &str, bytes: u64, node: &str) -> Result<Self, String> {
         let mut child = Command::new(std::env::current_exe().map_err(err("own path"))?)
-            .args([mode, &bytes.to_string()])
+            .args([mode, &bytes.to_string(), node])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -172,11 +182,11 @@ impl Drop for Holder {
 /// A holder's life: allocates `bytes`, maps and writes them as a GPU program would, says
 /// "ready FD" and holds them until its stdin closes. Renamed first if asked: emuv records the
 /// command name at open.
-fn hold(bytes: u64, name: Option<&CStr>) -> ! {
+fn hold(bytes: u64, name: Option<&CStr>, node: &str) -> ! {
     if let Some(name) = name {
         prctl::set_name(name).unwrap_or_else(|e| panic!("PR_SET_NAME: {e}"));
     }
-    let device = Device::open().unwrap_or_else(|e| panic!("open: {e}"));
+    let device = Device::open_path(node, true).unwrap_or_else(|e| panic!("open {node}: {e}"));
     let allocation = device
         .alloc(bytes, Tier::Any)
         .unwrap_or_else(|e| panic!("alloc: {e}"));
@@ -249,7 +259,7 @@ fn pynvml_matches(t: &Truth) -> TestResult {
     check_eq(
         "driver version",
         v["driver"].as_str(),
-        Some(env!("CARGO_PKG_VERSION")),
+        Some(driver_version()?.as_str()),
     )?;
     let g = &v["gpus"][0];
     check_eq("index", json_u64(&g["index"]), 0)?;
@@ -426,7 +436,7 @@ fn emuv_smi_matches(t: &Truth, pynvml_uuid: &str) -> TestResult {
         mib(t.used),
         mib(t.free),
         "0 MiB".to_owned(),
-        env!("CARGO_PKG_VERSION").to_owned(),
+        driver_version()?,
         "1".to_owned(),
     ];
     check_eq(
@@ -946,6 +956,421 @@ fn with_emuv_and_holders(tap: &mut Tap) {
     tap.test("the GPU's UUID is the same after a reload", again);
 }
 
+/// Cards of [`eight_cards`] that hold memory, and how much (a holder process each).
+const CARD_HOLDINGS: [(u32, u64); 3] = [(0, 8 * MIB), (3, 24 * MIB), (7, 40 * MIB)];
+
+/// The sysfs directory of card `index`.
+fn card_dir(index: u32) -> PathBuf {
+    match index {
+        0 => PathBuf::from("/sys/class/emuv/emuv"),
+        i => PathBuf::from(format!("/sys/class/emuv/emuv{i}")),
+    }
+}
+
+fn card_u64(index: u32, name: &str) -> Result<u64, String> {
+    let text = std::fs::read_to_string(card_dir(index).join(name)).map_err(err(name))?;
+    text.trim().parse().map_err(err(name))
+}
+
+const PYNVML_CARDS: &str = r#"
+import json, pynvml as n
+def text(v):
+    return v.decode() if isinstance(v, bytes) else v
+n.nvmlInit()
+out = []
+for i in range(n.nvmlDeviceGetCount()):
+    h = n.nvmlDeviceGetHandleByIndex(i)
+    out.append({
+        "name": text(n.nvmlDeviceGetName(h)),
+        "uuid": text(n.nvmlDeviceGetUUID(h)),
+        "bus_id": text(n.nvmlDeviceGetPciInfo(h).busId),
+        "minor": n.nvmlDeviceGetMinorNumber(h),
+        "used": n.nvmlDeviceGetMemoryInfo(h).used,
+        "compute": sorted([p.pid, p.usedGpuMemory] for p in n.nvmlDeviceGetComputeRunningProcesses(h)),
+        "arch": n.nvmlDeviceGetArchitecture(h),
+        "cc": list(n.nvmlDeviceGetCudaComputeCapability(h)),
+        "cores": n.nvmlDeviceGetNumGpuCores(h),
+        "bus_width": n.nvmlDeviceGetMemoryBusWidth(h),
+    })
+n.nvmlShutdown()
+print(json.dumps(out))
+"#;
+
+/// Waits for an Xid event on any card, after saying "ready"; then what the lost card and the
+/// others answer.
+const PYNVML_XID: &str = r#"
+import json, pynvml as n
+def text(v):
+    return v.decode() if isinstance(v, bytes) else v
+def err(f):
+    try:
+        f()
+        return "ok"
+    except n.NVMLError as e:
+        return type(e).__name__
+n.nvmlInit()
+handles = [n.nvmlDeviceGetHandleByIndex(i) for i in range(n.nvmlDeviceGetCount())]
+events = n.nvmlEventSetCreate()
+for h in handles:
+    n.nvmlDeviceRegisterEvents(h, n.nvmlEventTypeXidCriticalError, events)
+print("ready", flush=True)
+d = n.nvmlEventSetWait_v2(events, 30000)
+lost = [i for i, h in enumerate(handles) if err(lambda: n.nvmlDeviceGetMemoryInfo(h)) != "ok"]
+print(json.dumps({
+    "type": d.eventType, "data": d.eventData, "uuid": text(n.nvmlDeviceGetUUID(d.device)),
+    "lost": lost, "by_index_5": err(lambda: n.nvmlDeviceGetHandleByIndex(5)),
+    "memory_4": err(lambda: n.nvmlDeviceGetMemoryInfo(handles[4])),
+}))
+n.nvmlEventSetFree(events)
+n.nvmlShutdown()
+"#;
+
+/// pynvml's view of every card, checked against sysfs and the holders; returns the UUIDs.
+fn pynvml_sees_every_card(holders: &[(u32, u32, u64)]) -> Result<Vec<String>, String> {
+    let out = stdout_of("pynvml", run(venv_bin("python")?, &["-c", PYNVML_CARDS])?)?;
+    let v: Value = serde_json::from_str(&out).map_err(err(&format!("pynvml output {out:?}")))?;
+    let gpus = v.as_array().ok_or("not a list")?;
+    check_eq("pynvml's count", gpus.len(), 8)?;
+    let mut uuids = Vec::new();
+    for (i, g) in gpus.iter().enumerate() {
+        let i = i as u32;
+        let what = |field: &str| format!("GPU {i} {field}");
+        check_eq(
+            &what("name"),
+            g["name"].as_str(),
+            Some("NVIDIA GeForce RTX 4090"),
+        )?;
+        check_eq(
+            &what("bus ID"),
+            g["bus_id"].as_str().map(str::to_owned),
+            Some(format!("00000000:{:02X}:00.0", i + 1)),
+        )?;
+        check_eq(&what("minor"), json_u64(&g["minor"]), u64::from(i))?;
+        check_eq(
+            &what("used"),
+            json_u64(&g["used"]),
+            card_u64(i, "used_bytes")?,
+        )?;
+        let want: Vec<(u64, u64)> = holders
+            .iter()
+            .filter(|h| h.0 == i)
+            .map(|h| (u64::from(h.1), h.2))
+            .collect();
+        let got: Vec<(u64, u64)> = g["compute"].as_array().map_or(vec![], |a| {
+            a.iter()
+                .map(|p| (json_u64(&p[0]), json_u64(&p[1])))
+                .collect()
+        });
+        check_eq(&what("processes"), got, want)?;
+        check_eq(
+            &what("architecture (NVML_DEVICE_ARCH_ADA)"),
+            json_u64(&g["arch"]),
+            8,
+        )?;
+        check_eq(
+            &what("compute capability"),
+            g["cc"].clone(),
+            serde_json::json!([8, 9]),
+        )?;
+        check_eq(&what("CUDA cores"), json_u64(&g["cores"]), 16384)?;
+        check_eq(&what("bus width"), json_u64(&g["bus_width"]), 384)?;
+        uuids.push(g["uuid"].as_str().unwrap_or_default().to_owned());
+    }
+    let mut distinct = uuids.clone();
+    distinct.sort();
+    distinct.dedup();
+    check_eq("distinct UUIDs", distinct.len(), 8)?;
+    Ok(uuids)
+}
+
+fn gpustat_and_nvitop_see_every_card(holders: &[(u32, u32, u64)]) -> TestResult {
+    let out = stdout_of("gpustat --json", run(venv_bin("gpustat")?, &["--json"])?)?;
+    let v: Value = serde_json::from_str(&out).map_err(err(&format!("gpustat output {out:?}")))?;
+    let gpus = v["gpus"].as_array().ok_or("gpustat: no gpus")?;
+    check_eq("gpustat's GPUs", gpus.len(), 8)?;
+    for (i, g) in gpus.iter().enumerate() {
+        let i = i as u32;
+        check_eq(
+            &format!("gpustat GPU {i} index"),
+            json_u64(&g["index"]),
+            u64::from(i),
+        )?;
+        check_eq(
+            &format!("gpustat GPU {i} memory.used"),
+            json_u64(&g["memory.used"]),
+            card_u64(i, "used_bytes")? / MIB,
+        )?;
+        let pids: Vec<u64> = g["processes"]
+            .as_array()
+            .map_or(vec![], |a| a.iter().map(|p| json_u64(&p["pid"])).collect());
+        let want: Vec<u64> = holders
+            .iter()
+            .filter(|h| h.0 == i)
+            .map(|h| u64::from(h.1))
+            .collect();
+        check_eq(&format!("gpustat GPU {i} processes"), pids, want)?;
+    }
+    show(
+        "gpustat",
+        &stdout_of("gpustat", run(venv_bin("gpustat")?, &[])?)?,
+    );
+    let out = stdout_of("nvitop --once", run(venv_bin("nvitop")?, &["--once"])?)?;
+    show("nvitop --once", &out);
+    let used_totals = out
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(3)
+                .any(|w| w[1] == "/" && w[0].ends_with('B') && w[2].ends_with("MiB"))
+        })
+        .count();
+    check_eq("nvitop's card rows", used_totals, 8)?;
+    for (card, pid, _) in holders {
+        check(
+            out.lines()
+                .any(|l| l.split_whitespace().nth(2) == Some(&pid.to_string())),
+            || format!("no row for card {card}'s holder {pid} in nvitop's output"),
+        )?;
+    }
+    Ok(())
+}
+
+fn emuv_smi_selects_and_queries(holders: &[(u32, u32, u64)], uuids: &[String]) -> TestResult {
+    let out = stdout_of("emuv-smi -L", run(emuv_smi(), &["-L"])?)?;
+    check_eq("-L lines", out.lines().count(), 8)?;
+    check(
+        out.lines()
+            .nth(7)
+            .is_some_and(|l| l.starts_with("GPU 7: ") && l.contains(&uuids[7])),
+        || format!("-L's last line: {out}"),
+    )?;
+    let fields = [
+        "--query-gpu=index,pci.bus_id,memory.used",
+        "--format=csv,noheader",
+    ];
+    let by_index = stdout_of(
+        "-i 3",
+        run(emuv_smi(), &[&["-i", "3"][..], &fields].concat())?,
+    )?;
+    check_eq("-i 3", by_index.as_str(), "3, 00000000:04:00.0, 24 MiB\n")?;
+    let by_uuid = stdout_of(
+        "-i UUID",
+        run(emuv_smi(), &[&["-i", &uuids[3]][..], &fields].concat())?,
+    )?;
+    check_eq("-i UUID of card 3", by_uuid, by_index.clone())?;
+    let by_bus = stdout_of(
+        "-i bus ID",
+        run(
+            emuv_smi(),
+            &[&["-i", "00000000:04:00.0,7"][..], &fields].concat(),
+        )?,
+    )?;
+    check_eq(
+        "-i bus ID,7",
+        by_bus,
+        format!("{by_index}7, 00000000:08:00.0, 40 MiB\n"),
+    )?;
+    let apps = stdout_of(
+        "-i 7 --query-compute-apps",
+        run(
+            emuv_smi(),
+            &[
+                "-i",
+                "7",
+                "--query-compute-apps=pid,used_memory",
+                "--format=csv,noheader,nounits",
+            ],
+        )?,
+    )?;
+    let holder7 = holders
+        .iter()
+        .find(|h| h.0 == 7)
+        .ok_or("no holder on card 7")?;
+    check_eq("-i 7's compute apps", apps, format!("{}, 40\n", holder7.1))?;
+    let memory = stdout_of("-q -d MEMORY", run(emuv_smi(), &["-q", "-d", "MEMORY"])?)?;
+    check_eq(
+        "-q -d MEMORY's GPU sections",
+        memory.lines().filter(|l| l.starts_with("GPU 0000")).count(),
+        8,
+    )?;
+    let q = stdout_of("-q -i 3", run(emuv_smi(), &["-q", "-i", "3"])?)?;
+    show("emuv-smi -q -i 3", &q);
+    for want in [
+        "Product Name",
+        "NVIDIA GeForce RTX 4090",
+        "Driver Version",
+        "00000000:04:00.0",
+        "FB Memory Usage",
+    ] {
+        check(q.contains(want), || format!("no {want:?} in -q -i 3:\n{q}"))?;
+    }
+    check(q.contains(&driver_version()?), || {
+        format!("-q does not show the driver version:\n{q}")
+    })
+}
+
+/// pynvml in a mount namespace where only card 3's node is its own (the others are
+/// `/dev/null`, bind-mounted over them), as a container given one GPU: one device, index 0,
+/// card 3's UUID and memory.
+fn one_node_one_gpu(uuids: &[String]) -> TestResult {
+    use nix::{
+        mount::{mount, MsFlags},
+        sched::{unshare, CloneFlags},
+    };
+    let python = venv_bin("python")?;
+    let script = "import pynvml as n, json\nn.nvmlInit()\nh = n.nvmlDeviceGetHandleByIndex(0)\nu = n.nvmlDeviceGetUUID(h)\nprint(json.dumps([n.nvmlDeviceGetCount(), u if isinstance(u, str) else u.decode(), n.nvmlDeviceGetMemoryInfo(h).used]))";
+    let answer = emuv_tests::in_child(None, || {
+        unshare(CloneFlags::CLONE_NEWNS).map_err(err("unshare"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(err("make / private"))?;
+        for i in (0..8).filter(|&i| i != 3) {
+            let node = if i == 0 {
+                "/dev/emuv".to_owned()
+            } else {
+                format!("/dev/emuv{i}")
+            };
+            mount(
+                Some("/dev/null"),
+                node.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(err(&format!("hide {node}")))?;
+        }
+        stdout_of("pynvml with one node", run(&python, &["-c", script])?)
+    })?;
+    let v: Value = serde_json::from_str(&answer).map_err(err(&format!("answer {answer:?}")))?;
+    check_eq("GPUs seen", json_u64(&v[0]), 1)?;
+    check_eq("its UUID", v[1].as_str(), Some(uuids[3].as_str()))?;
+    check_eq(
+        "its used memory",
+        json_u64(&v[2]),
+        card_u64(3, "used_bytes")?,
+    )
+}
+
+/// Card 5 is lost while pynvml waits for Xid events: event 79 for card 5, GPU_IS_LOST for it
+/// only; recovery with `fail=none`.
+fn lost_card_in_nvml(uuids: &[String]) -> TestResult {
+    let mut waiter = Command::new(venv_bin("python")?)
+        .args(["-c", PYNVML_XID])
+        .env("LD_LIBRARY_PATH", nvml_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(err("spawn the waiter"))?;
+    let mut stdout = BufReader::new(waiter.stdout.take().ok_or("waiter stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line).map_err(err("waiter ready"))?;
+    let lost = check_eq("waiter", line.as_str(), "ready\n")
+        .and_then(|()| std::fs::write(card_dir(5).join("fail"), "lost").map_err(err("fail=lost")));
+    let mut answer = String::new();
+    let _ = stdout.read_line(&mut answer);
+    let status = waiter.wait().map_err(err("wait for the waiter"))?;
+    let result = (|| {
+        lost?;
+        check(status.success(), || {
+            format!("the waiter ended with {status}: {answer:?}")
+        })?;
+        let v: Value =
+            serde_json::from_str(&answer).map_err(err(&format!("waiter output {answer:?}")))?;
+        check_eq(
+            "event type (nvmlEventTypeXidCriticalError)",
+            json_u64(&v["type"]),
+            8,
+        )?;
+        check_eq("Xid", json_u64(&v["data"]), 79)?;
+        check_eq(
+            "the event's GPU",
+            v["uuid"].as_str(),
+            Some(uuids[5].as_str()),
+        )?;
+        check_eq(
+            "cards answering GPU_IS_LOST",
+            v["lost"].clone(),
+            serde_json::json!([5]),
+        )?;
+        check_eq(
+            "handle by index 5",
+            v["by_index_5"].as_str(),
+            Some("NVMLError_GpuIsLost"),
+        )?;
+        check_eq("card 4's memory", v["memory_4"].as_str(), Some("ok"))?;
+        let smi = run(emuv_smi(), &["--query-gpu=index", "--format=csv,noheader"])?;
+        check_eq(
+            "emuv-smi's cards with one lost",
+            String::from_utf8_lossy(&smi.stdout).lines().count(),
+            7,
+        )
+    })();
+    std::fs::write(card_dir(5).join("fail"), "none").map_err(err("fail=none"))?;
+    result?;
+    let out = stdout_of(
+        "pynvml after recovery",
+        run(venv_bin("python")?, &["-c", PYNVML_CARDS])?,
+    )?;
+    check(out.matches("NVIDIA GeForce RTX 4090").count() == 8, || {
+        format!("after recovery: {out}")
+    })
+}
+
+fn eight_cards(tap: &mut Tap) {
+    let result = module::with_loaded(
+        "gpu_count=8 gpu_model=4090 physical_vram_mb=256 virtual_vram_mb=0",
+        || {
+            let mut holders = Vec::new();
+            let mut records = Vec::new();
+            for (card, bytes) in CARD_HOLDINGS {
+                let node = if card == 0 {
+                    "/dev/emuv".to_owned()
+                } else {
+                    format!("/dev/emuv{card}")
+                };
+                let holder = Holder::spawn_on("--hold", bytes, &node)?;
+                records.push((card, holder.id(), bytes));
+                holders.push(holder);
+            }
+            let uuids = pynvml_sees_every_card(&records);
+            tap.test(
+                "8 cards: pynvml sees each one's name, bus ID, facts, memory and processes",
+                uuids.as_ref().map(drop).map_err(Clone::clone),
+            );
+            let uuids = uuids.unwrap_or_else(|_| vec![String::new(); 8]);
+            tap.test(
+                "8 cards: gpustat and nvitop show each one's memory and processes",
+                gpustat_and_nvitop_see_every_card(&records),
+            );
+            tap.test(
+                "emuv-smi -L, -i by index, UUID and bus ID, compute apps, -q",
+                emuv_smi_selects_and_queries(&records, &uuids),
+            );
+            tap.test(
+                "a process given only /dev/emuv3 sees one GPU: card 3",
+                one_node_one_gpu(&uuids),
+            );
+            tap.test(
+                "a lost card: Xid 79 through pynvml's events, GPU_IS_LOST for it only, recovery",
+                lost_card_in_nvml(&uuids),
+            );
+            for holder in holders {
+                holder.stop()?;
+            }
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        tap.note(format!("8 cards: {e}"));
+    }
+}
+
 fn without_emuv() -> TestResult {
     check(!module::is_loaded(), || "emuv is loaded".into())?;
     let out = run(
@@ -965,12 +1390,13 @@ fn without_emuv() -> TestResult {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bytes = || args.get(2).and_then(|b| b.parse().ok()).unwrap_or(MIB);
+    let node = args.get(3).map_or("/dev/emuv", String::as_str);
     match args.get(1).map(String::as_str) {
-        Some("--hold") => hold(bytes(), None),
-        Some("--hold-renamed") => hold(bytes(), Some(FORGED_NAME)),
+        Some("--hold") => hold(bytes(), None, node),
+        Some("--hold-renamed") => hold(bytes(), Some(FORGED_NAME), node),
         _ => {}
     }
-    let mut tap = Tap::new(13);
+    let mut tap = Tap::new(17);
     tap.test(
         "without emuv: NVIDIA's \"Driver Not Loaded\" and emuv-smi's exit code 9",
         without_emuv(),
@@ -980,5 +1406,6 @@ fn main() {
         emuv_smi_rejects_bad_fields(),
     );
     with_emuv_and_holders(&mut tap);
+    eight_cards(&mut tap);
     tap.finish()
 }

@@ -2,22 +2,30 @@
 //! emuv-smi: emuv's emulated GPUs in nvidia-smi's formats, read live from the kernel (sysfs for
 //! identity and memory, the device node for processes).
 
+mod details;
 mod query;
 mod table;
 
 use clap::Parser;
+use details::Sections;
 use emuv::{
-    gpus::{self, Gpu, Memory},
+    gpus::{Gpu, Memory, Roots},
     printable, ProcessEntry,
 };
 use query::{AppQuery, Format, GpuQuery};
 use std::{io, os::unix::ffi::OsStrExt, process::ExitCode, thread, time::Duration};
 
-/// The version emuv's tools report where NVIDIA's report the driver version.
-pub const DRIVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// emuv-smi's own version (the table's title), and the driver version a module without the
+/// `driver_version` parameter leaves.
+pub const EMUV_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// nvidia-smi's exit code when the driver is not loaded.
 const EXIT_DRIVER_NOT_LOADED: u8 = 9;
+/// nvidia-smi's exit code when no GPU matched.
+const EXIT_NO_DEVICES: u8 = 6;
+/// nvidia-smi's exit code when a GPU has fallen off the bus (NVML_ERROR_GPU_IS_LOST): the
+/// other GPUs are printed all the same.
+const EXIT_GPU_IS_LOST: u8 = 15;
 const MISSING_FORMAT: &str = "\"--format=\" switch is missing. Please run 'emuv-smi -h' for help.";
 const INVALID_COMBINATION: &str =
     "Invalid combination of input arguments. Please run 'emuv-smi -h' for help.";
@@ -55,6 +63,18 @@ struct Args {
     /// List the fields --query-gpu accepts.
     #[arg(long = "help-query-gpu")]
     help_query_gpu: bool,
+    /// Print every GPU's details, as nvidia-smi -q does.
+    #[arg(short = 'q', long = "query")]
+    query: bool,
+    /// With -q, only these sections, comma-separated: MEMORY, UTILIZATION, ECC, POWER, CLOCK,
+    /// COMPUTE, PIDS, PERFORMANCE (and nvidia-smi's other names, which have no values here).
+    #[arg(
+        short = 'd',
+        long = "display",
+        value_name = "TYPES",
+        requires = "query"
+    )]
+    display: Option<String>,
 }
 
 /// One GPU at one moment.
@@ -63,6 +83,8 @@ pub struct GpuState {
     pub memory: Memory,
     /// `None` when the device node cannot be read (not root).
     pub processes: Option<Vec<ProcessEntry>>,
+    /// Uncorrected ECC errors since load; `None` on a module that does not count them.
+    pub ecc_errors: Option<u64>,
 }
 
 /// Every selected GPU at one moment.
@@ -71,9 +93,24 @@ pub struct Snapshot {
     pub timestamp: String,
     /// The table's first line, in ctime's format: `Sun Nov 22 06:40:00 2026`.
     pub date: String,
-    /// All GPUs, selected or not (nvidia-smi's `count`).
+    /// The module's `driver_version` parameter, or emuv's version.
+    pub driver_version: String,
+    /// All GPUs this process sees, selected or not, lost or not (nvidia-smi's `count`).
     pub count: usize,
+    /// The selected GPUs that answer, in index order.
     pub gpus: Vec<GpuState>,
+    /// The selected GPUs that have fallen off the bus: reported, not printed.
+    pub lost: Vec<Gpu>,
+}
+
+/// What nvidia-smi says for a GPU it cannot open because it is lost.
+pub fn lost_message(gpu: &Gpu) -> String {
+    format!(
+        "Unable to determine the device handle for GPU{}: {}: GPU is lost.  \
+         Reboot the system to recover this GPU",
+        gpu.index,
+        gpu.pci.bus_id_legacy()
+    )
 }
 
 /// Now, in UTC, in nvidia-smi's two formats: (`2026/11/22 06:40:00.123`,
@@ -122,23 +159,37 @@ pub fn process_name(p: &ProcessEntry) -> String {
         .unwrap_or_else(|| p.comm_lossy())
 }
 
+/// Whether `-i`'s comma-separated list names `gpu`: by its index in this process, its UUID or
+/// its PCI bus ID (either form, any case), as nvidia-smi's `-i` does.
 fn selected(gpu: &Gpu, ids: Option<&str>) -> bool {
     let Some(ids) = ids else { return true };
-    ids.split(',').map(str::trim).any(|id| {
-        id.parse::<u32>().is_ok_and(|i| i == gpu.index)
-            || id.eq_ignore_ascii_case(&gpu.uuid())
-            || id.eq_ignore_ascii_case(&gpu.pci_bus_id())
-    })
+    ids.split(',')
+        .map(str::trim)
+        .any(|id| id.parse::<u32>().is_ok_and(|i| i == gpu.index) || gpu.is_named_by(id))
 }
 
-fn snapshot(ids: Option<&str>) -> io::Result<Snapshot> {
-    let all = gpus::list()?;
+fn snapshot(roots: &Roots, ids: Option<&str>) -> io::Result<Snapshot> {
+    let all = roots.list()?;
     let count = all.len();
-    let mut states = Vec::new();
+    let (mut states, mut lost) = (Vec::new(), Vec::new());
     for gpu in all.into_iter().filter(|g| selected(g, ids)) {
+        if gpu.is_lost() {
+            lost.push(gpu);
+            continue;
+        }
+        let memory = match gpu.memory() {
+            Ok(memory) => memory,
+            // Lost (or removed) between the two reads.
+            Err(_) if gpu.is_lost() => {
+                lost.push(gpu);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         states.push(GpuState {
-            memory: gpu.memory()?,
+            memory,
             processes: gpu.processes().ok(),
+            ecc_errors: gpu.ecc_errors().ok(),
             gpu,
         });
     }
@@ -146,8 +197,12 @@ fn snapshot(ids: Option<&str>) -> io::Result<Snapshot> {
     Ok(Snapshot {
         timestamp,
         date,
+        driver_version: roots
+            .driver_version()
+            .unwrap_or_else(|| EMUV_VERSION.to_owned()),
         count,
         gpus: states,
+        lost,
     })
 }
 
@@ -157,6 +212,7 @@ enum Report {
     List,
     Gpus(GpuQuery, Format),
     Apps(AppQuery, Format),
+    Details(Sections),
 }
 
 impl Report {
@@ -166,6 +222,12 @@ impl Report {
         };
         if args.format.is_some() && args.query_gpu.is_none() && args.query_compute_apps.is_none() {
             return Err(INVALID_COMBINATION.into());
+        }
+        if args.query {
+            if args.query_gpu.is_some() || args.query_compute_apps.is_some() || args.list_gpus {
+                return Err(INVALID_COMBINATION.into());
+            }
+            return Ok(Report::Details(Sections::parse(args.display.as_deref())?));
         }
         match (&args.query_gpu, &args.query_compute_apps) {
             (Some(_), Some(_)) => Err("Only one --query-* switch may be given.".into()),
@@ -202,6 +264,7 @@ impl Report {
                 .collect(),
             Report::Gpus(q, f) => q.rows(s, *f),
             Report::Apps(q, f) => q.rows(s, *f),
+            Report::Details(sections) => return details::render(s, *sections),
         };
         lines.iter().map(|l| format!("{l}\n")).collect()
     }
@@ -224,13 +287,24 @@ fn main() -> ExitCode {
     if let Some(header) = report.header() {
         println!("{header}");
     }
+    let roots = Roots::default();
     loop {
-        match snapshot(args.id.as_deref()) {
-            Ok(s) if s.gpus.is_empty() => {
+        let mut status = ExitCode::SUCCESS;
+        match snapshot(&roots, args.id.as_deref()) {
+            Ok(s) if s.gpus.is_empty() && s.lost.is_empty() => {
                 eprintln!("No devices were found");
-                return ExitCode::from(6);
+                return ExitCode::from(EXIT_NO_DEVICES);
             }
-            Ok(s) => print!("{}", report.render(&s)),
+            Ok(s) => {
+                // As nvidia-smi: each lost GPU said, the others printed, and the run fails.
+                for gpu in &s.lost {
+                    eprintln!("{}", lost_message(gpu));
+                    status = ExitCode::from(EXIT_GPU_IS_LOST);
+                }
+                if !s.gpus.is_empty() {
+                    print!("{}", report.render(&s));
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 eprintln!(
                     "EMUV-SMI has failed because it couldn't communicate with the emuv driver. \
@@ -245,7 +319,7 @@ fn main() -> ExitCode {
         }
         match args.loop_seconds {
             Some(seconds) => thread::sleep(Duration::from_secs(seconds.max(1))),
-            None => return ExitCode::SUCCESS,
+            None => return status,
         }
     }
 }
@@ -253,6 +327,63 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use emuv::gpus::fake::Tree;
+
+    fn kernel_indices(s: &Snapshot) -> Vec<u32> {
+        s.gpus.iter().map(|g| g.gpu.kernel_index).collect()
+    }
+
+    #[test]
+    fn every_card_is_listed_and_selected_as_nvidia_smi_selects() {
+        let tree = Tree::new("smi-select");
+        for i in [10, 0, 2] {
+            tree.add_card(i, "4090");
+        }
+        let roots = tree.roots();
+        let all = snapshot(&roots, None).unwrap();
+        assert_eq!(kernel_indices(&all), [0, 2, 10]);
+        assert_eq!(all.count, 3);
+        let uuid = all.gpus[2].gpu.uuid();
+        let pick = |ids: &str| kernel_indices(&snapshot(&roots, Some(ids)).unwrap());
+        assert_eq!(pick("1"), [2]);
+        assert_eq!(pick(&format!("{},0", uuid.to_lowercase())), [0, 10]);
+        assert_eq!(pick("0000:0B:00.0"), [10]);
+        assert_eq!(pick("00000000:03:00.0, 2"), [2, 10]);
+        assert!(pick("3").is_empty());
+        let list = Report::List.render(&all);
+        let lines: Vec<&str> = list.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[2],
+            format!("GPU 2: NVIDIA GeForce RTX 4090 (UUID: {uuid})")
+        );
+    }
+
+    #[test]
+    fn a_lost_card_is_said_and_the_others_printed() {
+        let tree = Tree::new("smi-lost");
+        for i in [0, 2, 3] {
+            tree.add_card(i, "4090");
+        }
+        let lost = tree.roots().class_dir.join("emuv2");
+        tree.set(&lost, "fail", "lost");
+        let s = snapshot(&tree.roots(), None).unwrap();
+        assert_eq!(kernel_indices(&s), [0, 3]);
+        assert_eq!(s.count, 3);
+        assert_eq!(s.lost.len(), 1);
+        assert_eq!(
+            lost_message(&s.lost[0]),
+            "Unable to determine the device handle for GPU1: 0000:03:00.0: GPU is lost.  \
+             Reboot the system to recover this GPU"
+        );
+        let table = table::render(&s);
+        assert!(table.contains("|   0  NVIDIA GeForce RTX 4090"), "{table}");
+        assert!(table.contains("|   2  NVIDIA GeForce RTX 4090"), "{table}");
+        assert!(!table.contains("|   1  "), "{table}");
+        // Selected alone: nothing printed but the message.
+        let only = snapshot(&tree.roots(), Some("1")).unwrap();
+        assert!(only.gpus.is_empty() && only.lost.len() == 1);
+    }
 
     #[test]
     fn dates_are_civil() {

@@ -24,6 +24,17 @@ enum GpuValue {
     MemoryReserved,
     MemoryUsed,
     MemoryFree,
+    /// `8.9`, from the model table.
+    ComputeCap,
+    /// The boost clock, from the model table.
+    MaxGraphicsClock,
+    MaxMemoryClock,
+    /// The board's default power limit (nothing changes it), in W with two decimals.
+    PowerLimit,
+    /// The card's uncorrected ECC errors since load (volatile and aggregate alike).
+    EccUncorrected,
+    /// emuv raises uncorrected errors only.
+    EccCorrected,
     /// Nothing runs on an emulated GPU: 0 %.
     Idle,
     /// A real nvidia-smi field that an emulated card has no value for.
@@ -66,15 +77,51 @@ const GPU_FIELDS: &[FieldSpec] = &[
     field(&["memory.free"], MIB_UNIT, GpuValue::MemoryFree),
     field(&["utilization.gpu"], Some("%"), GpuValue::Idle),
     field(&["utilization.memory"], Some("%"), GpuValue::Idle),
+    field(&["compute_cap"], None, GpuValue::ComputeCap),
+    field(
+        &["clocks.max.graphics", "clocks.max.gr"],
+        Some("MHz"),
+        GpuValue::MaxGraphicsClock,
+    ),
+    field(&["clocks.max.sm"], Some("MHz"), GpuValue::MaxGraphicsClock),
+    field(
+        &["clocks.max.memory", "clocks.max.mem"],
+        Some("MHz"),
+        GpuValue::MaxMemoryClock,
+    ),
+    field(&["power.limit"], Some("W"), GpuValue::PowerLimit),
+    field(&["enforced.power.limit"], Some("W"), GpuValue::PowerLimit),
+    field(&["power.default_limit"], Some("W"), GpuValue::PowerLimit),
+    field(
+        &["ecc.errors.uncorrected.volatile.total"],
+        None,
+        GpuValue::EccUncorrected,
+    ),
+    field(
+        &["ecc.errors.uncorrected.aggregate.total"],
+        None,
+        GpuValue::EccUncorrected,
+    ),
+    field(
+        &["ecc.errors.corrected.volatile.total"],
+        None,
+        GpuValue::EccCorrected,
+    ),
+    field(
+        &["ecc.errors.corrected.aggregate.total"],
+        None,
+        GpuValue::EccCorrected,
+    ),
     field(&["pci.sub_device_id"], None, GpuValue::NotAvailable),
     field(&["serial"], None, GpuValue::NotAvailable),
     field(&["vbios_version"], None, GpuValue::NotAvailable),
-    field(&["compute_cap"], None, GpuValue::NotAvailable),
     field(&["fan.speed"], Some("%"), GpuValue::NotAvailable),
     field(&["pstate"], None, GpuValue::NotAvailable),
     field(&["temperature.gpu"], None, GpuValue::NotAvailable),
     field(&["power.draw"], Some("W"), GpuValue::NotAvailable),
-    field(&["power.limit"], Some("W"), GpuValue::NotAvailable),
+    field(&["power.min_limit"], Some("W"), GpuValue::NotAvailable),
+    field(&["power.max_limit"], Some("W"), GpuValue::NotAvailable),
+    field(&["ecc.mode.current"], None, GpuValue::NotAvailable),
     field(
         &["clocks.current.graphics", "clocks.gr"],
         Some("MHz"),
@@ -232,9 +279,10 @@ impl GpuQuery {
 
 fn gpu_value(value: GpuValue, s: &Snapshot, g: &crate::GpuState) -> Option<String> {
     let (domain, bus, device) = g.gpu.pci_location();
+    let facts = &g.gpu.facts;
     Some(match value {
         GpuValue::Timestamp => s.timestamp.clone(),
-        GpuValue::DriverVersion => crate::DRIVER_VERSION.to_owned(),
+        GpuValue::DriverVersion => s.driver_version.clone(),
         GpuValue::Count => s.count.to_string(),
         GpuValue::Name => g.gpu.name.clone(),
         GpuValue::Index => g.gpu.index.to_string(),
@@ -248,9 +296,23 @@ fn gpu_value(value: GpuValue, s: &Snapshot, g: &crate::GpuState) -> Option<Strin
         GpuValue::MemoryReserved => mib_up(g.memory.reserved).to_string(),
         GpuValue::MemoryUsed => mib_up(g.memory.used).to_string(),
         GpuValue::MemoryFree => mib_up(g.memory.free).to_string(),
+        GpuValue::ComputeCap => {
+            let (major, minor) = facts.compute_capability?;
+            format!("{major}.{minor}")
+        }
+        GpuValue::MaxGraphicsClock => facts.max_graphics_clock_mhz?.to_string(),
+        GpuValue::MaxMemoryClock => facts.max_memory_clock_mhz?.to_string(),
+        GpuValue::PowerLimit => watts(facts.power_limit_mw?),
+        GpuValue::EccUncorrected => g.ecc_errors?.to_string(),
+        GpuValue::EccCorrected => g.ecc_errors.map(|_| 0)?.to_string(),
         GpuValue::Idle => "0".to_owned(),
         GpuValue::NotAvailable => return None,
     })
+}
+
+/// Milliwatts as nvidia-smi prints watts: `450.00`.
+pub fn watts(milliwatts: u32) -> String {
+    format!("{}.{:02}", milliwatts / 1000, milliwatts % 1000 / 10)
 }
 
 impl AppQuery {
@@ -349,6 +411,34 @@ mod tests {
         );
         let a = AppQuery::parse("pid,process_name,used_memory").unwrap();
         assert_eq!(a.header(), "pid, process_name, used_gpu_memory [MiB]");
+    }
+
+    #[test]
+    fn model_facts_and_ecc_errors_are_fields() {
+        let s = crate::table::tests::snapshot();
+        let q = GpuQuery::parse(
+            "driver_version,compute_cap,clocks.max.graphics,clocks.max.memory,power.limit,\
+             ecc.errors.uncorrected.volatile.total,ecc.errors.corrected.aggregate.total,\
+             pci.sub_device_id",
+        )
+        .unwrap();
+        assert_eq!(
+            q.header(),
+            "driver_version, compute_cap, clocks.max.graphics [MHz], clocks.max.memory [MHz], \
+             power.limit [W], ecc.errors.uncorrected.volatile.total, \
+             ecc.errors.corrected.aggregate.total, pci.sub_device_id"
+        );
+        let row = |format| q.rows(&s, Format::parse(format).unwrap());
+        assert_eq!(
+            row("csv"),
+            ["580.159.04, 8.9, 2610 MHz, 10501 MHz, 285.00 W, 0, 0, [N/A]"]
+        );
+        assert_eq!(
+            row("csv,nounits"),
+            ["580.159.04, 8.9, 2610, 10501, 285.00, 0, 0, [N/A]"]
+        );
+        assert_eq!(watts(575_000), "575.00");
+        assert_eq!(watts(117_990), "117.99");
     }
 
     #[test]

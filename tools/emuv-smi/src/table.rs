@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The default report: nvidia-smi's boxed table (91 columns, the 580 driver's layout), with
-//! `N/A` where an emulated card has nothing to say (fans, temperature, power, ECC, MIG).
+//! `N/A` where an emulated card has nothing to say (fans, temperature, power draw, MIG).
 
-use crate::{process_name, Snapshot, DRIVER_VERSION};
+use crate::{process_name, Snapshot, EMUV_VERSION};
 use std::fmt::Write;
 
 const MIB: u64 = 1 << 20;
@@ -44,7 +44,8 @@ pub fn render(s: &Snapshot) -> String {
     line(format!(
         "| {:<88}|",
         format!(
-            "EMUV-SMI {DRIVER_VERSION:<24}Driver Version: {DRIVER_VERSION:<15}CUDA Version: N/A"
+            "EMUV-SMI {EMUV_VERSION:<24}Driver Version: {:<15}CUDA Version: N/A",
+            s.driver_version
         )
     ));
     line(SEPARATOR.into());
@@ -52,6 +53,17 @@ pub fn render(s: &Snapshot) -> String {
     line("| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |".into());
     line("|=========================================+========================+======================|".into());
     for g in &s.gpus {
+        // The uncorrected ECC errors since load, which emuv can raise; N/A on a module that does
+        // not count them.
+        let ecc = g
+            .ecc_errors
+            .map_or_else(|| "N/A".to_owned(), |n| n.to_string());
+        // No power draw, but the board's limit: "N/A /  450W".
+        let power = g
+            .gpu
+            .facts
+            .power_limit_mw
+            .map_or_else(|| "N/A".to_owned(), |mw| format!("N/A / {:>4}W", mw / 1000));
         line(format!(
             "| {:>3}  {:<30}{:>3}  |   {:<16} {:>3} | {:>20} |",
             g.gpu.index,
@@ -59,14 +71,14 @@ pub fn render(s: &Snapshot) -> String {
             "N/A",
             g.gpu.pci_bus_id(),
             "N/A",
-            "N/A"
+            ecc
         ));
         line(format!(
             "| {:<4}  {:<4}  {:<4}  {:>21} |{:>8}MiB / {:>6}MiB | {:>8}{:>12} |",
             "N/A",
             "N/A",
             "N/A",
-            "N/A",
+            power,
             mib_up(g.memory.used),
             mib_up(g.memory.total),
             "0%",
@@ -122,7 +134,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::GpuState;
     use emuv::{
-        gpus::{Gpu, Memory},
+        gpus::{Gpu, Memory, ModelFacts, PciLocation},
         ProcessEntry,
     };
 
@@ -135,12 +147,25 @@ pub(crate) mod tests {
     pub(crate) fn snapshot() -> Snapshot {
         let gpu = Gpu {
             index: 0,
+            kernel_index: 0,
             sysfs_dir: "/sys/class/emuv/emuv".into(),
             device_node: "/dev/emuv".into(),
             name: "NVIDIA GeForce RTX 4070 Ti SUPER".into(),
             model: "4070tisuper".into(),
             vendor_id: 0x10de,
             device_id: 0x2705,
+            pci: PciLocation::for_kernel_index(0),
+            facts: ModelFacts {
+                architecture: Some("Ada Lovelace".into()),
+                compute_capability: Some((8, 9)),
+                memory_bus_width_bits: Some(256),
+                cuda_cores: Some(8448),
+                max_graphics_clock_mhz: Some(2610),
+                max_memory_clock_mhz: Some(10501),
+                power_limit_mw: Some(285_000),
+                bar1_bytes: Some(16 << 30),
+                chip: Some("AD103".into()),
+            },
         };
         let memory = Memory {
             total: 16 << 30,
@@ -163,12 +188,15 @@ pub(crate) mod tests {
         Snapshot {
             timestamp: "2026/11/22 06:40:00.000".into(),
             date: "Sun Nov 22 06:40:00 2026".into(),
+            driver_version: "580.159.04".into(),
             count: 1,
             gpus: vec![GpuState {
                 gpu,
                 memory,
                 processes: Some(vec![forged, exited]),
+                ecc_errors: Some(0),
             }],
+            lost: Vec::new(),
         }
     }
 
@@ -179,6 +207,15 @@ pub(crate) mod tests {
             assert_eq!(line.chars().count(), 91, "{line:?}");
         }
         assert!(text.contains("       4MiB /  16384MiB"), "{text}");
+        assert!(text.contains("Driver Version: 580.159.04"), "{text}");
+        assert!(
+            text.contains("| N/A   N/A   N/A             N/A /  285W |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("00000000:01:00.0 N/A |                    0 |"),
+            "{text}"
+        );
         assert!(text.contains("NVIDIA GeForce RTX 4070 Ti ..."), "{text}");
     }
 

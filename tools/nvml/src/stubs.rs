@@ -1,34 +1,36 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Getters that gpustat and nvitop call (or probe) and an emulated card has no value for:
-//! fans, temperature, power, clocks, PCIe traffic, ECC, encoders, MIG, accounting. Each
-//! returns `NVML_ERROR_NOT_SUPPORTED`, which both tools show as N/A; a missing symbol would
-//! be `NVML_ERROR_FUNCTION_NOT_FOUND` instead, which they report as an error.
+//! fans, temperature, power draw, current clocks, PCIe traffic, ECC mode, encoders, MIG,
+//! accounting. Each returns `NVML_ERROR_NOT_SUPPORTED` for a card that answers, which both
+//! tools show as N/A; a missing symbol would be `NVML_ERROR_FUNCTION_NOT_FOUND` instead, which
+//! they report as an error.
 //!
-//! The arguments are ignored, so the declared parameter list can be empty: in the C calling
-//! convention the caller owns its arguments.
+//! Every one takes the device first, and checks it as the other getters do (uninitialised,
+//! not a handle, lost card); the other arguments are ignored, so they need not be declared: in
+//! the C calling convention the caller owns its arguments.
 
-use crate::types::{nvmlReturn_t, NVML_ERROR_NOT_SUPPORTED};
+use crate::{
+    nvmlDevice_t,
+    types::{nvmlReturn_t, NVML_ERROR_NOT_SUPPORTED},
+    with_gpu,
+};
 
 macro_rules! not_supported {
     ($($name:ident)+) => {$(
         #[no_mangle]
-        pub extern "C" fn $name() -> nvmlReturn_t {
-            NVML_ERROR_NOT_SUPPORTED
+        pub extern "C" fn $name(device: nvmlDevice_t) -> nvmlReturn_t {
+            with_gpu(device, |_| Err(NVML_ERROR_NOT_SUPPORTED))
         }
     )+};
 }
 
 not_supported! {
-    nvmlDeviceGetArchitecture
-    nvmlDeviceGetBAR1MemoryInfo
     nvmlDeviceGetBoardId
     nvmlDeviceGetBoardPartNumber
-    nvmlDeviceGetBrand
     nvmlDeviceGetClock
     nvmlDeviceGetClockInfo
     nvmlDeviceGetComputeInstanceId
     nvmlDeviceGetConfComputeMemSizeInfo
-    nvmlDeviceGetCudaComputeCapability
     nvmlDeviceGetCurrentClocksEventReasons
     nvmlDeviceGetCurrentClocksThrottleReasons
     nvmlDeviceGetCurrentDriverModel
@@ -42,28 +44,20 @@ not_supported! {
     nvmlDeviceGetDriverModel_v2
     nvmlDeviceGetEccMode
     nvmlDeviceGetEncoderUtilization
-    nvmlDeviceGetEnforcedPowerLimit
     nvmlDeviceGetFanSpeed
     nvmlDeviceGetFanSpeed_v2
     nvmlDeviceGetFieldValues
     nvmlDeviceGetGpuInstanceId
     nvmlDeviceGetInforomVersion
-    nvmlDeviceGetMaxClockInfo
     nvmlDeviceGetMaxMigDeviceCount
     nvmlDeviceGetMaxPcieLinkGeneration
     nvmlDeviceGetMaxPcieLinkWidth
-    nvmlDeviceGetMemoryBusWidth
-    nvmlDeviceGetMemoryErrorCounter
     nvmlDeviceGetMigDeviceHandleByIndex
     nvmlDeviceGetMigMode
-    nvmlDeviceGetMinorNumber
     nvmlDeviceGetNumFans
-    nvmlDeviceGetNumGpuCores
     nvmlDeviceGetPcieThroughput
     nvmlDeviceGetPerformanceState
     nvmlDeviceGetPersistenceMode
-    nvmlDeviceGetPowerManagementDefaultLimit
-    nvmlDeviceGetPowerManagementLimit
     nvmlDeviceGetPowerManagementMode
     nvmlDeviceGetPowerState
     nvmlDeviceGetPowerUsage
@@ -74,7 +68,6 @@ not_supported! {
     nvmlDeviceGetTemperature
     nvmlDeviceGetTemperatureThreshold
     nvmlDeviceGetTemperatureV
-    nvmlDeviceGetTotalEccErrors
     nvmlDeviceGetTotalEnergyConsumption
     nvmlDeviceGetVbiosVersion
     nvmlDeviceGetViolationStatus

@@ -16,6 +16,7 @@ pub const NVML_ERROR_NOT_SUPPORTED: nvmlReturn_t = 3;
 pub const NVML_ERROR_NOT_FOUND: nvmlReturn_t = 6;
 pub const NVML_ERROR_INSUFFICIENT_SIZE: nvmlReturn_t = 7;
 pub const NVML_ERROR_DRIVER_NOT_LOADED: nvmlReturn_t = 9;
+pub const NVML_ERROR_TIMEOUT: nvmlReturn_t = 10;
 pub const NVML_ERROR_GPU_IS_LOST: nvmlReturn_t = 15;
 pub const NVML_ERROR_ARGUMENT_VERSION_MISMATCH: nvmlReturn_t = 25;
 pub const NVML_ERROR_UNKNOWN: nvmlReturn_t = 999;
@@ -29,6 +30,37 @@ pub const NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE: usize = 16;
 pub const NVML_VALUE_NOT_AVAILABLE_UINT: c_uint = 0xFFFF_FFFF;
 /// `NVML_COMPUTEMODE_DEFAULT`.
 pub const NVML_COMPUTEMODE_DEFAULT: c_uint = 0;
+
+/// `nvmlDeviceArchitecture_t`.
+pub const NVML_DEVICE_ARCH_ADA: c_uint = 8;
+pub const NVML_DEVICE_ARCH_BLACKWELL: c_uint = 10;
+/// `nvmlBrandType_t`: what GeForce RTX cards report (`NVML_BRAND_GEFORCE_RTX`, 15, is marked
+/// "Unused" in nvml.h, and nvidia-smi prints "Product Brand : GeForce" for RTX 40xx and 50xx).
+pub const NVML_BRAND_GEFORCE: c_uint = 5;
+
+/// `nvmlClockType_t`.
+pub const NVML_CLOCK_GRAPHICS: c_uint = 0;
+pub const NVML_CLOCK_SM: c_uint = 1;
+pub const NVML_CLOCK_MEM: c_uint = 2;
+pub const NVML_CLOCK_VIDEO: c_uint = 3;
+
+/// `nvmlMemoryErrorType_t`.
+pub const NVML_MEMORY_ERROR_TYPE_CORRECTED: c_uint = 0;
+pub const NVML_MEMORY_ERROR_TYPE_UNCORRECTED: c_uint = 1;
+/// `nvmlEccCounterType_t`: volatile (since the driver loaded) and aggregate (lifetime); emuv's
+/// counter starts at load, so both are the same.
+pub const NVML_VOLATILE_ECC: c_uint = 0;
+pub const NVML_AGGREGATE_ECC: c_uint = 1;
+/// `nvmlMemoryLocation_t`: emuv's errors are device memory's (DRAM); the other locations
+/// (L1 = 0 ... SRAM = 7) have none.
+pub const NVML_MEMORY_LOCATION_DRAM: c_uint = 2;
+pub const NVML_MEMORY_LOCATION_SRAM: c_uint = 7;
+
+/// Event types (`nvmlEventType*`), a bit mask.
+pub const NVML_EVENT_TYPE_DOUBLE_BIT_ECC_ERROR: c_ulonglong = 0x2;
+pub const NVML_EVENT_TYPE_XID_CRITICAL_ERROR: c_ulonglong = 0x8;
+/// The Xid of a GPU that has fallen off the bus.
+pub const XID_FALLEN_OFF_THE_BUS: c_ulonglong = 79;
 
 /// What `nvmlErrorString` returns: the real library's texts (as NVIDIA's DCGM table and captured
 /// nvidia-smi output give them).
@@ -140,6 +172,37 @@ pub struct nvmlProcessInfo_t {
     pub compute_instance_id: c_uint,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct nvmlBAR1Memory_t {
+    pub bar1_total: c_ulonglong,
+    pub bar1_free: c_ulonglong,
+    pub bar1_used: c_ulonglong,
+}
+
+/// What `nvmlEventSetWait_v2` fills; `nvmlEventSetWait` fills the first three fields only (its
+/// struct ended there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct nvmlEventData_t {
+    pub device: *const crate::nvmlDevice_st,
+    pub event_type: c_ulonglong,
+    /// The Xid for `nvmlEventTypeXidCriticalError`, 0 for the others.
+    pub event_data: c_ulonglong,
+    /// 0xFFFFFFFF: not a MIG instance's event.
+    pub gpu_instance_id: c_uint,
+    pub compute_instance_id: c_uint,
+}
+
+/// The first fields of [`nvmlEventData_t`], all that `nvmlEventSetWait` (v1) writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct nvmlEventData_v1_t {
+    pub device: *const crate::nvmlDevice_st,
+    pub event_type: c_ulonglong,
+    pub event_data: c_ulonglong,
+}
+
 /// One process-list entry layout.
 pub trait ProcessEntry: Copy {
     fn new(pid: u32, used_bytes: u64) -> Self;
@@ -184,6 +247,14 @@ mod tests {
         assert_eq!(size_of::<nvmlProcessInfo_t>(), 24);
         assert_eq!(offset_of!(nvmlProcessInfo_t, gpu_instance_id), 16);
         assert_eq!(size_of::<nvmlUtilization_t>(), 8);
+        assert_eq!(size_of::<nvmlBAR1Memory_t>(), 24);
+        assert_eq!(offset_of!(nvmlBAR1Memory_t, bar1_free), 8);
+        assert_eq!(size_of::<nvmlEventData_t>(), 32);
+        assert_eq!(offset_of!(nvmlEventData_t, event_type), 8);
+        assert_eq!(offset_of!(nvmlEventData_t, event_data), 16);
+        assert_eq!(offset_of!(nvmlEventData_t, gpu_instance_id), 24);
+        assert_eq!(offset_of!(nvmlEventData_t, compute_instance_id), 28);
+        assert_eq!(size_of::<nvmlEventData_v1_t>(), 24);
     }
 
     #[test]
