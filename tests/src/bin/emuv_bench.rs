@@ -141,14 +141,34 @@ fn load_time(params: &str) -> f64 {
 }
 
 /// Kernel memory added by loading `params`, minus that of a 1 GiB pool, per extra GiB.
+/// Slab+VmallocUsed+PageTables that loading emuv with `params` adds.
+fn kmem_added_by_load(params: &str) -> f64 {
+    let before = kernel_memory();
+    module::load(params).expect("insmod");
+    let after = kernel_memory();
+    module::unload().expect("rmmod");
+    after as f64 - before as f64
+}
+
+/// What one more card costs the kernel at load (its device, sysfs and configfs directories,
+/// pool and bookkeeping): 16 lazy cards against 1, per extra card.
+fn kmem_per_extra_card() -> f64 {
+    let params = |count: u32| format!("gpu_count={count} physical_vram_gb=1 virtual_vram_gb=0");
+    let one = median(
+        (0..ROUNDS)
+            .map(|_| kmem_added_by_load(&params(1)))
+            .collect(),
+    );
+    let sixteen = median(
+        (0..ROUNDS)
+            .map(|_| kmem_added_by_load(&params(16)))
+            .collect(),
+    );
+    (sixteen - one) / 15.0
+}
+
 fn kmem_per_gib_capacity() -> f64 {
-    let added = |params: &str| {
-        let before = kernel_memory();
-        module::load(params).expect("insmod");
-        let after = kernel_memory();
-        module::unload().expect("rmmod");
-        after as f64 - before as f64
-    };
+    let added = kmem_added_by_load;
     let small = median(
         (0..ROUNDS)
             .map(|_| added("physical_vram_gb=1 virtual_vram_gb=0"))
@@ -446,6 +466,12 @@ fn main() {
             "<= 65536",
             "Slab+VmallocUsed+PageTables added per GiB of lazy capacity at load",
             kmem_per_gib_capacity,
+        ),
+        fig(
+            "kmem_bytes_per_extra_card",
+            "report",
+            "Slab+VmallocUsed+PageTables added per card at load, gpu_count=16 against 1, lazy",
+            kmem_per_extra_card,
         ),
         fig(
             "kmem_bytes_per_gib_resident",
