@@ -267,7 +267,9 @@ fn eager_cards_must_fit_together() -> Result<(), String> {
 /// `VM_DONTCOPY`), fills them, and reads them again when told to.
 struct MappingChild {
     pid: nix::unistd::Pid,
-    go: std::fs::File,
+    go: Option<std::fs::File>,
+    /// Reaped already (by `read`).
+    reaped: bool,
 }
 
 impl MappingChild {
@@ -302,16 +304,28 @@ impl MappingChild {
                 check_eq("child mapped its memory", n, 1)?;
                 Ok(Self {
                     pid: child,
-                    go: fs::File::from(go_tx),
+                    go: Some(fs::File::from(go_tx)),
+                    reaped: false,
                 })
             }
         }
     }
 
     /// Lets the child read its mapping: how it ended.
-    fn read(self) -> Result<WaitStatus, String> {
-        drop(self.go);
+    fn read(mut self) -> Result<WaitStatus, String> {
+        drop(self.go.take());
+        self.reaped = true;
         waitpid(self.pid, None).map_err(err("waitpid"))
+    }
+}
+
+/// A test that failed before `read` must not leave the child holding a card (and emuv loaded).
+impl Drop for MappingChild {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
     }
 }
 
