@@ -1275,7 +1275,7 @@ fn lost_card_in_nvml(uuids: &[String]) -> TestResult {
     let mut answer = String::new();
     let _ = stdout.read_line(&mut answer);
     let status = waiter.wait().map_err(err("wait for the waiter"))?;
-    let result = (|| {
+    let result = (|| -> TestResult {
         lost?;
         check(status.success(), || {
             format!("the waiter ended with {status}: {answer:?}")
@@ -1309,7 +1309,21 @@ fn lost_card_in_nvml(uuids: &[String]) -> TestResult {
             "emuv-smi's cards with one lost",
             String::from_utf8_lossy(&smi.stdout).lines().count(),
             7,
-        )
+        )?;
+        // What users see of an 8-card node with a lost card (for the log, not checked).
+        for (what, out) in [
+            ("emuv-smi with card 5 lost", run(emuv_smi(), &[])?),
+            ("gpustat with card 5 lost", run(venv_bin("gpustat")?, &[])?),
+        ] {
+            let text = format!(
+                "{}{}exit: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                out.status
+            );
+            show(what, &text);
+        }
+        Ok(())
     })();
     std::fs::write(card_dir(5).join("fail"), "none").map_err(err("fail=none"))?;
     result?;
