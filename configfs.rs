@@ -139,8 +139,14 @@ fn card_group(
         GFP_KERNEL,
     )?;
     let found = shared.clone();
-    let group = configfs::Group::new(name.try_into()?, card_item_type(), try_pin_init!(CardDir { shared }));
-    Ok(placed(group, move |item| found.inner.lock().item = Some(item)))
+    let group = configfs::Group::new(
+        name.try_into()?,
+        card_item_type(),
+        try_pin_init!(CardDir { shared }),
+    );
+    Ok(placed(group, move |item| {
+        found.inner.lock().item = Some(item)
+    }))
 }
 
 impl RootOps for CardsDir {
@@ -200,7 +206,11 @@ impl CardDirShared {
                 GFP_KERNEL,
             )
         })?;
-        let pinned = inner.item.as_ref().ok_or(EBUSY).and_then(Item::refuse_rmdir);
+        let pinned = inner
+            .item
+            .as_ref()
+            .ok_or(EBUSY)
+            .and_then(Item::refuse_rmdir);
         if let Err(e) = pinned {
             let _ = card.retire_if_unused();
             self.cards.remove(card.index);
@@ -268,7 +278,10 @@ impl AttributeOperations<0> for CardDir {
     type Data = CardDir;
 
     fn show(this: &CardDir, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        show(page, format_args!("{}", this.shared.inner.lock().settings.model.key))
+        show(
+            page,
+            format_args!("{}", this.shared.inner.lock().settings.model.key),
+        )
     }
 
     fn store(this: &CardDir, value: &[u8]) -> Result {
@@ -289,7 +302,10 @@ impl AttributeOperations<1> for CardDir {
     type Data = CardDir;
 
     fn show(this: &CardDir, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        show(page, format_args!("{}", this.shared.inner.lock().settings.physical_mb))
+        show(
+            page,
+            format_args!("{}", this.shared.inner.lock().settings.physical_mb),
+        )
     }
 
     fn store(this: &CardDir, value: &[u8]) -> Result {
@@ -313,7 +329,10 @@ impl AttributeOperations<2> for CardDir {
     type Data = CardDir;
 
     fn show(this: &CardDir, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        show(page, format_args!("{}", this.shared.inner.lock().settings.virtual_mb))
+        show(
+            page,
+            format_args!("{}", this.shared.inner.lock().settings.virtual_mb),
+        )
     }
 
     fn store(this: &CardDir, value: &[u8]) -> Result {
@@ -337,7 +356,10 @@ impl AttributeOperations<3> for CardDir {
     type Data = CardDir;
 
     fn show(this: &CardDir, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        show(page, format_args!("{}", u8::from(this.shared.inner.lock().settings.lazy)))
+        show(
+            page,
+            format_args!("{}", u8::from(this.shared.inner.lock().settings.lazy)),
+        )
     }
 
     fn store(this: &CardDir, value: &[u8]) -> Result {
@@ -354,7 +376,10 @@ impl AttributeOperations<4> for CardDir {
     type Data = CardDir;
 
     fn show(this: &CardDir, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        show(page, format_args!("{}", this.shared.inner.lock().settings.file_limit_mb))
+        show(
+            page,
+            format_args!("{}", this.shared.inner.lock().settings.file_limit_mb),
+        )
     }
 
     fn store(this: &CardDir, value: &[u8]) -> Result {

@@ -242,9 +242,7 @@ impl EmuvDevice {
                 continue;
             }
             let mut entry = ProcessUsage::new(alive.then_some(pid), process.comm());
-            let same_process = clients[i..]
-                .iter()
-                .filter(|c| c.client.process.is(process));
+            let same_process = clients[i..].iter().filter(|c| c.client.process.is(process));
             for same in same_process.take(if alive { usize::MAX } else { 1 }) {
                 let usage = same.client.usage();
                 entry.bytes += usage.bytes;

@@ -96,7 +96,11 @@ impl kernel::Module for EmuvModule {
             pool_config.strategy.name()
         );
         if settings.gpu_count > 1 {
-            pr_info!("{} cards: /dev/emuv to /dev/emuv{}\n", settings.gpu_count, settings.gpu_count - 1);
+            pr_info!(
+                "{} cards: /dev/emuv to /dev/emuv{}\n",
+                settings.gpu_count,
+                settings.gpu_count - 1
+            );
         }
         #[cfg(CONFIG_CONFIGFS_FS)]
         let (configfs, module_card_dirs) = {

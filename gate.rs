@@ -6,7 +6,7 @@
 //! from page tables then makes every later access fault and find the gate closed (`SIGBUS`).
 
 use kernel::{
-    sync::atomic::{Atomic, Acquire, Full, Relaxed, Release},
+    sync::atomic::{Acquire, Atomic, Full, Relaxed, Release},
     time::{delay::fsleep, Delta},
 };
 

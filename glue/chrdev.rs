@@ -12,13 +12,13 @@
 use super::sysfs::Groups;
 use kernel::{
     bindings,
-    new_mutex,
-    str::CString,
-    sync::{Arc, Mutex},
     error::{from_err_ptr, to_result},
     ffi::{c_char, c_int},
     mm::virt::VmaNew,
+    new_mutex,
     prelude::*,
+    str::CString,
+    sync::{Arc, Mutex},
     types::{ForeignOwnable, Opaque},
     uaccess::{UserPtr, UserSlice, UserSliceWriter},
 };
@@ -30,11 +30,7 @@ pub(crate) trait FileHandler: Send + Sync + Sized + 'static {
 
     /// Called on `open`; `writable` when the file was opened for writing; `mapping` reaches
     /// the file's mappings.
-    fn open(
-        &self,
-        writable: bool,
-        mapping: FileMapping,
-    ) -> impl PinInit<Self::OpenFile, Error>;
+    fn open(&self, writable: bool, mapping: FileMapping) -> impl PinInit<Self::OpenFile, Error>;
 
     /// Called on `read` at `*offset`; advances `*offset` by what it wrote.
     fn read(
@@ -233,10 +229,7 @@ impl<T: FileHandler> DeviceClass<T> {
 
     /// Creates class `name` and the character device region behind its devices, with none yet;
     /// each device gets sysfs `groups`.
-    pub(crate) fn new(
-        name: &'static CStr,
-        groups: &'static Groups<T>,
-    ) -> Result<Arc<Self>> {
+    pub(crate) fn new(name: &'static CStr, groups: &'static Groups<T>) -> Result<Arc<Self>> {
         let region = ChrdevRegion::new(name)?;
         let class = Class::new(name)?;
         let first = region.0;

@@ -80,7 +80,11 @@ impl<T: Sync> Attribute<T> {
             Ok(()) => {
                 // SAFETY: the device is live during the callback; the name is a C string.
                 unsafe {
-                    bindings::sysfs_notify(&raw mut (*dev).kobj, core::ptr::null(), attr.raw.attr.name)
+                    bindings::sysfs_notify(
+                        &raw mut (*dev).kobj,
+                        core::ptr::null(),
+                        attr.raw.attr.name,
+                    )
                 };
                 count as isize
             }
