@@ -20,7 +20,10 @@ use kernel::{
     error::to_result,
     ffi::c_char,
     prelude::*,
-    sync::Arc,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
     types::Opaque,
 };
 
@@ -40,6 +43,8 @@ pub(crate) struct Root<D: RootOps> {
     #[pin]
     subsystem: Opaque<bindings::configfs_subsystem>,
     data: D,
+    /// Set once registered: a failed registration drops the value too, with nothing to undo.
+    registered: Atomic<bool>,
 }
 
 // SAFETY: configfs serialises its use of the subsystem; `D` is `Send`.
@@ -83,10 +88,13 @@ impl<D: RootOps> Root<D> {
                 }
             ),
             data,
+            registered: Atomic::new(false),
         })
         .pin_chain(|this| {
             // SAFETY: initialised above, at its final, pinned place.
-            to_result(unsafe { bindings::configfs_register_subsystem(this.subsystem.get()) })
+            to_result(unsafe { bindings::configfs_register_subsystem(this.subsystem.get()) })?;
+            this.registered.store(true, Relaxed);
+            Ok(())
         })
     }
 
@@ -147,11 +155,13 @@ impl<D: RootOps> Root<D> {
 #[pinned_drop]
 impl<D: RootOps> PinnedDrop for Root<D> {
     fn drop(self: Pin<&mut Self>) {
-        // SAFETY: registered in `new`; every directory in it is gone (each pins the module).
-        unsafe {
-            bindings::configfs_unregister_subsystem(self.subsystem.get());
-            bindings::mutex_destroy(&raw mut (*self.subsystem.get()).su_mutex);
+        if self.registered.load(Relaxed) {
+            // SAFETY: registered in `new`; every directory in it is gone (each pins the
+            // module).
+            unsafe { bindings::configfs_unregister_subsystem(self.subsystem.get()) };
         }
+        // SAFETY: initialised in `new`, before registration could fail.
+        unsafe { bindings::mutex_destroy(&raw mut (*self.subsystem.get()).su_mutex) };
     }
 }
 
