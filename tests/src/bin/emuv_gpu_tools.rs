@@ -1410,7 +1410,7 @@ fn main() {
         Some("--hold-renamed") => hold(bytes(), Some(FORGED_NAME), node),
         _ => {}
     }
-    let mut tap = Tap::new(17);
+    let mut tap = Tap::new(18);
     tap.test(
         "without emuv: NVIDIA's \"Driver Not Loaded\" and emuv-smi's exit code 9",
         without_emuv(),
