@@ -26,6 +26,7 @@ bench() {
 	shift 2
 	cat >"$out/$name.sh" <<-GUEST
 		#!/bin/sh
+		. "$top/tests/vm/system.sh"
 		EMUV_BENCH_ONLY="${EMUV_BENCH_ONLY:-}" EMUV_MODULE_DIR="$module_dir" "$top/target/release/emuv_bench" "$out/$name.json" >"$out/$name.txt" 2>&1
 	GUEST
 	chmod +x "$out/$name.sh"

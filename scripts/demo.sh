@@ -36,6 +36,7 @@ cat >"$out/demo.sh" <<GUEST
 #!/bin/sh
 exec >"$out/demo.txt" 2>&1
 export PATH="$top/target/release:$GPU_TOOLS_VENV/bin:\$PATH" LD_LIBRARY_PATH="$top/target/nvml"
+. "$top/tests/vm/system.sh"
 set -x
 uname -r
 insmod "$module_dir/emuv.ko"

@@ -15,11 +15,8 @@ shift 3
 prefix=${EMUV_SECTION_PREFIX:-}
 
 [ -e /dev/ram0 ] || modprobe brd rd_nr=1 2>/dev/null
-# emuv needs configfs (a module on Debian's kernel, which systemd loads and mounts at boot).
-[ -d /sys/kernel/config ] || modprobe configfs 2>/dev/null
-
-mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
-mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config 2>/dev/null
+# shellcheck source=tests/vm/system.sh
+. "$(dirname "$0")/system.sh"
 exec 3>>"$results"
 echo "### VM: $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)" >&3
 
