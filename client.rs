@@ -209,7 +209,7 @@ impl Buffer {
 impl Drop for Buffer {
     fn drop(&mut self) {
         if let Some(allocation) = self.allocation.take() {
-            self.pool.free(allocation);
+            VramPool::free(&self.pool, allocation);
         }
     }
 }
@@ -223,6 +223,18 @@ impl Mappable for Buffer {
     fn huge_folio(&self, pgoff: usize) -> Option<BorrowedFolio<'_>> {
         let index = pgoff.checked_sub(self.handle() as usize)?;
         self.pool.huge_page(self.allocation().ok()?, index)
+    }
+
+    fn in_huge_unit(&self, pgoff: usize) -> bool {
+        let Some(index) = pgoff.checked_sub(self.handle() as usize) else {
+            return false;
+        };
+        self.allocation()
+            .is_ok_and(|a| self.pool.in_huge_unit(a, index))
+    }
+
+    fn unit_mapping_lock(&self) -> &Mutex<()> {
+        &self.pool.unit_mapping
     }
 
     fn gate(&self) -> &AccessGate {

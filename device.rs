@@ -31,7 +31,7 @@ use kernel::{
 };
 
 /// One emulated GPU.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct EmuvDevice {
     /// Its number: the minor of its node, `N` in `/dev/emuvN`, 0 for `/dev/emuv`.
     pub(crate) index: u32,
@@ -48,6 +48,15 @@ pub(crate) struct EmuvDevice {
     /// Every open file, for the per-process report and for unmapping a lost card.
     #[pin]
     clients: Mutex<KVec<OpenEntry>>,
+}
+
+#[pinned_drop]
+impl PinnedDrop for EmuvDevice {
+    fn drop(self: Pin<&mut Self>) {
+        // The card goes (unload, configfs): its scrubber runs module code, so it must be done
+        // before the module can go. Nothing can free memory of the card any more.
+        self.pool.wait_for_scrubber();
+    }
 }
 
 /// An open file of the card as the card sees it.
@@ -575,6 +584,8 @@ attributes! {
     RESIDENT_BYTES: c"resident_bytes" => |dev, out| writeln!(out, "{}", dev.stats().resident());
     QUARANTINED_BYTES: c"quarantined_bytes" =>
         |dev, out| writeln!(out, "{}", dev.stats().quarantined());
+    SCRUBBING_BYTES: c"scrubbing_bytes" =>
+        |dev, out| writeln!(out, "{}", dev.stats().scrubbing());
     HUGE_BYTES: c"huge_bytes" => |dev, out| writeln!(out, "{}", dev.stats().huge());
     HUGE_FALLBACKS: c"huge_fallbacks" =>
         |dev, out| writeln!(out, "{}", dev.stats().huge_fallbacks);

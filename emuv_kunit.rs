@@ -17,6 +17,7 @@ mod glue {
     pub(crate) mod mem;
     pub(crate) mod task;
     pub(crate) mod vma;
+    pub(crate) mod work;
 }
 #[allow(dead_code)]
 mod gpu_db;

@@ -4,7 +4,7 @@
 //!
 //! Linux 7.2's Rust abstractions have no class devices, sysfs attributes, visible module
 //! parameters, `file_operations.owner`/`llseek`/`get_unmapped_area`, GFP flags beyond seven,
-//! folios, or huge (PMD) faults. Each gap is closed here behind a small safe type; everything
+//! folios, huge (PMD) faults, or waiting for work items. Each gap is closed here behind a small safe type; everything
 //! outside this module is safe Rust.
 
 pub(crate) mod chrdev;
@@ -16,6 +16,7 @@ pub(crate) mod sysfs;
 pub(crate) mod task;
 pub(crate) mod uapi;
 pub(crate) mod vma;
+pub(crate) mod work;
 
 /// Makes a C table holding raw pointers usable as a `static`.
 #[repr(transparent)]

@@ -149,6 +149,11 @@ pub(crate) fn write_report(
         "Quarantined: {} KiB (freed, still held by a pipe, io_uring or I/O)",
         stats.quarantined() >> 10
     )?;
+    writeln!(
+        out,
+        "Scrubbing: {} KiB (freed, being zeroed before reuse)",
+        stats.scrubbing() >> 10
+    )?;
     writeln!(out, "Allocation strategy: {}", strategy.name())?;
     writeln!(
         out,

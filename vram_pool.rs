@@ -11,31 +11,39 @@
 //!   transparent huge pages do); anything else, or a 2 MiB page that cannot be had at once,
 //!   gets 4 KiB pages.
 //! * **Eager**: each tier is one zeroed vmalloc area reserved at load (after checking that it
-//!   fits in available memory); allocations are page ranges of it, zeroed again when freed. A
-//!   freed page that something else still holds (a pipe after `vmsplice()`, an io_uring fixed
-//!   buffer, direct I/O) is quarantined instead, and handed out again only once it is let go
-//!   (see `page_ranges.rs`). Lazy pages need no quarantine: each allocation gets pages of its
-//!   own, and the page allocator reuses a page only when its last reference is gone.
+//!   fits in available memory); allocations are page ranges of it. FREE only marks a range for
+//!   scrubbing: the card's scrubber (a work item on the unbound workqueue) zeroes it in the
+//!   background and only then makes it free, as GPU drivers scrub freed VRAM. An ALLOC that
+//!   needs those pages first scrubs them itself. A freed page that something else still holds
+//!   (a pipe after `vmsplice()`, an io_uring fixed buffer, direct I/O) is quarantined instead,
+//!   and scrubbed and handed out again only once it is let go. Every page is in one state at a
+//!   time, changed only under the pool's lock (see `page_ranges.rs`). Lazy pages need no
+//!   quarantine: each allocation gets pages of its own, and the page allocator reuses a page
+//!   only when its last reference is gone.
 //!
 //! Memory comes with `__GFP_RETRY_MAYFAIL`: when it runs out, emuv fails with `ENOMEM` and the
 //! OOM killer is never invoked on its behalf.
 
 use crate::{
     gate::AccessGate,
-    glue::mem::{
-        available_bytes, vmalloc_overhead, BorrowedFolio, HugeLookup, SparsePages, VmallocArea,
-        HUGE_PAGES, HUGE_SIZE,
+    glue::{
+        mem::{
+            available_bytes, vmalloc_overhead, BorrowedFolio, HugeLookup, SparsePages, VmallocArea,
+            HUGE_PAGES, HUGE_SIZE,
+        },
+        work::wait_idle,
     },
-    page_ranges::PageRanges,
+    page_ranges::{Claim, HeldPages, PageRanges, PageState, CLAIM_PAGES},
 };
 use kernel::{
-    new_mutex,
+    new_condvar, new_mutex,
     page::{BorrowedPage, PAGE_SIZE},
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Mutex,
+        Arc, CondVar, Mutex,
     },
+    workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
 
 /// Largest tier emuv accepts: 1 TiB.
@@ -111,6 +119,8 @@ pub(crate) struct TierStats {
     pub(crate) resident: u64,
     /// Freed but still held elsewhere (eager only): neither used nor free until let go.
     pub(crate) quarantined: u64,
+    /// Freed and not yet zeroed (eager only): free once the scrubber has been through it.
+    pub(crate) scrubbing: u64,
     /// Of `resident`, what is held in 2 MiB pages (lazy only).
     pub(crate) huge: u64,
 }
@@ -143,15 +153,21 @@ impl PoolStats {
         self.tiers.iter().map(|t| t.used).sum()
     }
 
-    /// Never negative: `used + quarantined` never exceeds `capacity` by construction.
+    /// Zeroed and in no allocation: `used + quarantined + scrubbing + free == capacity`, the
+    /// four taken from one snapshot of page states.
     pub(crate) fn free(&self) -> u64 {
         self.capacity()
             .saturating_sub(self.used())
             .saturating_sub(self.quarantined())
+            .saturating_sub(self.scrubbing())
     }
 
     pub(crate) fn quarantined(&self) -> u64 {
         self.tiers.iter().map(|t| t.quarantined).sum()
+    }
+
+    pub(crate) fn scrubbing(&self) -> u64 {
+        self.tiers.iter().map(|t| t.scrubbing).sum()
     }
 
     pub(crate) fn resident(&self) -> u64 {
@@ -163,64 +179,8 @@ impl PoolStats {
     }
 }
 
-/// The eager backing of one tier: its area and which pages of it are taken or quarantined.
-struct EagerTier {
-    area: VmallocArea,
-    ranges: Pin<KBox<Mutex<PageRanges>>>,
-}
-
-impl EagerTier {
-    fn new(bytes: u64) -> Result<Self> {
-        let len = usize::try_from(bytes).map_err(|_| ENOMEM)?;
-        let area = VmallocArea::new(len)?;
-        let ranges = KBox::pin_init(new_mutex!(PageRanges::new(area.pages())?), GFP_KERNEL)?;
-        Ok(Self { area, ranges })
-    }
-
-    /// A run of `count` pages, after giving back what quarantine can release.
-    fn alloc(&self, count: usize) -> Result<usize> {
-        let mut ranges = self.ranges.lock();
-        self.release_quarantine(&mut ranges);
-        ranges.alloc(count)
-    }
-
-    /// Frees `first..first + count`: zeroed and free again, except pages still held elsewhere,
-    /// which go to quarantine. Zeroing runs outside the lock (the range stays taken meanwhile),
-    /// so a large free neither blocks other allocations nor, 7.2 kernels being preemptible,
-    /// the CPU.
-    fn free(&self, first: usize, count: usize) {
-        let mut held = false;
-        for page in first..first + count {
-            if self.area.page_held_elsewhere(page) {
-                // Marked now, before it could be let go unzeroed, so it is zeroed on release.
-                self.ranges.lock().quarantine(page);
-                held = true;
-            } else {
-                self.area.zero_page(page);
-            }
-        }
-        let mut ranges = self.ranges.lock();
-        ranges.free_unquarantined(first, count);
-        if !held {
-            self.release_quarantine(&mut ranges);
-        }
-    }
-
-    fn release_quarantine(&self, ranges: &mut PageRanges) {
-        if ranges.quarantined_pages() > 0 {
-            ranges.release_quarantine(
-                |page| self.area.page_held_elsewhere(page),
-                |page| self.area.zero_page(page),
-            );
-        }
-    }
-
-    fn quarantined_bytes(&self) -> u64 {
-        self.ranges.lock().quarantined_pages() as u64 * PAGE
-    }
-}
-
-/// Counters changed together under one lock, so snapshots are consistent.
+/// Counters changed together under the pool's lock, so snapshots are consistent. Saturating:
+/// a miscount shows as a wrong figure, never as a panic with the lock held.
 #[derive(Default)]
 struct Counters {
     used: [u64; 2],
@@ -229,20 +189,86 @@ struct Counters {
     allocations_total: u64,
 }
 
+impl Counters {
+    fn add(&mut self, tier: Tier, bytes: u64) {
+        let used = &mut self.used[tier as usize];
+        *used = used.saturating_add(bytes);
+        self.allocations = self.allocations.saturating_add(1);
+        self.allocations_total = self.allocations_total.saturating_add(1);
+        let total = self.used[0].saturating_add(self.used[1]);
+        self.peak_used = self.peak_used.max(total);
+    }
+
+    fn sub(&mut self, tier: Tier, bytes: u64) {
+        let used = &mut self.used[tier as usize];
+        *used = used.saturating_sub(bytes);
+        self.allocations = self.allocations.saturating_sub(1);
+    }
+}
+
+/// Everything the pool's lock guards: the counters and the state of every eager page.
+struct PoolState {
+    counters: Counters,
+    /// Per tier, when eager.
+    pages: [Option<PageRanges>; 2],
+}
+
 /// A pool of emulated VRAM.
 #[pin_data]
 pub(crate) struct VramPool {
     config: PoolConfig,
-    eager: [Option<EagerTier>; 2],
+    /// The backing of each eager tier.
+    areas: [Option<VmallocArea>; 2],
     #[pin]
-    counters: Mutex<Counters>,
+    state: Mutex<PoolState>,
+    /// Woken when a scrub claim is finished: ALLOCs waiting for scrubbed pages, and the
+    /// scrubber waiting for an ALLOC's claim.
+    #[pin]
+    scrubbed: CondVar,
+    /// Zeroes freed eager pages in the background: see [`VramPool::scrub`].
+    #[pin]
+    scrubber: Work<VramPool>,
     /// Lazily allocated bytes per tier, all and in 2 MiB pages; atomics because faults update
     /// them without the lock.
     lazy_resident: [Atomic<u64>; 2],
     lazy_huge: [Atomic<u64>; 2],
     huge_fallbacks: Atomic<u64>,
+    /// Serialises the choice between a PMD and a page table for a 2 MiB unit of a lazy
+    /// allocation that has a folio (`glue::vma`): taken only by faults of such units.
+    #[pin]
+    pub(crate) unit_mapping: Mutex<()>,
     /// Closed while the card is lost: its memory can no longer be mapped.
     pub(crate) gate: AccessGate,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for VramPool { self.scrubber }
+}
+
+impl WorkItem for VramPool {
+    type Pointer = Arc<VramPool>;
+
+    fn run(this: Arc<VramPool>) {
+        this.scrub();
+    }
+}
+
+/// Zeroes the pages of `claim` in `area` that nothing else holds; returns the ones it left
+/// alone because something still holds them. Runs without the pool's lock: claimed pages are
+/// the claimer's alone.
+fn zero_claim(area: &VmallocArea, claim: Claim) -> HeldPages {
+    let mut held = [0; CLAIM_PAGES / 64];
+    for i in 0..claim.count.min(CLAIM_PAGES) {
+        let page = claim.first + i;
+        // Nothing can take a new reference to a freed page (no mapping of it is left), so a
+        // page that nothing holds now stays so while it is zeroed.
+        if area.page_held_elsewhere(page) {
+            held[i / 64] |= 1 << (i % 64);
+        } else {
+            area.zero_page(page);
+        }
+    }
+    held
 }
 
 /// Pages of one allocation.
@@ -312,33 +338,44 @@ impl VramPool {
         {
             return Err(EINVAL);
         }
-        let mut eager = [None, None];
+        let mut areas = [None, None];
+        let mut pages = [None, None];
         if config.strategy == Strategy::Eager {
             Self::check_eager_fits(&config, 1)?;
-            for (slot, bytes) in eager
-                .iter_mut()
-                .zip([config.physical_bytes, config.virtual_bytes])
+            let tiers = areas.iter_mut().zip(pages.iter_mut());
+            for ((area, ranges), bytes) in tiers.zip([config.physical_bytes, config.virtual_bytes])
             {
                 if bytes == 0 {
                     continue;
                 }
-                *slot = Some(EagerTier::new(bytes).inspect_err(|_| {
-                    pr_err!(
-                        "eager reservation of {} MiB failed: {} MiB available\n",
-                        bytes >> 20,
-                        available_bytes() >> 20
-                    );
-                })?);
+                let reserved = usize::try_from(bytes)
+                    .map_err(|_| ENOMEM)
+                    .and_then(|len| Ok(VmallocArea::new(len)?))
+                    .inspect_err(|_| {
+                        pr_err!(
+                            "eager reservation of {} MiB failed: {} MiB available\n",
+                            bytes >> 20,
+                            available_bytes() >> 20
+                        );
+                    })?;
+                *ranges = Some(PageRanges::new(reserved.pages())?);
+                *area = Some(reserved);
             }
         }
         Arc::pin_init(
             pin_init!(Self {
                 config,
-                eager,
-                counters <- new_mutex!(Counters::default()),
+                areas,
+                state <- new_mutex!(PoolState {
+                    counters: Counters::default(),
+                    pages,
+                }),
+                scrubbed <- new_condvar!(),
+                scrubber <- new_work!("VramPool::scrubber"),
                 lazy_resident: [Atomic::new(0), Atomic::new(0)],
                 lazy_huge: [Atomic::new(0), Atomic::new(0)],
                 huge_fallbacks: Atomic::new(0),
+                unit_mapping <- new_mutex!(()),
                 gate: AccessGate::new(),
             }),
             GFP_KERNEL,
@@ -358,7 +395,8 @@ impl VramPool {
 
     /// A consistent snapshot of the counters.
     pub(crate) fn stats(&self) -> PoolStats {
-        let counters = self.counters.lock();
+        let state = self.state.lock();
+        let counters = &state.counters;
         let mut stats = PoolStats {
             peak_used: counters.peak_used,
             allocations: counters.allocations,
@@ -368,6 +406,8 @@ impl VramPool {
         };
         for tier in Tier::ALL {
             let capacity = self.capacity(tier);
+            let pages = state.pages[tier as usize].as_ref();
+            let bytes_in = |s| pages.map_or(0, |p| p.count(s) as u64 * PAGE);
             stats.tiers[tier as usize] = TierStats {
                 capacity,
                 used: counters.used[tier as usize],
@@ -375,7 +415,8 @@ impl VramPool {
                     Strategy::Eager => capacity,
                     Strategy::Lazy => self.lazy_resident[tier as usize].load(Relaxed),
                 },
-                quarantined: self.quarantined_bytes(tier),
+                quarantined: bytes_in(PageState::Quarantined),
+                scrubbing: bytes_in(PageState::Scrubbing),
                 huge: self.lazy_huge[tier as usize].load(Relaxed),
             };
         }
@@ -383,24 +424,25 @@ impl VramPool {
     }
 
     /// Allocates `size` bytes (rounded up to pages): `EINVAL` for zero or overflowing sizes,
-    /// `ENOMEM` when no allowed tier has room (like `cudaMalloc` on a full card).
+    /// `ENOMEM` when no allowed tier has room (like `cudaMalloc` on a full card). Eager pages
+    /// freed but not yet scrubbed count as room: the allocation scrubs them (or waits for the
+    /// scrubber's claim) when it needs them.
     pub(crate) fn allocate(&self, size: u64, placement: Placement) -> Result<Allocation> {
         let pages = match pages_for(size) {
             Some(0) | None => return Err(EINVAL),
             Some(pages) => pages,
         };
-        let bytes = pages as u64 * PAGE;
         let tiers: &[Tier] = match placement {
             Placement::Only(Tier::Physical) => &[Tier::Physical],
             Placement::Only(Tier::Virtual) => &[Tier::Virtual],
             Placement::Any => &Tier::ALL,
         };
         for &tier in tiers {
-            // Take the bytes first, so concurrent allocations cannot overcommit the tier.
-            if !self.charge(tier, bytes) {
-                continue;
-            }
-            match self.back(tier, pages) {
+            let backing = match &self.areas[tier as usize] {
+                Some(area) => self.take_eager(tier, area, pages),
+                None => self.take_lazy(tier, pages),
+            };
+            match backing {
                 Ok(backing) => {
                     return Ok(Allocation {
                         tier,
@@ -408,37 +450,182 @@ impl VramPool {
                         backing,
                     })
                 }
-                Err(e) => {
-                    self.uncharge(tier, bytes);
-                    self.counters.lock().allocations_total -= 1;
-                    // An eager tier can be too fragmented for one range while the other has room.
-                    if e == ENOMEM {
-                        continue;
-                    }
-                    return Err(e);
-                }
+                // A full (or, eager, too fragmented) tier: the other may have room.
+                Err(e) if e == ENOMEM => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(ENOMEM)
     }
 
-    /// Returns an allocation's memory to the pool.
-    pub(crate) fn free(&self, allocation: Allocation) {
+    /// A lazy allocation of `pages` in `tier`: its bytes are taken first, so concurrent
+    /// allocations cannot overcommit the tier, and given back if its page table cannot be had.
+    fn take_lazy(&self, tier: Tier, pages: usize) -> Result<Backing> {
+        let bytes = pages as u64 * PAGE;
+        {
+            let mut state = self.state.lock();
+            let room = self
+                .capacity(tier)
+                .saturating_sub(state.counters.used[tier as usize]);
+            if room < bytes {
+                return Err(ENOMEM);
+            }
+            state.counters.add(tier, bytes);
+        }
+        let pages = SparsePages::new(pages).inspect_err(|_| {
+            let mut state = self.state.lock();
+            state.counters.sub(tier, bytes);
+            state.counters.allocations_total = state.counters.allocations_total.saturating_sub(1);
+        })?;
+        Ok(Backing::Lazy(pages))
+    }
+
+    /// An eager allocation of `pages` in `tier`, whose backing is `area`: `Free -> Taken` and
+    /// the bytes counted in one step under the lock. While free pages do not suffice but freed
+    /// ones would, it scrubs a claim of them itself, or waits for the claim out to finish.
+    fn take_eager(&self, tier: Tier, area: &VmallocArea, pages: usize) -> Result<Backing> {
+        let bytes = pages as u64 * PAGE;
+        let mut state = self.state.lock();
+        loop {
+            let PoolState {
+                counters,
+                pages: ranges,
+            } = &mut *state;
+            let ranges = ranges[tier as usize].as_mut().ok_or(EINVAL)?;
+            if ranges.count(PageState::Quarantined) > 0 {
+                ranges.release_quarantine(|page| area.page_held_elsewhere(page));
+            }
+            match ranges.alloc(pages) {
+                Ok(first_page) => {
+                    counters.add(tier, bytes);
+                    return Ok(Backing::Eager { first_page });
+                }
+                Err(e) if e != ENOMEM => return Err(e),
+                Err(_) => {}
+            }
+            let scrubbing = ranges.count(PageState::Scrubbing);
+            // No room even once every freed page is scrubbed, or none being scrubbed that
+            // could join a run: the card really is full (or too fragmented) for this.
+            if scrubbing == 0 || ranges.count(PageState::Free).saturating_add(scrubbing) < pages {
+                return Err(ENOMEM);
+            }
+            match ranges.claim_scrub() {
+                Some(claim) => {
+                    drop(state);
+                    let held = zero_claim(area, claim);
+                    state = self.state.lock();
+                    self.finish_claim(&mut state, tier, claim, &held);
+                }
+                None => self.scrubbed.wait(&mut state),
+            }
+        }
+    }
+
+    /// Ends a claim under the lock and wakes whoever waits for scrubbed pages.
+    fn finish_claim(&self, state: &mut PoolState, tier: Tier, claim: Claim, held: &HeldPages) {
+        if let Some(ranges) = state.pages[tier as usize].as_mut() {
+            if ranges.finish_scrub(claim, held).is_err() {
+                pr_err!(
+                    "scrub claim {claim:?} of the {} tier was not out\n",
+                    tier.name()
+                );
+            }
+        }
+        self.scrubbed.notify_all();
+    }
+
+    /// The scrubber: zeroes every freed eager page, a claim at a time so that ALLOCs and
+    /// statistics wait at most one claim's zeroing for the lock, then scrubs what quarantine
+    /// let go meanwhile. One work item per card: scrubbing runs beside the card's users, one
+    /// CPU at a time per card, cards in parallel.
+    fn scrub(&self) {
+        let mut state = self.state.lock();
+        loop {
+            let mut next = None;
+            let mut others_claim = false;
+            for tier in Tier::ALL {
+                let (Some(ranges), Some(area)) = (
+                    state.pages[tier as usize].as_mut(),
+                    self.areas[tier as usize].as_ref(),
+                ) else {
+                    continue;
+                };
+                if let Some(claim) = ranges.claim_scrub() {
+                    next = Some((tier, area, claim));
+                    break;
+                }
+                others_claim |= ranges.claimed();
+            }
+            if let Some((tier, area, claim)) = next {
+                drop(state);
+                let held = zero_claim(area, claim);
+                state = self.state.lock();
+                self.finish_claim(&mut state, tier, claim, &held);
+                continue;
+            }
+            // An ALLOC holds the last claim: what it leaves is the scrubber's.
+            if others_claim {
+                self.scrubbed.wait(&mut state);
+                continue;
+            }
+            let mut released = 0;
+            for tier in Tier::ALL {
+                if let (Some(ranges), Some(area)) = (
+                    state.pages[tier as usize].as_mut(),
+                    self.areas[tier as usize].as_ref(),
+                ) {
+                    released += ranges.release_quarantine(|page| area.page_held_elsewhere(page));
+                }
+            }
+            if released == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Waits until the scrubber is neither queued nor running, for a card going away (its
+    /// pool must not outlive the module in the scrubber's hands) and for tests.
+    pub(crate) fn wait_for_scrubber(&self) {
+        wait_idle(&self.scrubber);
+    }
+
+    /// Returns an allocation's memory to the pool: a lazy one's pages at once, an eager one's
+    /// range to the scrubber. Nothing here can fail: an eager range that is not all `Taken`
+    /// (which would be a bug) is left out of use rather than freed twice.
+    pub(crate) fn free(pool: &Arc<Self>, allocation: Allocation) {
         let tier = allocation.tier;
+        let bytes = allocation.size();
         match allocation.backing {
             Backing::Lazy(pages) => {
                 let (resident, huge) = pages.resident();
                 drop(pages);
-                self.lazy_resident[tier as usize].fetch_sub(resident as u64 * PAGE, Relaxed);
-                self.lazy_huge[tier as usize].fetch_sub(huge as u64 * PAGE, Relaxed);
+                let t = tier as usize;
+                pool.lazy_resident[t].fetch_sub(resident as u64 * PAGE, Relaxed);
+                pool.lazy_huge[t].fetch_sub(huge as u64 * PAGE, Relaxed);
+                pool.state.lock().counters.sub(tier, bytes);
             }
             Backing::Eager { first_page } => {
-                if let Some(eager) = &self.eager[tier as usize] {
-                    eager.free(first_page, allocation.pages);
+                {
+                    let mut state = pool.state.lock();
+                    let PoolState { counters, pages } = &mut *state;
+                    let freed = pages[tier as usize]
+                        .as_mut()
+                        .map(|ranges| ranges.free(first_page, allocation.pages));
+                    if let Some(Ok(())) = freed {
+                        counters.sub(tier, bytes);
+                    } else {
+                        pr_err!(
+                            "pages {first_page}+{} of the {} tier were not an allocation's: kept out of use\n",
+                            allocation.pages,
+                            tier.name()
+                        );
+                        return;
+                    }
                 }
+                // Already queued: the queued run will see this range too.
+                let _ = workqueue::system_unbound().enqueue(pool.clone());
             }
         }
-        self.uncharge(tier, allocation.pages as u64 * PAGE);
     }
 
     /// Bytes of `allocation` backed by system memory now.
@@ -466,10 +653,18 @@ impl VramPool {
                 }
                 Ok(found.page)
             }
-            Backing::Eager { first_page } => self.eager[allocation.tier as usize]
+            Backing::Eager { first_page } => self.areas[allocation.tier as usize]
                 .as_ref()
-                .and_then(|eager| eager.area.page(first_page + index))
+                .and_then(|area| area.page(first_page + index))
                 .ok_or(EINVAL),
+        }
+    }
+
+    /// Whether page `index` of `allocation` lies in a 2 MiB unit that holds a 2 MiB folio.
+    pub(crate) fn in_huge_unit(&self, allocation: &Allocation, index: usize) -> bool {
+        match &allocation.backing {
+            Backing::Lazy(pages) => pages.is_huge(index / HUGE_PAGES),
+            Backing::Eager { .. } => false,
         }
     }
 
@@ -504,43 +699,6 @@ impl VramPool {
             }
         }
     }
-
-    fn quarantined_bytes(&self, tier: Tier) -> u64 {
-        self.eager[tier as usize]
-            .as_ref()
-            .map_or(0, EagerTier::quarantined_bytes)
-    }
-
-    fn charge(&self, tier: Tier, bytes: u64) -> bool {
-        let mut counters = self.counters.lock();
-        let used = counters.used[tier as usize];
-        let quarantined = self.quarantined_bytes(tier);
-        if self.capacity(tier) - used - quarantined < bytes {
-            return false;
-        }
-        counters.used[tier as usize] = used + bytes;
-        counters.allocations += 1;
-        counters.allocations_total += 1;
-        let total: u64 = counters.used.iter().sum();
-        counters.peak_used = counters.peak_used.max(total);
-        true
-    }
-
-    fn uncharge(&self, tier: Tier, bytes: u64) {
-        let mut counters = self.counters.lock();
-        counters.used[tier as usize] -= bytes;
-        counters.allocations -= 1;
-    }
-
-    fn back(&self, tier: Tier, pages: usize) -> Result<Backing> {
-        match &self.eager[tier as usize] {
-            None => Ok(Backing::Lazy(SparsePages::new(pages)?)),
-            Some(eager) => {
-                let first_page = eager.alloc(pages)?;
-                Ok(Backing::Eager { first_page })
-            }
-        }
-    }
 }
 
 #[cfg(emuv_kunit)]
@@ -550,12 +708,47 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    fn pool(physical: u64, virtual_: u64, strategy: Strategy) -> Result<Arc<VramPool>> {
+    /// A pool that waits for its scrubber before it goes, as a card does.
+    struct TestPool(Arc<VramPool>);
+
+    impl core::ops::Deref for TestPool {
+        type Target = Arc<VramPool>;
+
+        fn deref(&self) -> &Arc<VramPool> {
+            &self.0
+        }
+    }
+
+    impl Drop for TestPool {
+        fn drop(&mut self) {
+            self.0.wait_for_scrubber();
+        }
+    }
+
+    fn pool(physical: u64, virtual_: u64, strategy: Strategy) -> Result<TestPool> {
         VramPool::new(PoolConfig {
             physical_bytes: physical,
             virtual_bytes: virtual_,
             strategy,
         })
+        .map(TestPool)
+    }
+
+    /// The four counters add up to the capacity, and the eager ones are the page states'.
+    fn assert_counters_add_up(pool: &VramPool) {
+        let stats = pool.stats();
+        assert_eq!(
+            stats.used() + stats.free() + stats.quarantined() + stats.scrubbing(),
+            stats.capacity()
+        );
+        let state = pool.state.lock();
+        for tier in Tier::ALL {
+            if let Some(ranges) = &state.pages[tier as usize] {
+                assert!(ranges.consistent());
+                let taken = ranges.count(PageState::Taken) as u64 * PAGE;
+                assert_eq!(state.counters.used[tier as usize], taken);
+            }
+        }
     }
 
     /// Reads the first bytes of a page (through the kernel mapping).
@@ -581,9 +774,9 @@ mod tests {
             assert_eq!(stats.used(), 6 * MIB);
             assert_eq!(stats.free(), 0);
             assert_eq!(stats.allocations, 3);
-            pool.free(a);
-            pool.free(b);
-            pool.free(c);
+            VramPool::free(&pool, a);
+            VramPool::free(&pool, b);
+            VramPool::free(&pool, c);
             let stats = pool.stats();
             assert_eq!(stats.used(), 0);
             assert_eq!(stats.allocations, 0);
@@ -605,8 +798,8 @@ mod tests {
         let p = pool.allocate(1, Placement::Only(Tier::Physical))?;
         assert_eq!(p.size(), PAGE);
         assert_eq!(pool.stats().tier(Tier::Physical).used, PAGE);
-        pool.free(v);
-        pool.free(p);
+        VramPool::free(&pool, v);
+        VramPool::free(&pool, p);
         Ok(())
     }
 
@@ -667,12 +860,12 @@ mod tests {
         pool.page(&a, 1023)?;
         assert_eq!(pool.stats().resident(), 2 * PAGE);
         assert_eq!(pool.page(&a, 1024).err(), Some(EINVAL));
-        pool.free(a);
+        VramPool::free(&pool, a);
         assert_eq!(pool.stats().resident(), 0);
         // A new allocation gets fresh zeroed pages.
         let b = pool.allocate(4 * MIB, Placement::Any)?;
         assert_eq!(first_bytes(&pool.page(&b, 0)?)?, [0; 8]);
-        pool.free(b);
+        VramPool::free(&pool, b);
         Ok(())
     }
 
@@ -700,14 +893,14 @@ mod tests {
         let stats = pool.stats();
         assert_eq!((stats.resident(), stats.huge()), (HUGE + PAGE, HUGE));
         assert_eq!(stats.huge_fallbacks, 0);
-        pool.free(a);
+        VramPool::free(&pool, a);
         let stats = pool.stats();
         assert_eq!((stats.resident(), stats.huge()), (0, 0));
         // Eager memory is never handed out as folios.
         let eager = self::pool(4 * MIB, 0, Strategy::Eager)?;
         let e = eager.allocate(2 * HUGE, Placement::Any)?;
         assert!(eager.huge_page(&e, 0).is_none());
-        eager.free(e);
+        VramPool::free(&eager, e);
         Ok(())
     }
 
@@ -719,11 +912,100 @@ mod tests {
         let page = pool.page(&a, 5)?;
         // SAFETY: the test owns the allocation.
         unsafe { page.write_raw([9u8; 8].as_ptr(), 0, 8)? };
-        pool.free(a);
+        VramPool::free(&pool, a);
         let b = pool.allocate(2 * MIB, Placement::Any)?;
         assert_eq!(first_bytes(&pool.page(&b, 5)?)?, [0; 8]);
         assert_eq!(pool.stats().resident(), 3 * MIB);
-        pool.free(b);
+        VramPool::free(&pool, b);
+        Ok(())
+    }
+
+    #[test]
+    fn eager_free_returns_at_once_and_the_scrubber_zeroes_in_the_background() -> Result {
+        let pool = pool(8 * MIB, 0, Strategy::Eager)?;
+        let a = pool.allocate(8 * MIB, Placement::Any)?;
+        for index in [0, 1000, 2047] {
+            // SAFETY: the test owns the allocation.
+            unsafe { pool.page(&a, index)?.write_raw([5u8; 8].as_ptr(), 0, 8)? };
+        }
+        VramPool::free(&pool, a);
+        // Freed: no longer used, free only once scrubbed, and the four always add up.
+        let stats = pool.stats();
+        assert_eq!(stats.used(), 0);
+        assert_eq!(stats.free() + stats.scrubbing(), 8 * MIB);
+        assert_counters_add_up(&pool);
+        pool.wait_for_scrubber();
+        let stats = pool.stats();
+        assert_eq!((stats.free(), stats.scrubbing()), (8 * MIB, 0));
+        assert_counters_add_up(&pool);
+        // The whole card again, at once after a free too: the ALLOC scrubs what it needs.
+        let b = pool.allocate(8 * MIB, Placement::Any)?;
+        for index in [0, 1000, 2047] {
+            assert_eq!(first_bytes(&pool.page(&b, index)?)?, [0; 8]);
+            // SAFETY: the test owns the allocation.
+            unsafe { pool.page(&b, index)?.write_raw([6u8; 8].as_ptr(), 0, 8)? };
+        }
+        VramPool::free(&pool, b);
+        let c = pool.allocate(8 * MIB, Placement::Any)?;
+        for index in [0, 1000, 2047] {
+            assert_eq!(first_bytes(&pool.page(&c, index)?)?, [0; 8]);
+        }
+        assert_counters_add_up(&pool);
+        VramPool::free(&pool, c);
+        Ok(())
+    }
+
+    /// ALLOCs and FREEs of every size while the scrubber runs beside them: every allocation
+    /// gets zeroed pages, a full card says `ENOMEM` only when it is full, and the counters
+    /// add up after every step.
+    #[test]
+    fn eager_allocations_race_the_scrubber() -> Result {
+        const PAGES: u64 = 1024;
+        let pool = pool(PAGES * PAGE, 256 * PAGE, Strategy::Eager)?;
+        let mut live: KVec<Allocation> = KVec::new();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for step in 0..3000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            if seed % 3 != 0 || live.is_empty() {
+                let size = (1 + seed % 300) * PAGE;
+                match pool.allocate(size, Placement::Any) {
+                    Ok(a) => {
+                        let last = (a.size() / PAGE) as usize - 1;
+                        for index in [0, last / 2, last] {
+                            assert_eq!(first_bytes(&pool.page(&a, index)?)?, [0; 8]);
+                        }
+                        for index in [0, last / 2, last] {
+                            // SAFETY: the test owns the allocation.
+                            unsafe { pool.page(&a, index)?.write_raw([7u8; 8].as_ptr(), 0, 8)? };
+                        }
+                        live.push(a, GFP_KERNEL)?;
+                    }
+                    Err(e) => {
+                        assert_eq!(e, ENOMEM);
+                        // Not for want of scrubbing: with everything scrubbed, it still fails.
+                        pool.wait_for_scrubber();
+                        assert_eq!(pool.stats().scrubbing(), 0);
+                        assert!(pool.allocate(size, Placement::Any).is_err());
+                        let used: u64 = live.iter().map(Allocation::size).sum();
+                        assert_eq!(pool.stats().used(), used);
+                    }
+                }
+            } else {
+                let index = (seed as usize / 7) % live.len();
+                VramPool::free(&pool, live.remove(index).map_err(|_| EINVAL)?);
+            }
+            if step % 10 == 0 {
+                assert_counters_add_up(&pool);
+            }
+        }
+        for a in live.drain_all() {
+            VramPool::free(&pool, a);
+        }
+        pool.wait_for_scrubber();
+        assert_eq!(pool.stats().free(), (PAGES + 256) * PAGE);
+        assert_counters_add_up(&pool);
         Ok(())
     }
 
@@ -733,14 +1015,14 @@ mod tests {
         let a = pool.allocate(PAGE, Placement::Any)?;
         let b = pool.allocate(2 * PAGE, Placement::Any)?;
         let c = pool.allocate(PAGE, Placement::Any)?;
-        pool.free(a);
-        pool.free(c);
+        VramPool::free(&pool, a);
+        VramPool::free(&pool, c);
         // Two pages free in the physical tier, but not next to each other.
         let d = pool.allocate(2 * PAGE, Placement::Any)?;
         assert_eq!(d.tier(), Tier::Virtual);
         assert_eq!(pool.stats().tier(Tier::Physical).used, 2 * PAGE);
-        pool.free(b);
-        pool.free(d);
+        VramPool::free(&pool, b);
+        VramPool::free(&pool, d);
         assert_eq!(pool.stats().used(), 0);
         Ok(())
     }

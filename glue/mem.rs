@@ -534,6 +534,15 @@ impl SparsePages {
     }
 
     /// What unit `unit_index` holds now.
+    /// Whether unit `unit_index` holds a 2 MiB folio (false past the end). Once a unit is
+    /// filled it never changes, so `true` stays `true`.
+    pub(crate) fn is_huge(&self, unit_index: usize) -> bool {
+        self.chunks
+            .slots()
+            .get(unit_index)
+            .is_some_and(|slot| is_huge_tagged(slot.load(Acquire)))
+    }
+
     fn unit(&self, unit_index: usize) -> Unit<'_> {
         let value = self.chunks.slots()[unit_index].load(Acquire);
         if value.is_null() {

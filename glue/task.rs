@@ -110,9 +110,25 @@ impl Drop for Process {
 pub(crate) struct User(u32);
 
 impl User {
-    /// The calling task's effective user.
+    /// The user the calling task's usage is charged to: its effective uid, or, in a user
+    /// namespace, the user who created the outermost one (in the initial namespace). A user's
+    /// subordinate uids (`unshare -U`, rootless containers) are that user's, so they share one
+    /// `vram_limit_per_user_mb` slice instead of getting one each.
     pub(crate) fn current() -> Self {
+        let task = kernel::current!();
+        // SAFETY: a task's own credentials can be read without locks by the task itself (only
+        // it replaces them), and they pin their user namespace, which pins its parents.
+        let mut ns = unsafe { (*(*task.as_ptr()).cred).user_ns };
+        let init = &raw const bindings::init_user_ns;
+        let mut owner = None;
+        while !ns.is_null() && !core::ptr::eq(ns.cast_const(), init) {
+            // SAFETY: a live namespace of the chain above (pinned, see above).
+            unsafe {
+                owner = Some((*ns).owner.val);
+                ns = (*ns).parent;
+            }
+        }
         // SAFETY: `current_euid` reads the current task's credentials, always valid.
-        Self(unsafe { bindings::current_euid() }.val)
+        Self(owner.unwrap_or_else(|| unsafe { bindings::current_euid() }.val))
     }
 }

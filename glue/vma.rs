@@ -15,7 +15,7 @@ use kernel::{
     mm::virt::{VmaNew, VmaRef},
     page::{BorrowedPage, PAGE_SIZE},
     prelude::*,
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 /// Memory that can be mapped: pages by file offset, and a count of live mappings.
@@ -27,6 +27,14 @@ pub(crate) trait Mappable: Send + Sync + Sized + 'static {
     /// The 2 MiB folio holding file offsets `pgoff..pgoff + 512` in order, allocated (zeroed) on
     /// first use, or `None` to map them with 4 KiB pages through [`Self::page`].
     fn huge_folio(&self, pgoff: usize) -> Option<BorrowedFolio<'_>>;
+
+    /// Whether file offset `pgoff` lies in a 2 MiB unit that has a 2 MiB folio, and so may be
+    /// mapped by a PMD as well as by page-table entries. Fixed once [`Self::page`] returned.
+    fn in_huge_unit(&self, pgoff: usize) -> bool;
+
+    /// Held while a fault decides between a PMD and a page table for a 2 MiB unit with a folio
+    /// and maps it, so that a 2 MiB fault and a 4 KiB fault of one unit never meet halfway.
+    fn unit_mapping_lock(&self) -> &Mutex<()>;
 
     /// Closed when the memory may no longer be mapped: faults then `SIGBUS`, `mmap` fails.
     fn gate(&self) -> &AccessGate;
@@ -136,6 +144,21 @@ impl<M: Mappable> VmOps<M> {
         let Ok(page) = memory.page(pgoff) else {
             return SIGBUS;
         };
+        // A page of a unit with a folio may meet a PMD that a 2 MiB fault of another thread (one
+        // with transparent huge pages, which `PR_SET_THP_DISABLE` turns on and off per fault)
+        // just set: a page table under it would fail (`SIGBUS`, or `VM_BUG_ON` in
+        // `walk_to_pmd()` on debug kernels). Under the lock the PMD cannot change to huge; if it
+        // is huge already, the page is mapped: the access is retried.
+        let _unit = if memory.in_huge_unit(pgoff) {
+            let guard = memory.unit_mapping_lock().lock();
+            // SAFETY: `vmf` is the live fault, whose PMD pointer the mm set before `fault`.
+            if unsafe { pmd_holds(vmf) } == PmdHolds::Huge {
+                return NOPAGE;
+            }
+            Some(guard)
+        } else {
+            None
+        };
         let write = flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0;
         // SAFETY: `vmf` is valid; the page stays allocated while the VMA holds `memory`, and the
         // page table takes its own reference.
@@ -238,6 +261,14 @@ impl<M: Mappable> VmOps<M> {
         let Some(folio) = memory.huge_folio(pgoff) else {
             return FALLBACK;
         };
+        // A 4 KiB fault of this unit may have put a page table there since the mm found the
+        // PMD empty: the PMD is not ours to set then (`insert_pmd()` would warn), and the kernel
+        // maps the page through `fault` instead. Checked and set under the unit lock.
+        let _unit = memory.unit_mapping_lock().lock();
+        // SAFETY: `vmf` is the live fault, whose PMD pointer the mm set before `huge_fault`.
+        if unsafe { pmd_holds(vmf) } == PmdHolds::PageTable {
+            return FALLBACK;
+        }
         let write = flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0;
         // SAFETY: `vmf` is valid; the folio is order `HUGE_ORDER`, neither anonymous nor
         // hugetlb, and stays allocated while the VMA holds `memory`; the PMD takes its own
@@ -248,6 +279,52 @@ impl<M: Mappable> VmOps<M> {
             return SIGBUS;
         }
         ret
+    }
+}
+
+/// What a fault's PMD holds.
+#[derive(PartialEq, Eq)]
+enum PmdHolds {
+    Nothing,
+    /// A table of 4 KiB entries.
+    PageTable,
+    /// A 2 MiB mapping.
+    Huge,
+}
+
+/// Reads the PMD of fault `vmf` (`pmd_none()`, `pmd_trans_huge()`: inline functions, so their
+/// x86-64 definitions are repeated here). Only [`PmdHolds::Nothing`] elsewhere, where the race
+/// it guards against stays open.
+///
+/// # Safety
+///
+/// `vmf` is a live fault whose `pmd` the mm has set (`fault`, `huge_fault`).
+unsafe fn pmd_holds(vmf: *const bindings::vm_fault) -> PmdHolds {
+    #[cfg(CONFIG_X86_64)]
+    {
+        // SAFETY: per the contract; the PMD's page stays while the fault holds the VMA, and a
+        // 64-bit load of it is atomic (`pmdp_get()` is `READ_ONCE()`).
+        let value = unsafe {
+            let pmd = (*vmf).pmd;
+            if pmd.is_null() {
+                return PmdHolds::Nothing;
+            }
+            core::ptr::read_volatile(&raw const (*pmd).pmd)
+        };
+        // `_PAGE_KNL_ERRATUM_MASK`: bits that Knights Landing may set in an empty entry.
+        let erratum: usize = (1 << bindings::_PAGE_BIT_DIRTY) | (1 << bindings::_PAGE_BIT_ACCESSED);
+        if value & (1 << bindings::_PAGE_BIT_PSE) != 0 {
+            PmdHolds::Huge
+        } else if value & !erratum == 0 {
+            PmdHolds::Nothing
+        } else {
+            PmdHolds::PageTable
+        }
+    }
+    #[cfg(not(CONFIG_X86_64))]
+    {
+        let _ = vmf;
+        PmdHolds::Nothing
     }
 }
 

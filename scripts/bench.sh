@@ -17,8 +17,8 @@ top=$(dirname "$here")
 kdir=$(prepare "$top")
 cargo build --quiet --release --locked -p emuv-tests --bin emuv_bench --manifest-path "$top/Cargo.toml"
 out=$(mktemp -d /tmp/emuv-bench.XXXXXX)
-# 1 GiB of anonymous memory and a 1 GiB eager pool, one after the other, with room to spare.
-BENCH_MEMORY=3G
+# 1 GiB of anonymous memory and a 2 GiB eager pool (the life-cycle figure), one after the other.
+BENCH_MEMORY=4G
 
 # bench NAME MODULE_DIR vm-run.sh's kernel options...: one VM boot, figures in $out/NAME.json.
 bench() {

@@ -22,7 +22,7 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_races emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools
 	emuv_faults emuv_storm emuv_fuzz emuv_preempt)
 # What must show up in the results: the host tests, the KUnit suites and every program.
 EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool kunit:emuv_page_ranges kunit:emuv_report kunit:emuv_client "${PROGRAMS[@]}")

@@ -23,6 +23,30 @@ pub fn attr_u64(name: &str) -> Result<u64, String> {
     text.parse().map_err(err(name))
 }
 
+/// Waits (up to 30 s) until the card's scrubber has zeroed every freed eager page
+/// (`scrubbing_bytes` is 0), for checks of `free_bytes` right after a FREE; `Err` if it never
+/// does. Lazy pools never scrub.
+pub fn settle_scrubbing() -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        // A module without a scrubber (before 0.2) zeroes at FREE: nothing to wait for.
+        let scrubbing = match attr("scrubbing_bytes") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            text => text
+                .map_err(err("scrubbing_bytes"))?
+                .parse::<u64>()
+                .map_err(err("scrubbing_bytes"))?,
+        };
+        if scrubbing == 0 {
+            return Ok(());
+        }
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            return Err(format!("scrubbing_bytes still {scrubbing} after 30 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Turns an error into a message that says what failed: `.map_err(err("mmap"))`.
 pub fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |e| format!("{what}: {e}")

@@ -432,30 +432,46 @@ fn main() {
     let lazy = "physical_vram_mb=1536 virtual_vram_mb=0";
     let eager_small = "lazy_allocation=0 physical_vram_mb=128 virtual_vram_mb=0";
     let eager_large = "lazy_allocation=0 physical_vram_mb=1024 virtual_vram_mb=0";
+    // Room for the next allocation beside the one being scrubbed, as on a card with more VRAM
+    // than one allocation: the life-cycle figures.
+    let eager_life_small = "lazy_allocation=0 physical_vram_mb=256 virtual_vram_mb=0";
+    let eager_life_large = "lazy_allocation=0 physical_vram_mb=2048 virtual_vram_mb=0";
     let mut figures = vec![
         fig(
             "lazy_touch_128m_vs_anon",
             ">= 1.5",
-            "anon time / emuv time, mmap + first touch of 128 MiB, lazy",
+            "anon time / emuv time, whole life (emuv: ALLOC, mmap, first touch, munmap, FREE; anon: mmap, touch, munmap), 128 MiB, lazy",
             || touch_vs_anon(lazy, small, touch),
         ),
         fig(
             "lazy_touch_1g_vs_anon",
             ">= 1.5",
-            "anon time / emuv time, mmap + first touch of 1 GiB, lazy",
+            "the same, 1 GiB, lazy",
             || touch_vs_anon(lazy, large, touch),
         ),
         fig(
             "eager_touch_128m_vs_anon",
             ">= 2.5",
-            "anon time / emuv time, mmap + touch of 128 MiB, eager",
+            "the same, 128 MiB of a 128 MiB eager card (each ALLOC waits for the last FREE's scrubbing)",
             || touch_vs_anon(eager_small, small, touch),
         ),
         fig(
             "eager_touch_1g_vs_anon",
             ">= 2.5",
-            "anon time / emuv time, mmap + touch of 1 GiB, eager",
+            "the same, 1 GiB of a 1 GiB eager card",
             || touch_vs_anon(eager_large, large, touch),
+        ),
+        fig(
+            "eager_life_128m_vs_anon",
+            ">= 1.5",
+            "the same, 128 MiB of a 256 MiB eager card (room beside what is being scrubbed)",
+            || touch_vs_anon(eager_life_small, small, touch),
+        ),
+        fig(
+            "eager_life_1g_vs_anon",
+            ">= 1.5",
+            "the same, 1 GiB of a 2 GiB eager card",
+            || touch_vs_anon(eager_life_large, large, touch),
         ),
         fig(
             "lazy_touch_4_threads_vs_anon",

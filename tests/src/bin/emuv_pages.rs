@@ -4,12 +4,13 @@
 //! `vmsplice()`, an io_uring fixed buffer, direct I/O), unmaps and frees it; file B then fills
 //! the whole card with its own data; what A still holds must show A's data, never B's. Eager
 //! pools quarantine such a page until it is let go; lazy pools never reuse a page the kernel
-//! has not freed. Counters stay exact throughout (used + free + quarantined = total), a
-//! quarantined page is released once let go, and at the latest at unload.
+//! has not freed. Counters stay exact throughout (used + free + quarantined + scrubbing =
+//! total, read once the scrubber is done), a quarantined page is released once let go, and at
+//! the latest at unload.
 
 use emuv::{Device, Mapping, Tier};
 use emuv_tests::{
-    attr_u64, err, module,
+    attr_u64, err, module, settle_scrubbing,
     tap::{check, check_eq, Tap},
 };
 use io_uring::{opcode, types, IoUring};
@@ -39,14 +40,18 @@ const B_DATA: u8 = 0xb2;
 
 type TestFn = fn(&str) -> Result<(), String>;
 
-/// The pool's counters, which must always add up.
+/// The pool's counters once the scrubber has zeroed what was freed, which must add up.
 fn counters() -> Result<(u64, u64, u64, u64), String> {
+    settle_scrubbing()?;
     let total = attr_u64("total_vram_bytes")?;
     let used = attr_u64("used_bytes")?;
     let free = attr_u64("free_bytes")?;
     let quarantined = attr_u64("quarantined_bytes")?;
-    check(used + free + quarantined == total, || {
-        format!("used {used} + free {free} + quarantined {quarantined} != total {total}")
+    let scrubbing = attr_u64("scrubbing_bytes")?;
+    check(used + free + quarantined + scrubbing == total, || {
+        format!(
+            "used {used} + free {free} + quarantined {quarantined} + scrubbing {scrubbing} != total {total}"
+        )
     })?;
     Ok((total, used, free, quarantined))
 }

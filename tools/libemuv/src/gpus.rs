@@ -102,7 +102,9 @@ pub fn driver_version() -> Option<String> {
 
 /// Sizes in bytes, one consistent snapshot: `used + free == total`. As in NVML, `used` includes
 /// `reserved`: the pool's quarantined pages (freed, but still held by a pipe, io_uring or direct
-/// I/O), which no allocation can have until they are let go.
+/// I/O), which no allocation can have until they are let go, and its pages being scrubbed
+/// (freed, zeroed in the background before reuse), as a real card's driver holds freed VRAM
+/// back until it is scrubbed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Memory {
     pub total: u64,
@@ -383,7 +385,13 @@ impl Gpu {
     pub fn memory(&self) -> io::Result<Memory> {
         let total = parse_u64(&self.sysfs_dir, "total_vram_bytes")?;
         let allocated = parse_u64(&self.sysfs_dir, "used_bytes")?;
-        let reserved = parse_u64(&self.sysfs_dir, "quarantined_bytes")?.min(total);
+        let quarantined = parse_u64(&self.sysfs_dir, "quarantined_bytes")?;
+        // Older modules have no scrubber, and so no `scrubbing_bytes`.
+        let scrubbing = match parse_u64(&self.sysfs_dir, "scrubbing_bytes") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            other => other?,
+        };
+        let reserved = quarantined.saturating_add(scrubbing).min(total);
         if allocated > total {
             return Err(invalid(format!("used {allocated} above total {total}")));
         }
@@ -628,6 +636,7 @@ pub mod fake {
                 ("total_vram_bytes", (1u64 << 30).to_string()),
                 ("used_bytes", (300u64 << 20).to_string()),
                 ("quarantined_bytes", "0".into()),
+                ("scrubbing_bytes", "0".into()),
                 ("fail", "none".into()),
                 ("ecc_errors", "0".into()),
             ];

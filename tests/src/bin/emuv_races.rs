@@ -1,0 +1,524 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Races on an eager card's free path, each an attack by a user who can open the device, run
+//! concurrently as the review reproduced them: a FREE racing the release of a quarantined page
+//! (the page once went to two allocations, B read C's data), a FREE of a full card racing 4 KiB
+//! ALLOCs (the counters once underflowed: a kernel panic with the pool's lock held), a long
+//! random run of threads and processes allocating, writing, splicing pages into pipes and
+//! freeing, checked after every step that no byte written through one allocation shows through
+//! another; and scrubbing against a lost card, configfs removal and unload.
+
+use emuv::{Device, Mapping, Tier};
+use emuv_tests::{
+    attr, attr_u64, err, module,
+    tap::{check, check_eq, Tap},
+};
+use nix::{
+    errno::Errno,
+    fcntl::{vmsplice, SpliceFFlags},
+    unistd::{pipe, read},
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::{
+    fs,
+    io::IoSlice,
+    os::fd::OwnedFd,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    thread,
+    time::{Duration, Instant},
+};
+
+const PAGE: usize = 4096;
+const MIB: u64 = 1 << 20;
+
+/// `used + free + quarantined + scrubbing == total`, read once the scrubber is done (the
+/// attributes are read one after another: only then do they hold still).
+fn settled_counters() -> Result<[u64; 5], String> {
+    emuv_tests::settle_scrubbing()?;
+    let values = [
+        "total_vram_bytes",
+        "used_bytes",
+        "free_bytes",
+        "quarantined_bytes",
+        "scrubbing_bytes",
+    ]
+    .map(|name| match attr(name) {
+        // A module without a scrubber: its FREE zeroed before returning.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        _ => attr_u64(name),
+    });
+    let mut out = [0; 5];
+    for (slot, value) in out.iter_mut().zip(values) {
+        *slot = value?;
+    }
+    let [total, used, free, quarantined, scrubbing] = out;
+    check(used + free + quarantined + scrubbing == total, || {
+        format!(
+            "used {used} + free {free} + quarantined {quarantined} + scrubbing {scrubbing} != total {total}"
+        )
+    })?;
+    Ok(out)
+}
+
+/// Every u64 of `m` is `tag`; says where it is not and what is there.
+fn check_tag(what: &str, m: &[u8], tag: u64) -> Result<(), String> {
+    for (i, word) in m.chunks_exact(8).enumerate() {
+        let got = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        if got != tag {
+            return Err(format!(
+                "{what}: byte {} holds {got:#018x}, not {tag:#018x}{}",
+                i * 8,
+                if got == 0 {
+                    ""
+                } else {
+                    ": another allocation's data"
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn fill_tag(m: &mut [u8], tag: u64) {
+    for word in m.chunks_exact_mut(8) {
+        word.copy_from_slice(&tag.to_ne_bytes());
+    }
+}
+
+/// A mapped allocation of `bytes` on `dev`, checked zeroed, then filled with `tag`.
+fn fresh(dev: &Device, bytes: u64, tag: u64) -> Result<(u32, Mapping), Errno> {
+    let a = dev.alloc(bytes, Tier::Any)?;
+    let mut m = dev.map(&a)?;
+    if let Some(i) = m.as_slice().iter().position(|&b| b != 0) {
+        let word = &m.as_slice()[i & !7..(i & !7) + 8];
+        println!(
+            "# a new allocation is not zeroed: byte {i} of it holds {:#018x}, another allocation's data",
+            u64::from_ne_bytes(word.try_into().unwrap_or_default())
+        );
+        return Err(Errno::EUCLEAN);
+    }
+    fill_tag(m.as_mut_slice(), tag);
+    Ok((a.handle, m))
+}
+
+/// Splices the first page of `m` into a new pipe; returns its read end and write end.
+fn splice_first_page(m: &Mapping) -> Result<(OwnedFd, OwnedFd), String> {
+    let (rx, tx) = pipe().map_err(err("pipe"))?;
+    let n = vmsplice(
+        &tx,
+        &[IoSlice::new(&m.as_slice()[..PAGE])],
+        SpliceFFlags::empty(),
+    )
+    .map_err(err("vmsplice"))?;
+    check_eq("vmspliced bytes", n, PAGE)?;
+    Ok((rx, tx))
+}
+
+/// Reads a page back out of a pipe that holds a vmspliced page: the data of the allocation it
+/// was spliced from, whatever happened to that allocation since.
+fn drain(rx: &OwnedFd, tag: u64) -> Result<(), String> {
+    let mut got = vec![0u8; PAGE];
+    let n = read(rx, &mut got).map_err(err("read the pipe"))?;
+    check_eq("bytes in the pipe", n, PAGE)?;
+    check_tag("the pipe's page", &got, tag)
+}
+
+/// The review's first reproduction: A's FREE (one page in a pipe) races B, which drains the
+/// pipe and allocates as soon as the page is quarantined; C allocates after the FREE. Each of
+/// them must own its pages alone: B never sees C's data, and the rest of the card, filled by D,
+/// shows neither.
+fn quarantine_release_races_free() -> Result<(), String> {
+    let params = "lazy_allocation=0 physical_vram_mb=256 virtual_vram_mb=0";
+    module::with_loaded(params, || {
+        for round in 0..3u64 {
+            let a = Device::open().map_err(err("A: open"))?;
+            let tag_a = 0xa000 + round;
+            let (handle, m) = fresh(&a, 192 * MIB, tag_a).map_err(err("A: alloc"))?;
+            let (rx, tx) = splice_first_page(&m)?;
+            m.unmap().map_err(|(e, _)| format!("A: munmap: {e}"))?;
+            let (b_page, freed) = thread::scope(|s| {
+                let freer = s.spawn(|| a.free(handle));
+                let b = (|| {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while attr_u64("quarantined_bytes")? < PAGE as u64
+                        && !freer.is_finished()
+                        && Instant::now() < deadline
+                    {
+                        thread::yield_now();
+                    }
+                    drain(&rx, tag_a)?;
+                    let b = Device::open().map_err(err("B: open"))?;
+                    let (_, bm) =
+                        fresh(&b, PAGE as u64, 0xb000 + round).map_err(err("B: alloc"))?;
+                    Ok::<_, String>((b, bm))
+                })();
+                (b, freer.join())
+            });
+            let (_b, b_map) = b_page?;
+            freed
+                .map_err(|_| "A's FREE panicked".to_owned())?
+                .map_err(err("A: FREE with a page in a pipe"))?;
+            drop((rx, tx));
+            let c = Device::open().map_err(err("C: open"))?;
+            let (_, c_map) = fresh(&c, PAGE as u64, 0xc000 + round).map_err(err("C: alloc"))?;
+            let d = Device::open().map_err(err("D: open"))?;
+            let mut d_maps = Vec::new();
+            loop {
+                let tag = 0xd000_0000 + d_maps.len() as u64;
+                match fresh(&d, MIB, tag) {
+                    Ok((_, m)) => d_maps.push((tag, m)),
+                    Err(Errno::ENOMEM) => break,
+                    Err(e) => return Err(format!("D: alloc {}: {e}", d_maps.len())),
+                }
+            }
+            check_tag("B's page", b_map.as_slice(), 0xb000 + round)?;
+            check_tag("C's page", c_map.as_slice(), 0xc000 + round)?;
+            for (tag, m) in &d_maps {
+                check_tag("D's MiB", m.as_slice(), *tag)?;
+            }
+            check(d_maps.len() >= 250, || {
+                format!("D got only {} MiB of a 256 MiB card", d_maps.len())
+            })?;
+        }
+        let [total, used, free, quarantined, _] = settled_counters()?;
+        check_eq("used at the end", used, 0)?;
+        check_eq("free at the end", free + quarantined, total)
+    })
+}
+
+/// The review's second reproduction: a full card (one allocation, one page in a pipe) is
+/// freed while another file loops on 4 KiB ALLOCs. They get `ENOMEM`, then pages; no panic,
+/// and every counter stays within the card.
+fn full_card_free_races_allocs() -> Result<(), String> {
+    let params = "lazy_allocation=0 physical_vram_mb=128 virtual_vram_mb=0";
+    module::with_loaded(params, || {
+        for round in 0..3u64 {
+            let a = Device::open().map_err(err("A: open"))?;
+            let (handle, m) = fresh(&a, 128 * MIB, 0xa1).map_err(err("A: fill the card"))?;
+            let (rx, _tx) = splice_first_page(&m)?;
+            m.unmap().map_err(|(e, _)| format!("A: munmap: {e}"))?;
+            let freed = AtomicBool::new(false);
+            let (allocs, free_result) = thread::scope(|s| {
+                let allocator = s.spawn(|| {
+                    let b = Device::open().map_err(err("B: open"))?;
+                    let (mut enomem, mut got) = (0u64, 0u64);
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    // Until well after the FREE: pages must come once it is done.
+                    while got < 200 && Instant::now() < deadline {
+                        let done = freed.load(Relaxed);
+                        match b.alloc(PAGE as u64, Tier::Any) {
+                            Ok(x) => {
+                                got += 1;
+                                let info = b.info().map_err(err("B: INFO"))?;
+                                check(info.used + info.free <= info.total, || {
+                                    format!("INFO: used {} + free {} > total", info.used, info.free)
+                                })?;
+                                b.free(x.handle).map_err(err("B: free"))?;
+                            }
+                            // Once the FREE is back, its pages are room (scrubbed on demand).
+                            Err(Errno::ENOMEM) if !done => enomem += 1,
+                            Err(e) => return Err(format!("B: 4 KiB ALLOC (freed: {done}): {e}")),
+                        }
+                    }
+                    Ok::<_, String>((enomem, got))
+                });
+                thread::sleep(Duration::from_millis(20 + round * 30));
+                let result = a.free(handle);
+                freed.store(true, Relaxed);
+                (allocator.join(), result)
+            });
+            free_result.map_err(err("A: FREE of the full card"))?;
+            let (enomem, got) = allocs.map_err(|_| "B panicked".to_owned())??;
+            check(got >= 200, || {
+                format!("B got {got} pages after the FREE ({enomem} ENOMEM)")
+            })?;
+            drain(&rx, 0xa1)?;
+        }
+        // The whole card once more: the let-go page comes back scrubbed.
+        let c = Device::open().map_err(err("C: open"))?;
+        let (h, m) = fresh(&c, 128 * MIB, 0xc1).map_err(err("C: the whole card again"))?;
+        drop(m);
+        c.free(h).map_err(err("C: free"))?;
+        let [total, used, free, quarantined, _] = settled_counters()?;
+        check_eq("used, quarantined at the end", (used, quarantined), (0, 0))?;
+        check_eq("free at the end", free, total)
+    })
+}
+
+/// One worker of the random run: allocates, checks zeroed, tags, splices pages into pipes,
+/// frees, and checks after every step that each of its live allocations and pipes still holds
+/// its own tag.
+fn random_worker(path: &str, id: u64, seed: u64, steps: u64) -> Result<String, String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ id);
+    let dev = Device::open_path(path, true).map_err(err("open"))?;
+    let mut live: Vec<(u32, u64, Mapping)> = Vec::new();
+    let mut pipes: Vec<(OwnedFd, OwnedFd, u64)> = Vec::new();
+    let (mut made, mut enomem) = (0u64, 0u64);
+    for step in 0..steps {
+        match rng.random_range(0..10) {
+            0..=4 => {
+                let pages = if rng.random_bool(0.2) {
+                    rng.random_range(64..=1024)
+                } else {
+                    rng.random_range(1..=32)
+                };
+                let tag = (id << 48) | (step << 8) | 0x5a;
+                match fresh(&dev, pages * PAGE as u64, tag) {
+                    Ok((handle, m)) => {
+                        made += 1;
+                        live.push((handle, tag, m));
+                    }
+                    Err(Errno::ENOMEM) => enomem += 1,
+                    Err(Errno::EUCLEAN) => {
+                        return Err(format!("step {step}: a new allocation was not zeroed"))
+                    }
+                    Err(e) => return Err(format!("step {step}: alloc: {e}")),
+                }
+            }
+            5..=7 if !live.is_empty() => {
+                let (handle, tag, m) = live.swap_remove(rng.random_range(0..live.len()));
+                if pipes.len() < 8 && rng.random_bool(0.3) {
+                    let (rx, tx) = splice_first_page(&m)?;
+                    pipes.push((rx, tx, tag));
+                }
+                m.unmap().map_err(|(e, _)| format!("munmap: {e}"))?;
+                dev.free(handle).map_err(err("free"))?;
+            }
+            8 if !pipes.is_empty() => {
+                let (rx, _tx, tag) = pipes.swap_remove(rng.random_range(0..pipes.len()));
+                drain(&rx, tag)?;
+            }
+            _ => {}
+        }
+        for (_, tag, m) in &live {
+            check_tag(&format!("worker {id} step {step}"), m.as_slice(), *tag)?;
+        }
+    }
+    for (rx, _tx, tag) in &pipes {
+        drain(rx, *tag)?;
+    }
+    Ok(format!("{made} allocations, {enomem} ENOMEM"))
+}
+
+/// Runs [`random_worker`] in a process of its own.
+fn worker_process(id: u64, seed: u64, steps: u64) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(err("current_exe"))?;
+    let out = std::process::Command::new(exe)
+        .args([
+            "--worker",
+            &id.to_string(),
+            &seed.to_string(),
+            &steps.to_string(),
+        ])
+        .output()
+        .map_err(err("spawn a worker process"))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() {
+        Ok(format!("process {id}: {text}"))
+    } else {
+        Err(format!("process {id} ({}): {text}", out.status))
+    }
+}
+
+/// Threads and processes together on one small card (so that pages are reused all the time),
+/// with a reader checking that INFO's snapshot always fits in the card.
+fn random_concurrent_run(tap: &Tap) -> Result<(), String> {
+    let params = "lazy_allocation=0 physical_vram_mb=24 virtual_vram_mb=8";
+    let seed = std::env::var("EMUV_RACES_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    let steps: u64 = std::env::var("EMUV_RACES_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500);
+    tap.note(format!(
+        "random run: seed {seed}, {steps} steps per worker (EMUV_RACES_SEED, EMUV_RACES_STEPS)"
+    ));
+    module::with_loaded(params, || {
+        let stop = AtomicBool::new(false);
+        let snapshots = AtomicU64::new(0);
+        let results = thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let dev = Device::open_read_only().map_err(err("reader: open"))?;
+                while !stop.load(Relaxed) {
+                    let info = dev.info().map_err(err("reader: INFO"))?;
+                    check(info.used + info.free <= info.total, || {
+                        format!(
+                            "INFO: used {} + free {} > total {}",
+                            info.used, info.free, info.total
+                        )
+                    })?;
+                    attr("vram_info").map_err(err("vram_info"))?;
+                    snapshots.fetch_add(1, Relaxed);
+                }
+                Ok::<_, String>(())
+            });
+            let threads: Vec<_> = (0..3)
+                .map(|id| s.spawn(move || random_worker("/dev/emuv", id, seed, steps)))
+                .collect();
+            // Two processes besides the threads: other owners, other page tables. This program
+            // again, as a worker (forking a threaded process is not safe).
+            let children: Vec<_> = (10..12u64)
+                .map(|id| s.spawn(move || worker_process(id, seed, steps)))
+                .collect();
+            let mut results = Vec::new();
+            for t in threads.into_iter().chain(children) {
+                results.push(t.join().unwrap_or_else(|_| Err("worker panicked".into())));
+            }
+            stop.store(true, Relaxed);
+            results.push(
+                reader
+                    .join()
+                    .unwrap_or_else(|_| Err("reader panicked".into()))
+                    .map(|()| "reader".into()),
+            );
+            results
+        });
+        for result in results {
+            tap.note(result?);
+        }
+        check(snapshots.load(Relaxed) > 0, || {
+            "the reader read nothing".into()
+        })?;
+        // Everything freed and let go: one allocation per tier takes each whole tier.
+        let dev = Device::open().map_err(err("open"))?;
+        for (tier, bytes) in [("physical", 24 * MIB), ("virtual", 8 * MIB)] {
+            let (h, m) = fresh(&dev, bytes, 1).map_err(err(&format!("the whole {tier} tier")))?;
+            drop(m);
+            dev.free(h).map_err(err("free"))?;
+        }
+        let [total, used, free, quarantined, scrubbing] = settled_counters()?;
+        check_eq(
+            "used, quarantined, scrubbing at the end",
+            (used, quarantined, scrubbing),
+            (0, 0, 0),
+        )?;
+        check_eq("free at the end", free, total)
+    })
+}
+
+/// A card lost while a large FREE is still being scrubbed: the scrubber finishes, the counters
+/// add up, and once back the card hands out zeroed memory only.
+fn scrubbing_against_fail_lost() -> Result<(), String> {
+    let params = "lazy_allocation=0 physical_vram_mb=192 virtual_vram_mb=0";
+    module::with_loaded(params, || {
+        let a = Device::open().map_err(err("A: open"))?;
+        let (handle, m) = fresh(&a, 192 * MIB, 0xaa55).map_err(err("A: alloc"))?;
+        m.unmap().map_err(|(e, _)| format!("A: munmap: {e}"))?;
+        a.free(handle).map_err(err("A: free"))?;
+        let pending = attr_u64("scrubbing_bytes")?;
+        fs::write(format!("{}/fail", emuv_tests::SYSFS_DIR), "lost").map_err(err("fail=lost"))?;
+        drop(a);
+        let [total, used, free, quarantined, _] = settled_counters()?;
+        check_eq("used, quarantined", (used, quarantined), (0, 0))?;
+        check_eq("free once scrubbed", free, total)?;
+        fs::write(format!("{}/fail", emuv_tests::SYSFS_DIR), "none").map_err(err("fail=none"))?;
+        let b = Device::open().map_err(err("B: open"))?;
+        let (_, bm) = fresh(&b, 192 * MIB, 0xbb).map_err(err("B: the whole card, zeroed"))?;
+        check_tag("B", &bm.as_slice()[..PAGE], 0xbb)?;
+        Ok::<_, String>(pending)
+    })
+    .map(|pending| {
+        // Said, not required: how much the FREE left to the scrubber.
+        println!("# scrubbing_bytes right after the FREE of 192 MiB: {pending}");
+    })
+}
+
+/// `rmmod` right after a large FREE (the scrubber still zeroing) and configfs removal of a
+/// card in the same state: both wait for the scrubber, nothing of it runs after the module
+/// is gone (the runner fails the run on any kernel report).
+fn unload_and_removal_with_scrubbing_pending() -> Result<(), String> {
+    let params = "lazy_allocation=0 physical_vram_mb=192 virtual_vram_mb=0";
+    for round in 0..3 {
+        module::load(params).map_err(|e| format!("insmod emuv.ko {params}: {e}"))?;
+        let filled = (|| {
+            let a = Device::open().map_err(err("open"))?;
+            let (handle, m) = fresh(&a, 192 * MIB, 0x77).map_err(err("alloc"))?;
+            drop(m);
+            a.free(handle).map_err(err("free"))
+        })();
+        let unloaded = module::unload();
+        filled?;
+        check_eq(
+            &format!("rmmod while scrubbing (round {round})"),
+            unloaded,
+            Ok(()),
+        )?;
+    }
+    module::with_loaded("", || {
+        let configfs = "/sys/kernel/config/emuv";
+        if !std::path::Path::new(configfs).exists() {
+            println!("# no configfs on this kernel: card removal not tried");
+            return Ok(());
+        }
+        let dir = format!("{configfs}/scrubbed");
+        fs::create_dir(&dir).map_err(err("mkdir a configfs card"))?;
+        let set =
+            |attr: &str, value: &str| fs::write(format!("{dir}/{attr}"), value).map_err(err(attr));
+        set("lazy_allocation", "0")?;
+        set("physical_vram_mb", "128")?;
+        set("virtual_vram_mb", "0")?;
+        set("enabled", "1")?;
+        let index: u32 = fs::read_to_string(format!("{dir}/index"))
+            .map_err(err("index"))?
+            .trim()
+            .parse()
+            .map_err(err("index"))?;
+        let node = format!("/dev/emuv{index}");
+        {
+            let a = Device::open_path(&node, true).map_err(err("open the configfs card"))?;
+            let (handle, m) = fresh(&a, 128 * MIB, 0x99).map_err(err("alloc"))?;
+            drop(m);
+            a.free(handle).map_err(err("free"))?;
+        }
+        set("enabled", "0")?;
+        fs::remove_dir(&dir).map_err(err("rmdir the configfs card"))
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, id, seed, steps] = &args[..] {
+        if flag == "--worker" {
+            let parsed = (id.parse(), seed.parse(), steps.parse());
+            let (Ok(id), Ok(seed), Ok(steps)) = parsed else {
+                eprintln!("usage: --worker ID SEED STEPS");
+                std::process::exit(2);
+            };
+            match random_worker("/dev/emuv", id, seed, steps) {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    println!("{e}");
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
+    }
+    let mut tap = Tap::new(5);
+    if module::is_loaded() {
+        let _ = module::unload();
+    }
+    tap.test(
+        "a FREE racing the release of a quarantined page: B, C and D each own their pages",
+        quarantine_release_races_free(),
+    );
+    tap.test(
+        "a full card's FREE racing 4 KiB ALLOCs: ENOMEM, then pages, no panic",
+        full_card_free_races_allocs(),
+    );
+    let random = random_concurrent_run(&tap);
+    tap.test(
+        "threads and processes allocating, splicing and freeing at random: no byte crosses allocations",
+        random,
+    );
+    tap.test(
+        "scrubbing against fail=lost: finished, counted, zeroed once back",
+        scrubbing_against_fail_lost(),
+    );
+    tap.test(
+        "rmmod and configfs removal with scrubbing pending wait for the scrubber",
+        unload_and_removal_with_scrubbing_pending(),
+    );
+    tap.finish()
+}
