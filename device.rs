@@ -308,7 +308,9 @@ impl EmuvDevice {
         }
         info.total = stats.capacity();
         info.used = stats.used();
-        info.free = stats.free();
+        // What an ALLOC can have now: pages still being scrubbed too (it takes them as soon as
+        // they are zeroed), as a real driver reports freed VRAM free at once.
+        info.free = stats.free().saturating_add(stats.scrubbing());
         let usage = file.client.usage();
         info.file_limit = self.limits.file_bytes;
         info.file_used = usage.bytes;

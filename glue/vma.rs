@@ -49,9 +49,11 @@ pub(crate) trait Mappable: Send + Sync + Sized + 'static {
 /// Pages mapped per fault: the faulting one and the ones after it.
 const FAULT_AROUND_PAGES: usize = 16;
 
-struct VmOps<M>(core::marker::PhantomData<M>);
+/// The operations of a mapping of `M`; `WHOLE`: memory that exists up front (eager), mapped in
+/// full by the first fault.
+struct VmOps<M, const WHOLE: bool>(core::marker::PhantomData<M>);
 
-impl<M: Mappable> VmOps<M> {
+impl<M: Mappable, const WHOLE: bool> VmOps<M, WHOLE> {
     const OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
         open: Some(Self::open),
         close: Some(Self::close),
@@ -168,9 +170,73 @@ impl<M: Mappable> VmOps<M> {
         if ret & OOM != 0 {
             return SIGBUS;
         }
-        // SAFETY: `vmf` is valid for the whole fault.
-        unsafe { Self::fault_around(vmf, memory, pgoff) };
+        if WHOLE {
+            // SAFETY: `vmf` is valid for the whole fault, on a `VM_MIXEDMAP` VMA (`install`).
+            unsafe { Self::map_whole(vmf, memory) };
+        } else {
+            // SAFETY: `vmf` is valid for the whole fault.
+            unsafe { Self::fault_around(vmf, memory, pgoff) };
+        }
         ret
+    }
+
+    /// Maps every other page of the VMA too, a batch of `PREFAULT_BATCH` per page-table lock:
+    /// the pages after the faulting one, then those before it, each run up to the first page
+    /// mapped already (after `MADV_DONTNEED`, say: the rest get faults of their own). Done on the
+    /// first fault, not in `f_op->mmap`: there the VMA is not yet in the file's mapping tree, so
+    /// a card lost meanwhile (`fail=lost`) could not unmap it, and it would keep working. Here
+    /// the fault is inside the gate: a loss waits for it, then unmaps it all.
+    ///
+    /// # Safety
+    ///
+    /// `vmf` is the live fault on a `VM_MIXEDMAP` VMA set up by [`map`] that [`Self::fault`] is
+    /// handling, and its page is mapped.
+    unsafe fn map_whole(vmf: *mut bindings::vm_fault, memory: &M) {
+        // SAFETY: the caller's contract: a live fault on a live VMA.
+        let (vma, address) =
+            unsafe { ((*vmf).__bindgen_anon_1.vma, (*vmf).__bindgen_anon_1.address) };
+        // SAFETY: as above; the VMA lock keeps its bounds and offset stable during the fault.
+        let (start, end, vm_pgoff) = unsafe {
+            let area = VmaRef::from_raw(vma);
+            (area.start(), area.end(), (*vma).vm_pgoff)
+        };
+        let pages = (end - start) / PAGE_SIZE;
+        let faulting = (address - start) / PAGE_SIZE;
+        for (from, to) in [(faulting + 1, pages), (0, faulting)] {
+            let mut done = from;
+            while done < to {
+                // Only a head start: a signal (`SIGKILL` included) ends it, and later faults
+                // map the rest.
+                if kernel::current!().signal_pending() {
+                    return;
+                }
+                let count = PREFAULT_BATCH.min(to - done);
+                let mut batch = [core::ptr::null_mut(); PREFAULT_BATCH];
+                for (i, slot) in batch[..count].iter_mut().enumerate() {
+                    let Ok(page) = memory.page(vm_pgoff + done + i) else {
+                        return;
+                    };
+                    *slot = page.as_ptr();
+                }
+                let mut left = count as kernel::ffi::c_ulong;
+                // SAFETY: a `VM_MIXEDMAP` VMA of ours (the caller's contract) under its fault's
+                // lock; the range lies inside it; the pages live while the VMA holds `memory`,
+                // and the page tables take references of their own. A page mapped already
+                // stops the batch with `EBUSY`, leaving what it mapped.
+                let ret = unsafe {
+                    bindings::vm_insert_pages(
+                        vma,
+                        (start + done * PAGE_SIZE) as kernel::ffi::c_ulong,
+                        batch.as_mut_ptr(),
+                        &mut left,
+                    )
+                };
+                if ret != 0 {
+                    break;
+                }
+                done += count;
+            }
+        }
     }
 
     /// Maps the next pages of the mapping too, up to the next 2 MiB boundary, so a program
@@ -338,11 +404,12 @@ const FALLBACK: bindings::vm_fault_t =
     bindings::vm_fault_reason_VM_FAULT_FALLBACK as bindings::vm_fault_t;
 
 /// Sets up a new shared VMA over `memory`: no copy into children (`fork`), no growth
-/// (`mremap`), pages inserted on fault, or all of them now when `prefault` (eager memory, whose
-/// pages exist already). The caller has counted this mapping with [`Mappable::mapped`] (under
-/// whatever lock orders it against freeing); on error it is uncounted here.
-pub(crate) fn map<M: Mappable>(vma: &VmaNew, memory: Arc<M>, prefault: bool) -> Result {
-    let result = install(vma, &*memory, prefault);
+/// (`mremap`), pages inserted on fault, or all of them at the first fault when `whole` (eager
+/// memory, whose pages exist already). The caller has counted this mapping with
+/// [`Mappable::mapped`] (under whatever lock orders it against freeing); on error it is
+/// uncounted here.
+pub(crate) fn map<M: Mappable>(vma: &VmaNew, memory: Arc<M>, whole: bool) -> Result {
+    let result = install(vma, &*memory, whole);
     if result.is_err() {
         memory.unmapped();
         return result;
@@ -352,7 +419,11 @@ pub(crate) fn map<M: Mappable>(vma: &VmaNew, memory: Arc<M>, prefault: bool) -> 
     // the private data is the counted `Arc<M>` they expect (given back in `close`).
     unsafe {
         (*vma.as_ptr()).vm_private_data = raw.cast_mut().cast();
-        (*vma.as_ptr()).vm_ops = &VmOps::<M>::OPS;
+        (*vma.as_ptr()).vm_ops = if whole {
+            &VmOps::<M, true>::OPS
+        } else {
+            &VmOps::<M, false>::OPS
+        };
     }
     Ok(())
 }
@@ -360,54 +431,27 @@ pub(crate) fn map<M: Mappable>(vma: &VmaNew, memory: Arc<M>, prefault: bool) -> 
 /// Pages inserted per `vm_insert_pages` call when prefaulting: one page-table lock per batch.
 const PREFAULT_BATCH: usize = 64;
 
-fn install<M: Mappable>(vma: &VmaNew, memory: &M, prefault: bool) -> Result {
-    // Until the prefaulted pages are in the page table (`AccessGate`).
-    let _inside = memory.gate().enter().ok_or(EIO)?;
+fn install<M: Mappable>(vma: &VmaNew, memory: &M, whole: bool) -> Result {
+    // A lost card is refused here already (`EIO`).
+    memory.gate().enter().ok_or(EIO)?;
     vma.set_dontcopy();
     vma.set_dontexpand();
-    if !prefault {
-        // Memory mapped on fault, 2 MiB at a time where it can: like a device's own memory
-        // (dev_dax), the mapping asks for huge pages itself, so it gets them when transparent
-        // huge pages are `always` or `madvise`, not when they are `never` or the program says
-        // `MADV_NOHUGEPAGE`. Not `VM_MIXEDMAP`: splitting a PMD there would leak its folio.
-        #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
-        // SAFETY: in `f_op->mmap` the new VMA is ours to set up, and not yet visible to anyone.
-        unsafe {
-            (*vma.as_ptr()).__bindgen_anon_2.vm_flags |= bindings::VM_HUGEPAGE
-        };
+    if whole {
+        // Mapped by the first fault with `vm_insert_pages()`, which needs `VM_MIXEDMAP` (set
+        // here, where the mmap lock is held for writing); such a VMA never gets 2 MiB mappings
+        // (`Mappable::huge_folio` of memory that exists up front).
+        vma.set_mixedmap();
         return Ok(());
     }
-    // Prefaulted with `vm_insert_pages()`, which needs (and sets) `VM_MIXEDMAP`; such a VMA
-    // never gets 2 MiB mappings (`Mappable::huge_folio` of memory that exists up front).
-    vma.set_mixedmap();
-    let first = pgoff(vma);
-    let pages = (vma.end() - vma.start()) / PAGE_SIZE;
-    let mut done = 0;
-    while done < pages {
-        // Prefaulting is only a head start: a signal (`SIGKILL` of a huge `mmap` included)
-        // ends it, and the fault handler maps the rest on first touch.
-        if kernel::current!().signal_pending() {
-            break;
-        }
-        let count = PREFAULT_BATCH.min(pages - done);
-        let mut batch = [core::ptr::null_mut(); PREFAULT_BATCH];
-        for (i, slot) in batch[..count].iter_mut().enumerate() {
-            *slot = memory.page(first + done + i)?.as_ptr();
-        }
-        let mut left = count as kernel::ffi::c_ulong;
-        // SAFETY: in `f_op->mmap` with `mmap_lock` held for writing, on a `VM_MIXEDMAP` VMA of
-        // ours; the range lies inside it; the pages live while the VMA holds `memory`, and the
-        // page tables take references of their own.
-        kernel::error::to_result(unsafe {
-            bindings::vm_insert_pages(
-                vma.as_ptr(),
-                (vma.start() + done * PAGE_SIZE) as kernel::ffi::c_ulong,
-                batch.as_mut_ptr(),
-                &mut left,
-            )
-        })?;
-        done += count;
-    }
+    // Memory mapped on fault, 2 MiB at a time where it can: like a device's own memory
+    // (dev_dax), the mapping asks for huge pages itself, so it gets them when transparent huge
+    // pages are `always` or `madvise`, not when they are `never` or the program says
+    // `MADV_NOHUGEPAGE`. Not `VM_MIXEDMAP`: splitting a PMD there would leak its folio.
+    #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
+    // SAFETY: in `f_op->mmap` the new VMA is ours to set up, and not yet visible to anyone.
+    unsafe {
+        (*vma.as_ptr()).__bindgen_anon_2.vm_flags |= bindings::VM_HUGEPAGE
+    };
     Ok(())
 }
 

@@ -47,7 +47,8 @@ struct emuv_info {
 	struct emuv_tier_info tiers[2];	/* out: [0] physical, [1] virtual */
 	__u64 total;		/* out: capacity of both tiers */
 	__u64 used;		/* out: used + free == total, less what is quarantined */
-	__u64 free;		/* (freed pages still held elsewhere, eager pools only) */
+	__u64 free;		/* (freed pages still held elsewhere, eager pools only); free
+				 * counts freed pages still being scrubbed: an ALLOC gets them */
 	__u64 file_limit;	/* out: bytes one open file may hold, 0 = no limit */
 	__u64 file_used;	/* out: bytes this open file holds */
 	__u64 user_limit;	/* out: bytes all files of the opener's user may hold, 0 = no limit */

@@ -611,6 +611,7 @@ fn run(tap: &Tap, params: &str, seed: u64, ops: u64, workers: u64) -> TestResult
         ));
         check_eq("failed workers", failed, 0)?;
         check_eq("used after everyone exited", attr_u64("used_bytes")?, 0)?;
+        emuv_tests::settle_scrubbing()?;
         check_eq(
             "free after everyone exited",
             attr_u64("free_bytes")?,

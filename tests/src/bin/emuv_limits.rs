@@ -2,7 +2,8 @@
 //! What one user can make the kernel hold is bounded: ALLOC and FREE need a file opened for
 //! writing; a file holds at most `max_allocations_per_file` allocations (`ENOSPC`); all files
 //! of one user hold at most `vram_limit_per_user_mb` (`ENOMEM`), however many times the user
-//! opens the device; every allocation's kernel memory is charged to the caller's memory
+//! opens the device or whichever of their subordinate uids (a user namespace of theirs) opens it;
+//! every allocation's kernel memory is charged to the caller's memory
 //! cgroup; and a storm of one-page allocations by an unprivileged user ends in a clean error
 //! with kernel memory bounded (the figures are printed).
 
@@ -142,6 +143,104 @@ fn bytes_per_user() -> Result<(), String> {
             .alloc(8 * MIB, Tier::Any)
             .map_err(err("8 MiB again"))
             .map(drop)
+    })
+}
+
+/// In a child that became `NOBODY` and made a user namespace, whose uids 0 and 1 the parent
+/// (root) maps to subordinate uids 100000 and 100001 as `newuidmap` would: allocates 6 MiB as
+/// uid 0 there, then 4 MiB and 2 MiB in a new file as uid 1. Returns the three results.
+fn allocations_in_a_user_namespace() -> Result<[Result<(), Errno>; 3], String> {
+    use nix::{
+        sched::{unshare, CloneFlags},
+        sys::wait::{waitpid, WaitStatus},
+        unistd::{
+            fork, pipe, read, setgid, setresgid, setresuid, setuid, write, ForkResult, Gid, Uid,
+        },
+    };
+    let (ready_rx, ready_tx) = pipe().map_err(err("pipe"))?;
+    let (mapped_rx, mapped_tx) = pipe().map_err(err("pipe"))?;
+    let (result_rx, result_tx) = pipe().map_err(err("pipe"))?;
+    // SAFETY: this test program is single-threaded; the child only makes system calls.
+    match unsafe { fork() }.map_err(err("fork"))? {
+        ForkResult::Child => {
+            let code = |e: Result<(), Errno>| match e {
+                Ok(()) => 0u8,
+                Err(e) => e as i32 as u8,
+            };
+            let run = || -> Result<[u8; 3], Errno> {
+                setgid(Gid::from_raw(NOBODY))?;
+                setuid(Uid::from_raw(NOBODY))?;
+                unshare(CloneFlags::CLONE_NEWUSER)?;
+                write(&ready_tx, b"u")?;
+                let mut byte = [0u8];
+                read(&mapped_rx, &mut byte)?;
+                let as_uid = |uid: u32| {
+                    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))?;
+                    setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
+                };
+                as_uid(0)?;
+                let first = Device::open()?;
+                let a = first.alloc(6 * MIB, Tier::Any).map(drop);
+                // uid 0 of the namespace may become uid 1 of it (it has CAP_SETUID there).
+                as_uid(1)?;
+                let second = Device::open()?;
+                let b = second.alloc(4 * MIB, Tier::Any).map(drop);
+                let c = second.alloc(2 * MIB, Tier::Any).map(drop);
+                Ok([code(a), code(b), code(c)])
+            };
+            let answer = match run() {
+                Ok(codes) => [b'o', codes[0], codes[1], codes[2]],
+                Err(e) => [b'e', e as i32 as u8, 0, 0],
+            };
+            let _ = write(&result_tx, &answer);
+            std::process::exit(0)
+        }
+        ForkResult::Parent { child } => {
+            drop((ready_tx, mapped_rx, result_tx));
+            let mut byte = [0u8];
+            let ready = read(&ready_rx, &mut byte).map_err(err("wait for the child's namespace"));
+            let mapped = ready.and_then(|_| {
+                for map in ["uid_map", "gid_map"] {
+                    fs::write(format!("/proc/{child}/{map}"), "0 100000 2\n").map_err(err(map))?;
+                }
+                write(&mapped_tx, b"m").map_err(err("tell the child"))
+            });
+            let mut answer = [0u8; 4];
+            let got = read(&result_rx, &mut answer);
+            let status = waitpid(child, None).map_err(err("waitpid"))?;
+            mapped?;
+            check(matches!(status, WaitStatus::Exited(_, 0)), || {
+                format!("child: {status:?}")
+            })?;
+            check_eq("bytes of the child's answer", got.map_err(err("read"))?, 4)?;
+            let result = |c: u8| {
+                if c == 0 {
+                    Ok(())
+                } else {
+                    Err(Errno::from_raw(i32::from(c)))
+                }
+            };
+            match answer[0] {
+                b'o' => Ok([result(answer[1]), result(answer[2]), result(answer[3])]),
+                _ => Err(format!("child: {}", Errno::from_raw(i32::from(answer[1])))),
+            }
+        }
+    }
+}
+
+/// A user's subordinate uids are the user's: they share one slice, as the uid that made the
+/// namespace, instead of getting one each.
+fn subordinate_uids_share_the_user_slice() -> Result<(), String> {
+    module::with_loaded("physical_vram_mb=64 vram_limit_per_user_mb=8", || {
+        open_to_all()?;
+        let [a, b, c] = allocations_in_a_user_namespace()?;
+        check_eq("6 MiB as uid 0 of the namespace", a, Ok(()))?;
+        check_eq(
+            "4 MiB more as uid 1 of it (another kernel uid, the same user)",
+            b,
+            Err(Errno::ENOMEM),
+        )?;
+        check_eq("the last 2 MiB as uid 1", c, Ok(()))
     })
 }
 
@@ -293,7 +392,7 @@ fn allocation_storm(tap: &Tap) -> Result<(), String> {
 }
 
 fn main() {
-    let mut tap = Tap::new(5);
+    let mut tap = Tap::new(6);
     if module::is_loaded() {
         let _ = module::unload();
     }
@@ -309,6 +408,13 @@ fn main() {
         "vram_limit_per_user_mb: one limit across all of a user's files, one per user",
         bytes_per_user(),
     );
+    let name =
+        "vram_limit_per_user_mb: a user's subordinate uids (unshare -U, setuid) share the user's slice";
+    if Path::new("/proc/self/uid_map").exists() {
+        tap.test(name, subordinate_uids_share_the_user_slice());
+    } else {
+        tap.skip(name, "this kernel has no user namespaces (CONFIG_USER_NS)");
+    }
     let result = charged_to_the_memcg(&tap);
     tap.test(
         "every allocation's kernel memory is charged to the caller's memory cgroup",

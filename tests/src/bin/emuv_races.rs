@@ -5,7 +5,8 @@
 //! ALLOCs (the counters once underflowed: a kernel panic with the pool's lock held), a long
 //! random run of threads and processes allocating, writing, splicing pages into pipes and
 //! freeing, checked after every step that no byte written through one allocation shows through
-//! another; and scrubbing against a lost card, configfs removal and unload.
+//! another; scrubbing against a lost card, configfs removal and unload; and a 2 MiB fault
+//! racing a 4 KiB fault on one unit of a lazy mapping.
 
 use emuv::{Device, Mapping, Tier};
 use emuv_tests::{
@@ -476,8 +477,174 @@ fn unload_and_removal_with_scrubbing_pending() -> Result<(), String> {
     })
 }
 
+/// In a process of its own (a `SIGBUS` ends it): `rounds` times, a 2 MiB lazy allocation is
+/// mapped and two threads first-touch offsets 0 and 4096 of its one 2 MiB unit together, while
+/// a third turns transparent huge pages off and on for the process (`PR_SET_THP_DISABLE`), so
+/// that one fault of the pair maps 2 MiB and the other 4 KiB. Prints what the touches read.
+fn thp_race_rounds(rounds: u64) -> Result<String, String> {
+    use std::sync::Barrier;
+    let dev = Device::open().map_err(err("open"))?;
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(2);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut disable = 1;
+            while !stop.load(Relaxed) {
+                // SAFETY: prctl with integer arguments only.
+                unsafe { nix::libc::prctl(nix::libc::PR_SET_THP_DISABLE, disable, 0, 0, 0) };
+                disable ^= 1;
+                thread::yield_now();
+            }
+        });
+        let result = (|| {
+            let mut huge_rounds = 0;
+            for round in 0..rounds {
+                let a = dev.alloc(2 * MIB, Tier::Any).map_err(err("alloc"))?;
+                let m = dev.map(&a).map_err(err("mmap"))?;
+                let base = m.as_ptr() as usize;
+                check(base % (2 * MIB as usize) == 0, || {
+                    format!("mapping at {base:#x} is not 2 MiB aligned")
+                })?;
+                let mut seen = [0u8; 2];
+                thread::scope(|t| {
+                    let other = t.spawn(|| {
+                        barrier.wait();
+                        let p = (base + PAGE) as *mut u8;
+                        // SAFETY: inside the live 2 MiB mapping `m`.
+                        unsafe {
+                            p.write_volatile(0xb1);
+                            p.read_volatile()
+                        }
+                    });
+                    barrier.wait();
+                    let p = base as *mut u8;
+                    // SAFETY: inside the live 2 MiB mapping `m`.
+                    seen[0] = unsafe {
+                        p.write_volatile(0xa1);
+                        p.read_volatile()
+                    };
+                    seen[1] = other.join().unwrap_or(0);
+                });
+                check_eq(
+                    &format!("round {round}: bytes read back"),
+                    seen,
+                    [0xa1, 0xb1],
+                )?;
+                if attr_u64("huge_bytes")? > 0 {
+                    huge_rounds += 1;
+                }
+                drop(m);
+                dev.free(a.handle).map_err(err("free"))?;
+            }
+            Ok(format!(
+                "{rounds} rounds, {huge_rounds} of them with a 2 MiB page"
+            ))
+        })();
+        stop.store(true, Relaxed);
+        result
+    })
+}
+
+/// The review's fault race: [`thp_race_rounds`] in a child process, which must neither get a
+/// `SIGBUS` nor leave a kernel warning (the runner checks the log).
+fn huge_and_small_faults_race_on_one_unit() -> Result<(), String> {
+    module::with_loaded("physical_vram_mb=64 virtual_vram_mb=0", || {
+        let exe = std::env::current_exe().map_err(err("current_exe"))?;
+        let rounds = std::env::var("EMUV_THP_RACE_ROUNDS").unwrap_or_else(|_| "3000".into());
+        let out = std::process::Command::new(exe)
+            .args(["--thp-race", &rounds])
+            .output()
+            .map_err(err("spawn"))?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        println!("# {text}");
+        check(out.status.success(), || {
+            format!("the racing process ended with {} ({text})", out.status)
+        })
+    })
+}
+
+/// Whether `addr` of this process reads through `/proc/self/mem`: the kernel's own access
+/// (GUP) finds the page mapped, or faults it in, which on a lost card fails (`EIO`) where a
+/// program's own access would get `SIGBUS`.
+fn readable_through_proc_mem(mem: &fs::File, addr: usize) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut byte = [0u8; 8];
+    mem.read_at(&mut byte, addr as u64).is_ok()
+}
+
+/// `mmap` in a loop on one thread while another loses the card (`fail=lost`): every mapping
+/// that exists once the loss is done must be cut off from the card's memory, however its
+/// `mmap` overlapped the loss (an eager mapping prefaulted in `f_op->mmap` and linked after the
+/// loss's unmapping once kept working).
+fn mmap_racing_fail_lost(rounds: u32) -> Result<(), String> {
+    let params = "lazy_allocation=0 physical_vram_mb=64 virtual_vram_mb=0";
+    let fail = format!("{}/fail", emuv_tests::SYSFS_DIR);
+    module::with_loaded(params, || {
+        let mem = fs::File::open("/proc/self/mem").map_err(err("open /proc/self/mem"))?;
+        let mut made = 0usize;
+        for round in 0..rounds {
+            let dev = Device::open().map_err(err("open"))?;
+            let a = dev.alloc(256 * 1024, Tier::Any).map_err(err("alloc"))?;
+            let lost = AtomicBool::new(false);
+            let maps = thread::scope(|s| {
+                let mapper = s.spawn(|| {
+                    let mut maps = Vec::new();
+                    while !lost.load(Relaxed) && maps.len() < 2000 {
+                        match dev.map(&a) {
+                            Ok(m) => maps.push(m),
+                            Err(Errno::EIO) => break,
+                            Err(e) => return Err(format!("mmap: {e}")),
+                        }
+                    }
+                    Ok(maps)
+                });
+                thread::sleep(Duration::from_micros(200 + u64::from(round % 20) * 150));
+                let result = fs::write(&fail, "lost").map_err(err("fail=lost"));
+                lost.store(true, Relaxed);
+                let maps = mapper
+                    .join()
+                    .unwrap_or_else(|_| Err("mapper panicked".into()));
+                result.and(maps)
+            })?;
+            made += maps.len();
+            for (i, m) in maps.iter().enumerate() {
+                check(
+                    !readable_through_proc_mem(&mem, m.as_ptr() as usize),
+                    || {
+                        format!(
+                            "round {round}: mapping {i} of {} still reads the lost card's memory",
+                            maps.len()
+                        )
+                    },
+                )?;
+            }
+            drop(maps);
+            drop(dev);
+            fs::write(&fail, "none").map_err(err("fail=none"))?;
+        }
+        println!("# {made} mappings made around {rounds} losses");
+        Ok(())
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, rounds] = &args[..] {
+        if flag == "--thp-race" {
+            match rounds
+                .parse()
+                .map_err(err("rounds"))
+                .and_then(thp_race_rounds)
+            {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    println!("{e}");
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
+    }
     if let [_, flag, id, seed, steps] = &args[..] {
         if flag == "--worker" {
             let parsed = (id.parse(), seed.parse(), steps.parse());
@@ -495,7 +662,7 @@ fn main() {
             return;
         }
     }
-    let mut tap = Tap::new(5);
+    let mut tap = Tap::new(7);
     if module::is_loaded() {
         let _ = module::unload();
     }
@@ -519,6 +686,14 @@ fn main() {
     tap.test(
         "rmmod and configfs removal with scrubbing pending wait for the scrubber",
         unload_and_removal_with_scrubbing_pending(),
+    );
+    tap.test(
+        "a 2 MiB fault and a 4 KiB fault racing on one unit, THP toggled: no SIGBUS, no warning",
+        huge_and_small_faults_race_on_one_unit(),
+    );
+    tap.test(
+        "mmap racing fail=lost: no mapping outlives the loss with the card's memory",
+        mmap_racing_fail_lost(100),
     );
     tap.finish()
 }
