@@ -193,7 +193,12 @@ impl CardDirShared {
             file_bytes: settings.file_limit_mb << 20,
             ..self.module.limits
         };
-        let card = self.cards.add_first_free(|index| {
+        // `rmdir` is refused before the card exists, so no card can ever exist unpinned: if the
+        // card cannot be made, the refusal is undone, and there is no card to take back (which
+        // a file opened meanwhile would hold).
+        let item = inner.item.as_ref().ok_or(EBUSY)?;
+        item.refuse_rmdir()?;
+        let made = self.cards.add_first_free(|index| {
             Arc::pin_init(
                 EmuvDevice::new(
                     index,
@@ -205,17 +210,15 @@ impl CardDirShared {
                 ),
                 GFP_KERNEL,
             )
-        })?;
-        let pinned = inner
-            .item
-            .as_ref()
-            .ok_or(EBUSY)
-            .and_then(Item::refuse_rmdir);
-        if let Err(e) = pinned {
-            let _ = card.retire_if_unused();
-            self.cards.remove(card.index);
-            return Err(e);
-        }
+        });
+        let card = match made {
+            Ok(card) => card,
+            Err(e) => {
+                // SAFETY: the `refuse_rmdir` just above succeeded and is undone only here.
+                unsafe { item.release_rmdir() };
+                return Err(e);
+            }
+        };
         pr_info!(
             "card {}: {} with {} MiB physical + {} MiB virtual VRAM, {} allocation (configfs)\n",
             card.index,

@@ -107,6 +107,8 @@ impl kernel::Module for EmuvModule {
             let subsystem =
                 KBox::pin_init(configfs::subsystem(cards.clone(), settings), GFP_KERNEL)?;
             let dirs = configfs::module_card_dirs(&subsystem, &cards, settings)?;
+            // Nothing below can fail `init`.
+            subsystem.accept_mkdir();
             (subsystem, dirs)
         };
         Ok(Self {

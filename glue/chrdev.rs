@@ -146,6 +146,15 @@ struct Registered<T> {
     data: Arc<T>,
 }
 
+/// A minor of a [`DeviceClass`].
+enum Slot<T> {
+    Empty,
+    Live(Registered<T>),
+    /// Removed, its device being unregistered (outside the lock): not free yet, or a new device
+    /// of the same name would meet the old one's sysfs directory (`EEXIST`).
+    Going,
+}
+
 /// A class `/sys/class/<name>` with up to [`MAX_DEVICES`] devices, each `/dev/<name>` (minor
 /// 0) or `/dev/<name><minor>`, served by an `Arc<T>`. Devices come and go at run time; an open
 /// file holds its own `Arc<T>`, so a device removed while open keeps serving that file.
@@ -154,7 +163,7 @@ struct Registered<T> {
 #[pin_data]
 pub(crate) struct DeviceClass<T: FileHandler> {
     #[pin]
-    devices: Mutex<KVec<Option<Registered<T>>>>,
+    devices: Mutex<KVec<Slot<T>>>,
     #[pin]
     cdev: Cdev,
     class: Class,
@@ -235,7 +244,7 @@ impl<T: FileHandler> DeviceClass<T> {
         let first = region.0;
         let mut devices = KVec::with_capacity(MAX_DEVICES as usize, GFP_KERNEL)?;
         for _ in 0..MAX_DEVICES {
-            devices.push(None, GFP_KERNEL)?;
+            devices.push(Slot::Empty, GFP_KERNEL)?;
         }
         Arc::pin_init(
             try_pin_init!(Self {
@@ -269,8 +278,8 @@ impl<T: FileHandler> DeviceClass<T> {
             CString::try_from_fmt(fmt!("{}{}", self.name.to_str()?, minor))?
         };
         let mut devices = self.devices.lock();
-        let slot = &mut devices[minor as usize];
-        if slot.is_some() {
+        let slot = devices.get_mut(minor as usize).ok_or(EINVAL)?;
+        if !matches!(slot, Slot::Empty) {
             return Err(EBUSY);
         }
         // SAFETY: the class is live; `groups` is static; the driver data is the `T` that the
@@ -286,7 +295,7 @@ impl<T: FileHandler> DeviceClass<T> {
                 name.as_char_ptr(),
             )
         })?;
-        *slot = Some(Registered {
+        *slot = Slot::Live(Registered {
             _node: DeviceNode(dev),
             data,
         });
@@ -299,7 +308,7 @@ impl<T: FileHandler> DeviceClass<T> {
     /// when all minors are taken.
     pub(crate) fn add_first_free(&self, make: impl Fn(u32) -> Result<Arc<T>>) -> Result<Arc<T>> {
         for minor in 0..MAX_DEVICES {
-            if !matches!(self.devices.lock().get(minor as usize), Some(None)) {
+            if !matches!(self.devices.lock().get(minor as usize), Some(Slot::Empty)) {
                 continue;
             }
             let data = make(minor)?;
@@ -317,18 +326,34 @@ impl<T: FileHandler> DeviceClass<T> {
     /// Removes device `minor` (its node and sysfs directory), returning its data; files open
     /// on it keep their own reference.
     pub(crate) fn remove(&self, minor: u32) -> Option<Arc<T>> {
-        let registered = self.devices.lock().get_mut(minor as usize)?.take()?;
+        let registered = {
+            let mut devices = self.devices.lock();
+            let slot = devices.get_mut(minor as usize)?;
+            match core::mem::replace(slot, Slot::Going) {
+                Slot::Live(registered) => registered,
+                other => {
+                    *slot = other;
+                    return None;
+                }
+            }
+        };
         // Unregistered outside the lock: it waits for running sysfs callbacks, which may
-        // look devices up.
+        // look devices up. The minor is free again only once its device is gone.
         let Registered { _node, data } = registered;
         drop(_node);
+        if let Some(slot) = self.devices.lock().get_mut(minor as usize) {
+            *slot = Slot::Empty;
+        }
         Some(data)
     }
 
     /// The data of device `minor`, if there is one.
     pub(crate) fn get(&self, minor: u32) -> Option<Arc<T>> {
         let devices = self.devices.lock();
-        Some(devices.get(minor as usize)?.as_ref()?.data.clone())
+        match devices.get(minor as usize)? {
+            Slot::Live(registered) => Some(registered.data.clone()),
+            Slot::Empty | Slot::Going => None,
+        }
     }
 
     /// Every device as `(minor, data)`, in minor order.
@@ -336,7 +361,7 @@ impl<T: FileHandler> DeviceClass<T> {
         let devices = self.devices.lock();
         let mut out = KVec::new();
         for (minor, slot) in devices.iter().enumerate() {
-            if let Some(registered) = slot {
+            if let Slot::Live(registered) = slot {
                 out.push((minor as u32, registered.data.clone()), GFP_KERNEL)?;
             }
         }
@@ -348,7 +373,7 @@ impl<T: FileHandler> DeviceClass<T> {
     /// Wakes `poll()` waiters on attribute `attr` of device `minor`.
     pub(crate) fn notify(&self, minor: u32, attr: &CStr) {
         let devices = self.devices.lock();
-        if let Some(Some(registered)) = devices.get(minor as usize) {
+        if let Some(Slot::Live(registered)) = devices.get(minor as usize) {
             registered._node.notify(attr);
         }
     }

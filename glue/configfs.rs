@@ -21,7 +21,7 @@ use kernel::{
     ffi::c_char,
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         Arc,
     },
     types::Opaque,
@@ -45,6 +45,8 @@ pub(crate) struct Root<D: RootOps> {
     data: D,
     /// Set once registered: a failed registration drops the value too, with nothing to undo.
     registered: Atomic<bool>,
+    /// Set by [`Root::accept_mkdir`]: until then `mkdir` fails with `EAGAIN`.
+    accepting: Atomic<bool>,
 }
 
 // SAFETY: configfs serialises its use of the subsystem; `D` is `Send`.
@@ -89,6 +91,7 @@ impl<D: RootOps> Root<D> {
             ),
             data,
             registered: Atomic::new(false),
+            accepting: Atomic::new(false),
         })
         .pin_chain(|this| {
             // SAFETY: initialised above, at its final, pinned place.
@@ -96,6 +99,14 @@ impl<D: RootOps> Root<D> {
             this.registered.store(true, Relaxed);
             Ok(())
         })
+    }
+
+    /// Lets `mkdir` make directories from now on. Call once nothing can fail the module's
+    /// `init` any more: a directory made during `init` pins the module (configfs takes a
+    /// reference on a module that is still coming), but a failing `init` frees the module
+    /// whatever its references, leaving the directory pointing into freed code.
+    pub(crate) fn accept_mkdir(&self) {
+        self.accepting.store(true, Release);
     }
 
     fn root_group(&self) -> *mut bindings::config_group {
@@ -122,6 +133,9 @@ impl<D: RootOps> Root<D> {
                 subsystem
             )
         };
+        if !this.accepting.load(Acquire) {
+            return EAGAIN.to_ptr();
+        }
         // SAFETY: configfs passes the new directory's NUL-terminated name.
         let name = unsafe { CStr::from_char_ptr(name) };
         let made = this

@@ -505,9 +505,58 @@ fn random_cycles() -> Result<(), String> {
     })
 }
 
+/// One card's `enabled=0` racing another's `enabled=1`, 300 times: the freed index is taken
+/// only once its device is gone (it was once reused while the old device was still being
+/// unregistered: `EEXIST` and a sysfs duplicate-name stack dump).
+fn enable_races_disable() -> Result<(), String> {
+    module::with_loaded("physical_vram_mb=16", || {
+        let mut kmsg = emuv_tests::kmsg::Kmsg::new();
+        make_card("a", &[])?;
+        mkdir("b").map_err(err("mkdir b"))?;
+        for round in 0..300 {
+            let (a, b) = std::thread::scope(|s| {
+                let a = s.spawn(|| write("a", "enabled", "0"));
+                let b = s.spawn(|| write("b", "enabled", "1"));
+                (a.join(), b.join())
+            });
+            let a = a.map_err(|_| "a panicked".to_owned())?;
+            let b = b.map_err(|_| "b panicked".to_owned())?;
+            check_eq(
+                &format!("round {round}: a/enabled=0, b/enabled=1"),
+                (a, b),
+                (Ok(()), Ok(())),
+            )?;
+            // And back, the other way round.
+            let (a, b) = std::thread::scope(|s| {
+                let b = s.spawn(|| write("b", "enabled", "0"));
+                let a = s.spawn(|| write("a", "enabled", "1"));
+                (a.join(), b.join())
+            });
+            let a = a.map_err(|_| "a panicked".to_owned())?;
+            let b = b.map_err(|_| "b panicked".to_owned())?;
+            check_eq(
+                &format!("round {round}: a/enabled=1, b/enabled=0"),
+                (a, b),
+                (Ok(()), Ok(())),
+            )?;
+        }
+        let log = kmsg.read_new();
+        let duplicate = log.iter().find(|line| line.contains("duplicate"));
+        check(duplicate.is_none(), || {
+            format!(
+                "the kernel said: {}",
+                duplicate.cloned().unwrap_or_default()
+            )
+        })?;
+        write("a", "enabled", "0").map_err(err("a/enabled=0"))?;
+        rmdir("a").map_err(err("rmdir a"))?;
+        rmdir("b").map_err(err("rmdir b"))
+    })
+}
+
 fn main() {
     type Test = fn() -> Result<(), String>;
-    let tests: [(&str, Test); 5] = [
+    let tests: [(&str, Test); 6] = [
         (
             "create, configure, enable, use, refuse while in use, remove",
             lifecycle,
@@ -527,6 +576,10 @@ fn main() {
         (
             "random create/remove cycles while workers use the cards",
             random_cycles,
+        ),
+        (
+            "enabled=1 racing another card's enabled=0: no index reused before its device is gone",
+            enable_races_disable,
         ),
     ];
     let mut tap = Tap::new(tests.len());

@@ -482,10 +482,17 @@ fn unload_and_removal_with_scrubbing_pending() -> Result<(), String> {
 /// a third turns transparent huge pages off and on for the process (`PR_SET_THP_DISABLE`), so
 /// that one fault of the pair maps 2 MiB and the other 4 KiB. Prints what the touches read.
 fn thp_race_rounds(rounds: u64) -> Result<String, String> {
-    use std::sync::Barrier;
+    use std::sync::atomic::AtomicUsize;
     let dev = Device::open().map_err(err("open"))?;
     let stop = AtomicBool::new(false);
-    let barrier = Barrier::new(2);
+    // The second toucher spins (no futex wake-up between the two): `go` is the round it may
+    // start, `base` the mapping, `done` the last round it finished, `seen` what it read.
+    let (go, base_addr, done, seen_b) = (
+        AtomicU64::new(0),
+        AtomicUsize::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    );
     thread::scope(|s| {
         s.spawn(|| {
             let mut disable = 1;
@@ -496,45 +503,66 @@ fn thp_race_rounds(rounds: u64) -> Result<String, String> {
                 thread::yield_now();
             }
         });
+        s.spawn(|| {
+            let mut round = 0;
+            while !stop.load(Relaxed) {
+                let next = go.load(std::sync::atomic::Ordering::Acquire);
+                if next == round {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                round = next;
+                let p = (base_addr.load(Relaxed) + PAGE) as *mut u8;
+                // SAFETY: inside the live 2 MiB mapping the main thread published for `round`,
+                // which it keeps until `done` says this round is over.
+                let got = unsafe {
+                    p.write_volatile(0xb1);
+                    p.read_volatile()
+                };
+                seen_b.store(u64::from(got), Relaxed);
+                done.store(round, std::sync::atomic::Ordering::Release);
+            }
+        });
         let result = (|| {
             let mut huge_rounds = 0;
-            for round in 0..rounds {
-                let a = dev.alloc(2 * MIB, Tier::Any).map_err(err("alloc"))?;
+            let mut kept = None;
+            for round in 1..=rounds {
+                // Every other round maps the last round's allocation again: its unit has its
+                // folio (or table) already, and the two faults meet at the PMD.
+                let a = match kept.take() {
+                    Some(a) => a,
+                    None => dev.alloc(2 * MIB, Tier::Any).map_err(err("alloc"))?,
+                };
                 let m = dev.map(&a).map_err(err("mmap"))?;
                 let base = m.as_ptr() as usize;
                 check(base % (2 * MIB as usize) == 0, || {
                     format!("mapping at {base:#x} is not 2 MiB aligned")
                 })?;
-                let mut seen = [0u8; 2];
-                thread::scope(|t| {
-                    let other = t.spawn(|| {
-                        barrier.wait();
-                        let p = (base + PAGE) as *mut u8;
-                        // SAFETY: inside the live 2 MiB mapping `m`.
-                        unsafe {
-                            p.write_volatile(0xb1);
-                            p.read_volatile()
-                        }
-                    });
-                    barrier.wait();
-                    let p = base as *mut u8;
-                    // SAFETY: inside the live 2 MiB mapping `m`.
-                    seen[0] = unsafe {
-                        p.write_volatile(0xa1);
-                        p.read_volatile()
-                    };
-                    seen[1] = other.join().unwrap_or(0);
-                });
+                base_addr.store(base, Relaxed);
+                go.store(round, std::sync::atomic::Ordering::Release);
+                let p = base as *mut u8;
+                // SAFETY: inside the live 2 MiB mapping `m`.
+                let got_a = unsafe {
+                    p.write_volatile(0xa1);
+                    p.read_volatile()
+                };
+                while done.load(std::sync::atomic::Ordering::Acquire) != round {
+                    std::hint::spin_loop();
+                }
                 check_eq(
                     &format!("round {round}: bytes read back"),
-                    seen,
+                    [got_a, seen_b.load(Relaxed) as u8],
                     [0xa1, 0xb1],
                 )?;
                 if attr_u64("huge_bytes")? > 0 {
                     huge_rounds += 1;
                 }
                 drop(m);
-                dev.free(a.handle).map_err(err("free"))?;
+                if round % 2 == 1 {
+                    kept = Some(a);
+                } else {
+                    dev.free(a.handle).map_err(err("free"))?;
+                }
             }
             Ok(format!(
                 "{rounds} rounds, {huge_rounds} of them with a 2 MiB page"
@@ -662,38 +690,60 @@ fn main() {
             return;
         }
     }
-    let mut tap = Tap::new(7);
+    type Test<'a> = Box<dyn FnOnce(&Tap) -> Result<(), String> + 'a>;
+    let tests: Vec<(&str, &str, Test)> = vec![
+        (
+            "release",
+            "a FREE racing the release of a quarantined page: B, C and D each own their pages",
+            Box::new(|_| quarantine_release_races_free()),
+        ),
+        (
+            "full",
+            "a full card's FREE racing 4 KiB ALLOCs: ENOMEM, then pages, no panic",
+            Box::new(|_| full_card_free_races_allocs()),
+        ),
+        (
+            "random",
+            "threads and processes allocating, splicing and freeing at random: no byte crosses allocations",
+            Box::new(random_concurrent_run),
+        ),
+        (
+            "lost",
+            "scrubbing against fail=lost: finished, counted, zeroed once back",
+            Box::new(|_| scrubbing_against_fail_lost()),
+        ),
+        (
+            "unload",
+            "rmmod and configfs removal with scrubbing pending wait for the scrubber",
+            Box::new(|_| unload_and_removal_with_scrubbing_pending()),
+        ),
+        (
+            "thp",
+            "a 2 MiB fault and a 4 KiB fault racing on one unit, THP toggled: no SIGBUS, no warning",
+            Box::new(|_| huge_and_small_faults_race_on_one_unit()),
+        ),
+        (
+            "mmap",
+            "mmap racing fail=lost: no mapping outlives the loss with the card's memory",
+            Box::new(|_| mmap_racing_fail_lost(100)),
+        ),
+    ];
+    let mut tap = Tap::new(tests.len());
     if module::is_loaded() {
         let _ = module::unload();
     }
-    tap.test(
-        "a FREE racing the release of a quarantined page: B, C and D each own their pages",
-        quarantine_release_races_free(),
-    );
-    tap.test(
-        "a full card's FREE racing 4 KiB ALLOCs: ENOMEM, then pages, no panic",
-        full_card_free_races_allocs(),
-    );
-    let random = random_concurrent_run(&tap);
-    tap.test(
-        "threads and processes allocating, splicing and freeing at random: no byte crosses allocations",
-        random,
-    );
-    tap.test(
-        "scrubbing against fail=lost: finished, counted, zeroed once back",
-        scrubbing_against_fail_lost(),
-    );
-    tap.test(
-        "rmmod and configfs removal with scrubbing pending wait for the scrubber",
-        unload_and_removal_with_scrubbing_pending(),
-    );
-    tap.test(
-        "a 2 MiB fault and a 4 KiB fault racing on one unit, THP toggled: no SIGBUS, no warning",
-        huge_and_small_faults_race_on_one_unit(),
-    );
-    tap.test(
-        "mmap racing fail=lost: no mapping outlives the loss with the card's memory",
-        mmap_racing_fail_lost(100),
-    );
+    // EMUV_RACES_ONLY=key,key... runs only those (to replay one against another module).
+    let only = std::env::var("EMUV_RACES_ONLY").ok();
+    for (key, name, test) in tests {
+        if only
+            .as_ref()
+            .is_some_and(|only| !only.split(',').any(|k| k == key))
+        {
+            tap.skip(name, "not in EMUV_RACES_ONLY");
+            continue;
+        }
+        let result = test(&tap);
+        tap.test(name, result);
+    }
     tap.finish()
 }
