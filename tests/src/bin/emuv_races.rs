@@ -535,7 +535,7 @@ fn thp_race_rounds(rounds: u64) -> Result<String, String> {
                 };
                 let m = dev.map(&a).map_err(err("mmap"))?;
                 let base = m.as_ptr() as usize;
-                check(base % (2 * MIB as usize) == 0, || {
+                check(base.is_multiple_of(2 * MIB as usize), || {
                     format!("mapping at {base:#x} is not 2 MiB aligned")
                 })?;
                 base_addr.store(base, Relaxed);
