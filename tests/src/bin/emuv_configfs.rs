@@ -513,32 +513,26 @@ fn enable_races_disable() -> Result<(), String> {
         let mut kmsg = emuv_tests::kmsg::Kmsg::new();
         make_card("a", &[])?;
         mkdir("b").map_err(err("mkdir b"))?;
+        // Two writes at once, from two threads.
+        let race = |one: (&str, &str), other: (&str, &str)| {
+            std::thread::scope(|s| {
+                let first = s.spawn(|| write(one.0, "enabled", one.1));
+                let second = s.spawn(|| write(other.0, "enabled", other.1));
+                (first.join(), second.join())
+            })
+        };
         for round in 0..300 {
-            let (a, b) = std::thread::scope(|s| {
-                let a = s.spawn(|| write("a", "enabled", "0"));
-                let b = s.spawn(|| write("b", "enabled", "1"));
-                (a.join(), b.join())
-            });
-            let a = a.map_err(|_| "a panicked".to_owned())?;
-            let b = b.map_err(|_| "b panicked".to_owned())?;
-            check_eq(
-                &format!("round {round}: a/enabled=0, b/enabled=1"),
-                (a, b),
-                (Ok(()), Ok(())),
-            )?;
-            // And back, the other way round.
-            let (a, b) = std::thread::scope(|s| {
-                let b = s.spawn(|| write("b", "enabled", "0"));
-                let a = s.spawn(|| write("a", "enabled", "1"));
-                (a.join(), b.join())
-            });
-            let a = a.map_err(|_| "a panicked".to_owned())?;
-            let b = b.map_err(|_| "b panicked".to_owned())?;
-            check_eq(
-                &format!("round {round}: a/enabled=1, b/enabled=0"),
-                (a, b),
-                (Ok(()), Ok(())),
-            )?;
+            // a goes while b comes, then the other way round.
+            for (going, coming) in [("a", "b"), ("b", "a")] {
+                let (gone, came) = race((going, "0"), (coming, "1"));
+                let gone = gone.map_err(|_| "a writer panicked".to_owned())?;
+                let came = came.map_err(|_| "a writer panicked".to_owned())?;
+                check_eq(
+                    &format!("round {round}: {going}/enabled=0, {coming}/enabled=1"),
+                    (gone, came),
+                    (Ok(()), Ok(())),
+                )?;
+            }
         }
         let log = kmsg.read_new();
         let duplicate = log.iter().find(|line| line.contains("duplicate"));
