@@ -41,7 +41,7 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, CondVar, Mutex,
+        Arc, CondVar, Mutex, MutexGuard,
     },
     workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
@@ -511,20 +511,27 @@ impl VramPool {
             }
             match ranges.claim_scrub() {
                 Some(claim) => {
-                    drop(state);
-                    let held = zero_claim(area, claim);
-                    state = self.state.lock();
-                    self.finish_claim(&mut state, tier, claim, &held);
+                    state = self.scrub_claim(state, tier, area, claim);
                 }
                 None => self.scrubbed.wait(&mut state),
             }
         }
     }
 
-    /// Ends a claim under the lock and wakes whoever waits for scrubbed pages.
-    fn finish_claim(&self, state: &mut PoolState, tier: Tier, claim: Claim, held: &HeldPages) {
+    /// Zeroes `claim` of `tier` (backed by `area`) with the lock let go, then ends the claim
+    /// under it again and wakes whoever waits for scrubbed pages; returns the lock.
+    fn scrub_claim<'a>(
+        &'a self,
+        state: MutexGuard<'a, PoolState>,
+        tier: Tier,
+        area: &VmallocArea,
+        claim: Claim,
+    ) -> MutexGuard<'a, PoolState> {
+        drop(state);
+        let held = zero_claim(area, claim);
+        let mut state = self.state.lock();
         if let Some(ranges) = state.pages[tier as usize].as_mut() {
-            if ranges.finish_scrub(claim, held).is_err() {
+            if ranges.finish_scrub(claim, &held).is_err() {
                 pr_err!(
                     "scrub claim {claim:?} of the {} tier was not out\n",
                     tier.name()
@@ -532,6 +539,7 @@ impl VramPool {
             }
         }
         self.scrubbed.notify_all();
+        state
     }
 
     /// The scrubber: zeroes every freed eager page, a claim at a time so that ALLOCs and
@@ -557,10 +565,7 @@ impl VramPool {
                 others_claim |= ranges.claimed();
             }
             if let Some((tier, area, claim)) = next {
-                drop(state);
-                let held = zero_claim(area, claim);
-                state = self.state.lock();
-                self.finish_claim(&mut state, tier, claim, &held);
+                state = self.scrub_claim(state, tier, area, claim);
                 continue;
             }
             // An ALLOC holds the last claim: what it leaves is the scrubber's.
