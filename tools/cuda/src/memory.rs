@@ -1,0 +1,1721 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Memory: the device address space, the allocators, copies and memsets, host memory and
+//! pointer attributes.
+//!
+//! Device memory is emuv's. A *chunk* is one allocation of the card's kernel pool, 2 MiB or a
+//! multiple, with two places in this process: its device addresses, a 2 MiB-aligned range
+//! reserved with no access (a CPU dereference faults, as on a GPU), and the library's own
+//! mapping of the allocation, through which copies and memsets reach it. Managed memory is
+//! mapped at its device addresses instead, so both sides use one pointer. As NVIDIA's driver
+//! does (measured on driver 580), `cuMemAlloc` of up to 1 MiB takes 512-byte steps of a shared
+//! 2 MiB chunk of its context, first fit, and larger requests get chunks of their own, rounded
+//! up to 2 MiB; a chunk goes back to the card when its last allocation is freed.
+//!
+//! Every range the program was given is in one map, with its requested size: copies must lie
+//! within it, as the real driver requires. Copies are resolved under the map's lock, and run
+//! outside it holding the chunk, so a concurrent free cannot unmap memory under a copy.
+
+use crate::{
+    context::{self, Context},
+    driver::{self, Card},
+    put, status, stream,
+    stream::both_flavours,
+    sys, CuResult,
+};
+use emuv::Tier;
+use nix::{
+    errno::Errno,
+    sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags},
+};
+use std::{
+    collections::BTreeMap,
+    ffi::{c_int, c_uint, c_void},
+    num::NonZeroUsize,
+    ptr::NonNull,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+/// The unit of device memory: what the driver maps and what `cuMemGetInfo` moves by.
+pub const CHUNK: usize = 2 << 20;
+/// The sub-allocator's step.
+const UNIT: usize = 512;
+/// The largest request served from a shared chunk.
+const SMALL_MAX: usize = 1 << 20;
+const UNITS: usize = CHUNK / UNIT;
+const WORDS: usize = UNITS / 64;
+/// What a memory pool reserves at a time (measured: 32 MiB for an 8 MiB `cuMemAllocAsync`).
+const POOL_GRANULE: usize = 32 << 20;
+/// `cuMemAllocPitch`'s row alignment (measured: 1000 bytes give a 1024-byte pitch).
+const PITCH_ALIGN: usize = 512;
+/// The vaSpaceToken of every device pointer (measured on driver 580).
+const VA_SPACE_TOKEN: c_uint = 65024;
+
+const INVALID: sys::CUresult = sys::CUDA_ERROR_INVALID_VALUE;
+const OOM: sys::CUresult = sys::CUDA_ERROR_OUT_OF_MEMORY;
+
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096)
+}
+
+/// What an emuv `ALLOC` refusal means to CUDA.
+fn alloc_error(e: Errno) -> sys::CUresult {
+    match e {
+        Errno::ENOMEM | Errno::ENOSPC | Errno::EFBIG | Errno::E2BIG | Errno::EDQUOT => OOM,
+        // The card was lost (emuv's injected failure).
+        Errno::ENODEV | Errno::ENXIO | Errno::EIO => sys::CUDA_ERROR_DEVICE_UNAVAILABLE,
+        _ => sys::CUDA_ERROR_UNKNOWN,
+    }
+}
+
+/// An address range reserved with no access.
+struct Reservation {
+    base: NonNull<c_void>,
+    len: usize,
+}
+
+// SAFETY: an address range; nothing in Rust refers into it.
+unsafe impl Send for Reservation {}
+// SAFETY: as above.
+unsafe impl Sync for Reservation {}
+
+impl Reservation {
+    /// `len` bytes at an `align`-aligned address (`align` a power of two, a page multiple).
+    fn new(len: usize, align: usize) -> CuResult<Self> {
+        let span = len.checked_add(align).and_then(NonZeroUsize::new).ok_or(OOM)?;
+        // SAFETY: a new anonymous mapping chosen by the kernel, aliasing nothing.
+        let raw = unsafe {
+            mmap_anonymous(
+                None,
+                span,
+                ProtFlags::PROT_NONE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        }
+        .map_err(|_| OOM)?;
+        let start = raw.as_ptr() as usize;
+        let aligned = start.next_multiple_of(align);
+        let head = aligned - start;
+        let tail = span.get() - head - len;
+        if head > 0 {
+            // SAFETY: the unaligned head of the mapping just made.
+            let _ = unsafe { munmap(raw, head) };
+        }
+        let base = NonNull::new(aligned as *mut c_void).ok_or(OOM)?;
+        if tail > 0 {
+            let end = NonNull::new((aligned + len) as *mut c_void).ok_or(OOM)?;
+            // SAFETY: the tail of the mapping just made, past what is kept.
+            let _ = unsafe { munmap(end, tail) };
+        }
+        Ok(Reservation { base, len })
+    }
+
+    fn start(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range kept in `new` (with whatever was mapped over it since).
+        let _ = unsafe { munmap(self.base, self.len) };
+    }
+}
+
+/// One allocation of a card's kernel pool.
+pub struct Chunk {
+    card: &'static Card,
+    handle: u32,
+    len: usize,
+    /// The device addresses (for managed memory, the mapping itself).
+    reservation: Option<Reservation>,
+    /// The library's own mapping; `None` for managed memory.
+    view: Option<emuv::Mapping>,
+    view_base: usize,
+}
+
+// SAFETY: the fields are only read after construction; the memory itself is shared with the
+// program, which orders its accesses with streams and events as on a GPU.
+unsafe impl Sync for Chunk {}
+
+impl Chunk {
+    fn new(card: &'static Card, len: usize, managed: bool) -> CuResult<Arc<Chunk>> {
+        let allocation = card
+            .device
+            .alloc(len as u64, Tier::Any)
+            .map_err(alloc_error)?;
+        // From here on, dropping `chunk` gives the allocation back.
+        let mut chunk = Chunk {
+            card,
+            handle: allocation.handle,
+            len,
+            reservation: None,
+            view: None,
+            view_base: 0,
+        };
+        let reservation = Reservation::new(len, CHUNK)?;
+        let start = reservation.start();
+        chunk.reservation = Some(reservation);
+        if managed {
+            let at = NonZeroUsize::new(start).ok_or(OOM)?;
+            let length = NonZeroUsize::new(len).ok_or(INVALID)?;
+            let offset = i64::try_from(allocation.mmap_offset).map_err(|_| INVALID)?;
+            // SAFETY: replaces the reservation this chunk owns (and nothing else) with a shared
+            // mapping of its own allocation; the reservation's drop unmaps it.
+            unsafe {
+                mmap(
+                    Some(at),
+                    length,
+                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                    MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+                    &card.device,
+                    offset,
+                )
+            }
+            .map_err(|_| OOM)?;
+            chunk.view_base = start;
+        } else {
+            let view = card.device.map(&allocation).map_err(|_| OOM)?;
+            chunk.view_base = view.as_ptr() as usize;
+            chunk.view = Some(view);
+        }
+        Ok(Arc::new(chunk))
+    }
+
+    fn start(&self) -> usize {
+        self.reservation.as_ref().map_or(0, Reservation::start)
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // The kernel refuses to free a mapped allocation: unmap both places first.
+        drop(self.view.take());
+        drop(self.reservation.take());
+        let _ = self.card.device.free(self.handle);
+    }
+}
+
+/// Host memory from `cuMemAllocHost`/`cuMemHostAlloc`.
+pub struct HostBlock {
+    base: NonNull<c_void>,
+    len: usize,
+}
+
+// SAFETY: plain memory, shared with the program as any host allocation is.
+unsafe impl Send for HostBlock {}
+// SAFETY: as above.
+unsafe impl Sync for HostBlock {}
+
+impl HostBlock {
+    fn new(size: usize) -> CuResult<Self> {
+        let len = size
+            .checked_next_multiple_of(page_size())
+            .and_then(NonZeroUsize::new)
+            .ok_or(OOM)?;
+        // SAFETY: a new anonymous mapping chosen by the kernel, aliasing nothing.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+        .map_err(|_| OOM)?;
+        Ok(HostBlock { base, len: len.get() })
+    }
+}
+
+impl Drop for HostBlock {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range `new` mapped.
+        let _ = unsafe { munmap(self.base, self.len) };
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `cuMemAlloc`.
+    Device,
+    /// `cuMemAllocManaged`.
+    Managed,
+    /// `cuMemAllocAsync`: from a memory pool.
+    Pool,
+    /// `cuMemAllocHost`/`cuMemHostAlloc`.
+    Host,
+    /// `cuMemHostRegister`.
+    Registered,
+}
+
+#[derive(Clone)]
+enum Backing {
+    Chunk { chunk: Arc<Chunk>, offset: usize },
+    Host(Arc<HostBlock>),
+    Registered,
+}
+
+/// What keeps a copy's memory alive while it runs (held, never read).
+#[derive(Clone)]
+#[allow(dead_code)]
+enum Keep {
+    None,
+    Chunk(Arc<Chunk>),
+    Host(Arc<HostBlock>),
+}
+
+struct Range {
+    start: usize,
+    /// As requested: copies must end within it.
+    size: usize,
+    kind: Kind,
+    ctx: usize,
+    device: sys::CUdevice,
+    buffer_id: u64,
+    backing: Backing,
+    /// A small allocation's units in its shared chunk: (first, count).
+    units: Option<(usize, usize)>,
+    pool: usize,
+    host_flags: c_uint,
+}
+
+impl Range {
+    fn contains(&self, addr: usize) -> bool {
+        addr >= self.start && addr - self.start < self.size.max(1)
+    }
+
+    /// The address through which the library reaches `addr` of this range.
+    fn reach(&self, addr: usize) -> (usize, Keep) {
+        let delta = addr - self.start;
+        match &self.backing {
+            Backing::Chunk { chunk, offset } => (
+                chunk.view_base + offset + delta,
+                Keep::Chunk(chunk.clone()),
+            ),
+            Backing::Host(block) => (addr, Keep::Host(block.clone())),
+            Backing::Registered => (addr, Keep::None),
+        }
+    }
+}
+
+/// A shared chunk of small allocations: a bit per 512-byte unit.
+struct Slab {
+    chunk: Arc<Chunk>,
+    ctx: usize,
+    used: usize,
+    bits: [u64; WORDS],
+}
+
+impl Slab {
+    /// The first run of `count` free units.
+    fn find(&self, count: usize) -> Option<usize> {
+        Self::find_in(&self.bits, self.used, count)
+    }
+
+    fn find_in(bits: &[u64; WORDS], used: usize, count: usize) -> Option<usize> {
+        if UNITS - used < count {
+            return None;
+        }
+        let mut run_start = 0;
+        let mut run = 0;
+        let mut unit = 0;
+        while unit < UNITS {
+            let word = bits[unit / 64];
+            if unit % 64 == 0 && word == u64::MAX {
+                run = 0;
+                unit += 64;
+                continue;
+            }
+            if unit % 64 == 0 && word == 0 {
+                if run == 0 {
+                    run_start = unit;
+                }
+                run += 64;
+                unit += 64;
+            } else if word >> (unit % 64) & 1 == 1 {
+                run = 0;
+                unit += 1;
+                continue;
+            } else {
+                if run == 0 {
+                    run_start = unit;
+                }
+                run += 1;
+                unit += 1;
+            }
+            if run >= count {
+                return Some(run_start);
+            }
+        }
+        None
+    }
+
+    fn mark(&mut self, first: usize, count: usize, taken: bool) {
+        for unit in first..first + count {
+            let bit = 1u64 << (unit % 64);
+            if taken {
+                self.bits[unit / 64] |= bit;
+            } else {
+                self.bits[unit / 64] &= !bit;
+            }
+        }
+        if taken {
+            self.used += count;
+        } else {
+            self.used -= count;
+        }
+    }
+}
+
+/// A stream-ordered allocator's pool (one default pool per card).
+pub struct Pool {
+    pub handle: usize,
+    pub device: sys::CUdevice,
+    reuse: [c_int; 3],
+    release_threshold: u64,
+    reserved: u64,
+    reserved_high: u64,
+    used: u64,
+    used_high: u64,
+    /// Chunks freed back to the pool and kept (up to the release threshold).
+    idle: Vec<Arc<Chunk>>,
+}
+
+struct Space {
+    ranges: BTreeMap<usize, Range>,
+    /// Shared chunks by device address.
+    slabs: BTreeMap<usize, Slab>,
+    /// Every chunk's device addresses (start, length): emulated VRAM, not host memory.
+    reserved: BTreeMap<usize, usize>,
+    next_buffer_id: u64,
+    pools: Vec<Pool>,
+    /// Per card, the pool `cuMemAllocAsync` uses if not the default one.
+    current_pools: Vec<(sys::CUdevice, usize)>,
+}
+
+static SPACE: Mutex<Space> = Mutex::new(Space {
+    ranges: BTreeMap::new(),
+    slabs: BTreeMap::new(),
+    reserved: BTreeMap::new(),
+    next_buffer_id: 1,
+    pools: Vec::new(),
+    current_pools: Vec::new(),
+});
+
+fn space() -> MutexGuard<'static, Space> {
+    SPACE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Space {
+    fn find(&self, addr: usize) -> Option<&Range> {
+        self.ranges
+            .range(..=addr)
+            .next_back()
+            .map(|(_, r)| r)
+            .filter(|r| r.contains(addr))
+    }
+
+    fn in_device_memory(&self, addr: usize) -> bool {
+        self.reserved
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(start, len)| addr - start < *len)
+    }
+
+    fn buffer_id(&mut self) -> u64 {
+        let id = self.next_buffer_id;
+        self.next_buffer_id = id.saturating_add(1);
+        id
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        start: usize,
+        size: usize,
+        kind: Kind,
+        ctx: &Context,
+        backing: Backing,
+        units: Option<(usize, usize)>,
+        pool: usize,
+        host_flags: c_uint,
+    ) {
+        let buffer_id = self.buffer_id();
+        self.ranges.insert(
+            start,
+            Range {
+                start,
+                size,
+                kind,
+                ctx: ctx.handle,
+                device: ctx.device,
+                buffer_id,
+                backing,
+                units,
+                pool,
+                host_flags,
+            },
+        );
+    }
+
+    /// Takes the range at exactly `start`, if it is of one of `kinds`; gives back the chunks it
+    /// lets go of (to be dropped once the lock is released).
+    fn take(&mut self, start: usize, kinds: &[Kind]) -> CuResult<(Range, Vec<Arc<Chunk>>)> {
+        if !self
+            .ranges
+            .get(&start)
+            .is_some_and(|r| kinds.contains(&r.kind))
+        {
+            return Err(INVALID);
+        }
+        let range = self.ranges.remove(&start).ok_or(INVALID)?;
+        let mut released = Vec::new();
+        if let Backing::Chunk { chunk, .. } = &range.backing {
+            let base = chunk.start();
+            match range.units {
+                Some((first, count)) => {
+                    if let Some(slab) = self.slabs.get_mut(&base) {
+                        slab.mark(first, count, false);
+                        if slab.used == 0 {
+                            if let Some(slab) = self.slabs.remove(&base) {
+                                released.push(slab.chunk);
+                            }
+                            self.reserved.remove(&base);
+                        }
+                    }
+                }
+                None if range.kind != Kind::Pool => {
+                    self.reserved.remove(&base);
+                    released.push(chunk.clone());
+                }
+                None => {}
+            }
+        }
+        Ok((range, released))
+    }
+
+    fn pool_mut(&mut self, handle: usize) -> CuResult<&mut Pool> {
+        self.pools
+            .iter_mut()
+            .find(|p| p.handle == handle)
+            .ok_or(INVALID)
+    }
+
+    fn default_pool(&mut self, device: sys::CUdevice) -> usize {
+        if let Some(p) = self.pools.iter().find(|p| p.device == device) {
+            return p.handle;
+        }
+        let handle = crate::handles::fresh();
+        self.pools.push(Pool {
+            handle,
+            device,
+            reuse: [1, 1, 1],
+            release_threshold: 0,
+            reserved: 0,
+            reserved_high: 0,
+            used: 0,
+            used_high: 0,
+            idle: Vec::new(),
+        });
+        handle
+    }
+}
+
+// --- allocation -------------------------------------------------------------------------------
+
+fn alloc_small(ctx: &Context, card: &'static Card, size: usize) -> CuResult<usize> {
+    let count = size.div_ceil(UNIT).max(1);
+    loop {
+        {
+            let mut space = space();
+            let found = space
+                .slabs
+                .iter()
+                .filter(|(_, s)| s.ctx == ctx.handle)
+                .find_map(|(base, s)| s.find(count).map(|first| (*base, first)));
+            if let Some((base, first)) = found {
+                let slab = space.slabs.get_mut(&base).ok_or(INVALID)?;
+                slab.mark(first, count, true);
+                let chunk = slab.chunk.clone();
+                let start = base + first * UNIT;
+                let backing = Backing::Chunk {
+                    chunk,
+                    offset: first * UNIT,
+                };
+                space.insert(start, size, Kind::Device, ctx, backing, Some((first, count)), 0, 0);
+                return Ok(start);
+            }
+        }
+        // No room: a new shared chunk (made without the lock: it is an ioctl and two mmaps),
+        // then the search again.
+        let chunk = Chunk::new(card, CHUNK, false)?;
+        let base = chunk.start();
+        let mut space = space();
+        space.reserved.insert(base, CHUNK);
+        space.slabs.insert(
+            base,
+            Slab {
+                chunk,
+                ctx: ctx.handle,
+                used: 0,
+                bits: [0; WORDS],
+            },
+        );
+    }
+}
+
+fn alloc_own_chunk(ctx: &Context, size: usize, kind: Kind) -> CuResult<usize> {
+    let card = driver::card(ctx.device)?;
+    let len = size.checked_next_multiple_of(CHUNK).ok_or(OOM)?;
+    let chunk = Chunk::new(card, len, kind == Kind::Managed)?;
+    let start = chunk.start();
+    let mut space = space();
+    space.reserved.insert(start, len);
+    space.insert(start, size, kind, ctx, Backing::Chunk { chunk, offset: 0 }, None, 0, 0);
+    Ok(start)
+}
+
+fn alloc_device(size: usize) -> CuResult<usize> {
+    let ctx = context::current()?;
+    if size == 0 {
+        return Err(INVALID);
+    }
+    if size <= SMALL_MAX {
+        alloc_small(&ctx, driver::card(ctx.device)?, size)
+    } else {
+        alloc_own_chunk(&ctx, size, Kind::Device)
+    }
+}
+
+/// Frees what `take` gave, outside the lock.
+fn release(taken: (Range, Vec<Arc<Chunk>>)) {
+    drop(taken);
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemAlloc_v2(out: *mut sys::CUdeviceptr, size: usize) -> sys::CUresult {
+    if out.is_null() {
+        return INVALID;
+    }
+    // SAFETY: an out-pointer from the caller.
+    status(alloc_device(size).and_then(|p| unsafe { put(out, p as sys::CUdeviceptr) }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemAllocPitch_v2(
+    out: *mut sys::CUdeviceptr,
+    pitch: *mut usize,
+    width: usize,
+    height: usize,
+    element_size: c_uint,
+) -> sys::CUresult {
+    let result = (|| {
+        context::current()?;
+        if out.is_null() || pitch.is_null() || width == 0 || height == 0 {
+            return Err(INVALID);
+        }
+        if !matches!(element_size, 4 | 8 | 16) {
+            return Err(INVALID);
+        }
+        let row = width.checked_next_multiple_of(PITCH_ALIGN).ok_or(INVALID)?;
+        let size = row.checked_mul(height).ok_or(OOM)?;
+        let p = alloc_device(size)?;
+        // SAFETY: out-pointers from the caller, checked non-NULL.
+        unsafe {
+            put(out, p as sys::CUdeviceptr)?;
+            put(pitch, row)
+        }
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub extern "C" fn cuMemFree_v2(ptr: sys::CUdeviceptr) -> sys::CUresult {
+    let result = (|| {
+        context::current()?;
+        if ptr == 0 {
+            return Ok(());
+        }
+        let taken = space().take(ptr as usize, &[Kind::Device, Kind::Managed])?;
+        release(taken);
+        Ok(())
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> sys::CUresult {
+    let result = (|| {
+        let ctx = context::current()?;
+        let card = driver::card(ctx.device)?;
+        let memory = card.gpu.memory().map_err(|_| sys::CUDA_ERROR_UNKNOWN)?;
+        // SAFETY: out-pointers from the caller.
+        unsafe {
+            put(free, memory.free as usize)?;
+            put(total, memory.total as usize)
+        }
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemGetAddressRange_v2(
+    base: *mut sys::CUdeviceptr,
+    size: *mut usize,
+    ptr: sys::CUdeviceptr,
+) -> sys::CUresult {
+    let result = (|| {
+        context::current()?;
+        let (start, len) = {
+            let space = space();
+            let r = space
+                .find(ptr as usize)
+                .filter(|r| matches!(r.kind, Kind::Device | Kind::Managed | Kind::Pool))
+                .ok_or(sys::CUDA_ERROR_NOT_FOUND)?;
+            (r.start, r.size)
+        };
+        // Either out-pointer may be NULL.
+        if !base.is_null() {
+            // SAFETY: a non-NULL out-pointer from the caller.
+            unsafe { put(base, start as sys::CUdeviceptr)? };
+        }
+        if !size.is_null() {
+            // SAFETY: as above.
+            unsafe { put(size, len)? };
+        }
+        Ok(())
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemAllocManaged(
+    out: *mut sys::CUdeviceptr,
+    size: usize,
+    flags: c_uint,
+) -> sys::CUresult {
+    let result = (|| {
+        let ctx = context::current()?;
+        if out.is_null()
+            || size == 0
+            || (flags != sys::CU_MEM_ATTACH_GLOBAL && flags != sys::CU_MEM_ATTACH_HOST)
+        {
+            return Err(INVALID);
+        }
+        let p = alloc_own_chunk(&ctx, size, Kind::Managed)?;
+        // SAFETY: an out-pointer from the caller.
+        unsafe { put(out, p as sys::CUdeviceptr) }
+    })();
+    status(result)
+}
+
+// --- host memory -------------------------------------------------------------------------------
+
+fn alloc_host(size: usize, flags: c_uint) -> CuResult<usize> {
+    let ctx = context::current()?;
+    let known = sys::CU_MEMHOSTALLOC_PORTABLE
+        | sys::CU_MEMHOSTALLOC_DEVICEMAP
+        | sys::CU_MEMHOSTALLOC_WRITECOMBINED;
+    if size == 0 || flags & !known != 0 {
+        return Err(INVALID);
+    }
+    let block = Arc::new(HostBlock::new(size)?);
+    let start = block.base.as_ptr() as usize;
+    // With unified addressing all pinned memory is mapped for the device.
+    let flags = flags | sys::CU_MEMHOSTALLOC_DEVICEMAP;
+    space().insert(start, size, Kind::Host, &ctx, Backing::Host(block), None, 0, flags);
+    Ok(start)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemAllocHost_v2(out: *mut *mut c_void, size: usize) -> sys::CUresult {
+    if out.is_null() {
+        return INVALID;
+    }
+    // SAFETY: an out-pointer from the caller.
+    status(alloc_host(size, 0).and_then(|p| unsafe { put(out, p as *mut c_void) }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemHostAlloc(
+    out: *mut *mut c_void,
+    size: usize,
+    flags: c_uint,
+) -> sys::CUresult {
+    if out.is_null() {
+        return INVALID;
+    }
+    // SAFETY: an out-pointer from the caller.
+    status(alloc_host(size, flags).and_then(|p| unsafe { put(out, p as *mut c_void) }))
+}
+
+#[no_mangle]
+pub extern "C" fn cuMemFreeHost(ptr: *mut c_void) -> sys::CUresult {
+    let result = (|| {
+        context::current()?;
+        let taken = space().take(ptr as usize, &[Kind::Host])?;
+        release(taken);
+        Ok(())
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub extern "C" fn cuMemHostRegister_v2(ptr: *mut c_void, size: usize, flags: c_uint) -> sys::CUresult {
+    let result = (|| {
+        let ctx = context::current()?;
+        let known = sys::CU_MEMHOSTREGISTER_PORTABLE
+            | sys::CU_MEMHOSTREGISTER_DEVICEMAP
+            | sys::CU_MEMHOSTREGISTER_IOMEMORY
+            | sys::CU_MEMHOSTREGISTER_READ_ONLY;
+        let start = ptr as usize;
+        let end = start.checked_add(size).ok_or(INVALID)?;
+        if ptr.is_null() || size == 0 || flags & !known != 0 {
+            return Err(INVALID);
+        }
+        let mut space = space();
+        if space.in_device_memory(start) {
+            return Err(INVALID);
+        }
+        let overlaps = space
+            .ranges
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, r)| r.start + r.size.max(1) > start);
+        if overlaps {
+            return Err(sys::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED);
+        }
+        let flags = flags | sys::CU_MEMHOSTREGISTER_DEVICEMAP;
+        space.insert(start, size, Kind::Registered, &ctx, Backing::Registered, None, 0, flags);
+        Ok(())
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub extern "C" fn cuMemHostUnregister(ptr: *mut c_void) -> sys::CUresult {
+    let result = (|| {
+        context::current()?;
+        let taken = space()
+            .take(ptr as usize, &[Kind::Registered])
+            .map_err(|_| sys::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED)?;
+        release(taken);
+        Ok(())
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(
+    out: *mut sys::CUdeviceptr,
+    ptr: *mut c_void,
+    flags: c_uint,
+) -> sys::CUresult {
+    let result = (|| {
+        context::current()?;
+        if flags != 0 {
+            return Err(INVALID);
+        }
+        let space = space();
+        space
+            .find(ptr as usize)
+            .filter(|r| matches!(r.kind, Kind::Host | Kind::Registered))
+            .ok_or(INVALID)?;
+        // SAFETY: an out-pointer from the caller.
+        unsafe { put(out, ptr as sys::CUdeviceptr) }
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemHostGetFlags(out: *mut c_uint, ptr: *mut c_void) -> sys::CUresult {
+    let result = (|| {
+        context::current()?;
+        let flags = space()
+            .find(ptr as usize)
+            .filter(|r| matches!(r.kind, Kind::Host | Kind::Registered))
+            .map(|r| r.host_flags)
+            .ok_or(INVALID)?;
+        // SAFETY: an out-pointer from the caller.
+        unsafe { put(out, flags) }
+    })();
+    status(result)
+}
+
+// --- copies and memsets ----------------------------------------------------------------------
+
+/// Memory a copy or memset reaches, held alive while it runs.
+struct Span {
+    addr: usize,
+    _keep: Keep,
+}
+
+// SAFETY: an address and what keeps it mapped; the bytes are the program's to order.
+unsafe impl Send for Span {}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Must be memory the driver gave (device, managed, pool, pinned or registered).
+    Device,
+    /// Any host memory, or memory the driver gave (unified addressing).
+    Host,
+}
+
+impl Space {
+    /// `len` bytes at `addr` on `side`: `CUDA_ERROR_INVALID_VALUE` for NULL, an address the
+    /// driver did not give, or a span that runs past the end of its allocation.
+    fn span(&self, side: Side, addr: usize, len: usize) -> CuResult<Span> {
+        if addr == 0 {
+            return Err(INVALID);
+        }
+        let end = addr.checked_add(len).ok_or(INVALID)?;
+        match self.find(addr) {
+            Some(r) => {
+                if end > r.start + r.size {
+                    return Err(INVALID);
+                }
+                let (reach, keep) = r.reach(addr);
+                Ok(Span { addr: reach, _keep: keep })
+            }
+            None if side == Side::Host && !self.in_device_memory(addr) => Ok(Span {
+                addr,
+                _keep: Keep::None,
+            }),
+            None => Err(INVALID),
+        }
+    }
+}
+
+/// # Safety
+///
+/// `dst` and `src` reach `len` bytes each (as `Space::span` checked, or host memory the
+/// program vouched for).
+unsafe fn copy_bytes(dst: &Span, src: &Span, len: usize) {
+    // SAFETY: per this function's contract; `copy` allows the spans to overlap.
+    unsafe { std::ptr::copy(src.addr as *const u8, dst.addr as *mut u8, len) };
+}
+
+/// A memset's pattern: `count` elements of `width` bytes.
+#[derive(Clone, Copy)]
+struct Fill {
+    value: u32,
+    width: usize,
+}
+
+impl Fill {
+    /// # Safety
+    ///
+    /// `span` reaches `count * width` bytes, aligned to `width`.
+    unsafe fn apply(self, span: &Span, count: usize) {
+        let at = span.addr;
+        // SAFETY: per this function's contract.
+        unsafe {
+            match self.width {
+                1 => std::ptr::write_bytes(at as *mut u8, self.value as u8, count),
+                2 => std::slice::from_raw_parts_mut(at as *mut u16, count).fill(self.value as u16),
+                _ => std::slice::from_raw_parts_mut(at as *mut u32, count).fill(self.value),
+            }
+        }
+    }
+}
+
+/// Runs `work` in order on the stream a call names: queued for the `Async` calls, on the
+/// caller's thread after the stream has drained for the synchronous ones.
+fn submit(
+    stream: sys::CUstream,
+    per_thread: bool,
+    asynchronous: bool,
+    work: impl FnOnce() + Send + 'static,
+) -> CuResult {
+    let s = stream::resolve(stream, per_thread)?;
+    if asynchronous {
+        stream::enqueue(&s, work);
+    } else {
+        stream::drain_before_sync_call(&s);
+        work();
+    }
+    Ok(())
+}
+
+struct Copy1D {
+    dst: usize,
+    dst_side: Side,
+    src: usize,
+    src_side: Side,
+    len: usize,
+}
+
+fn copy_1d(c: Copy1D, stream: sys::CUstream, pt: bool, asynchronous: bool) -> CuResult {
+    context::current()?;
+    if c.len == 0 {
+        return Ok(());
+    }
+    let (dst, src) = {
+        let space = space();
+        (
+            space.span(c.dst_side, c.dst, c.len)?,
+            space.span(c.src_side, c.src, c.len)?,
+        )
+    };
+    let len = c.len;
+    // SAFETY: both spans were checked to reach `len` bytes (host ones as the program said).
+    submit(stream, pt, asynchronous, move || unsafe { copy_bytes(&dst, &src, len) })
+}
+
+macro_rules! copy_fn {
+    ($plain:ident, $pt:ident, $body:ident, async: $is_async:expr,
+     ($dst:ident: $dty:ty => $dside:expr, $src:ident: $sty:ty => $sside:expr $(, $stream:ident)?)) => {
+        unsafe fn $body($dst: $dty, $src: $sty, len: usize $(, $stream: sys::CUstream)?, pt: bool) -> CuResult {
+            #[allow(unused_mut, unused_assignments)]
+            let mut stream: sys::CUstream = std::ptr::null_mut();
+            $(stream = $stream;)?
+            copy_1d(
+                Copy1D { dst: $dst as usize, dst_side: $dside, src: $src as usize, src_side: $sside, len },
+                stream,
+                pt,
+                $is_async,
+            )
+        }
+        both_flavours!($plain, $pt, $body, ($dst: $dty, $src: $sty, len: usize $(, $stream: sys::CUstream)?));
+    };
+}
+
+copy_fn!(cuMemcpyHtoD_v2, cuMemcpyHtoD_v2_ptds, htod, async: false,
+    (dst: sys::CUdeviceptr => Side::Device, src: *const c_void => Side::Host));
+copy_fn!(cuMemcpyDtoH_v2, cuMemcpyDtoH_v2_ptds, dtoh, async: false,
+    (dst: *mut c_void => Side::Host, src: sys::CUdeviceptr => Side::Device));
+copy_fn!(cuMemcpyDtoD_v2, cuMemcpyDtoD_v2_ptds, dtod, async: false,
+    (dst: sys::CUdeviceptr => Side::Device, src: sys::CUdeviceptr => Side::Device));
+copy_fn!(cuMemcpy, cuMemcpy_ptds, unified, async: false,
+    (dst: sys::CUdeviceptr => Side::Host, src: sys::CUdeviceptr => Side::Host));
+copy_fn!(cuMemcpyHtoDAsync_v2, cuMemcpyHtoDAsync_v2_ptsz, htod_async, async: true,
+    (dst: sys::CUdeviceptr => Side::Device, src: *const c_void => Side::Host, stream));
+copy_fn!(cuMemcpyDtoHAsync_v2, cuMemcpyDtoHAsync_v2_ptsz, dtoh_async, async: true,
+    (dst: *mut c_void => Side::Host, src: sys::CUdeviceptr => Side::Device, stream));
+copy_fn!(cuMemcpyDtoDAsync_v2, cuMemcpyDtoDAsync_v2_ptsz, dtod_async, async: true,
+    (dst: sys::CUdeviceptr => Side::Device, src: sys::CUdeviceptr => Side::Device, stream));
+copy_fn!(cuMemcpyAsync, cuMemcpyAsync_ptsz, unified_async, async: true,
+    (dst: sys::CUdeviceptr => Side::Host, src: sys::CUdeviceptr => Side::Host, stream));
+
+/// Peer copies: the contexts must be live; with one address space they are device copies.
+unsafe fn peer(
+    dst: sys::CUdeviceptr,
+    dst_ctx: sys::CUcontext,
+    src: sys::CUdeviceptr,
+    src_ctx: sys::CUcontext,
+    len: usize,
+    stream: sys::CUstream,
+    asynchronous: bool,
+    pt: bool,
+) -> CuResult {
+    context::get(dst_ctx as usize)?;
+    context::get(src_ctx as usize)?;
+    let c = Copy1D {
+        dst: dst as usize,
+        dst_side: Side::Device,
+        src: src as usize,
+        src_side: Side::Device,
+        len,
+    };
+    copy_1d(c, stream, pt, asynchronous)
+}
+
+unsafe fn peer_sync(
+    dst: sys::CUdeviceptr,
+    dst_ctx: sys::CUcontext,
+    src: sys::CUdeviceptr,
+    src_ctx: sys::CUcontext,
+    len: usize,
+    pt: bool,
+) -> CuResult {
+    // SAFETY: the caller's arguments.
+    unsafe { peer(dst, dst_ctx, src, src_ctx, len, std::ptr::null_mut(), false, pt) }
+}
+both_flavours!(cuMemcpyPeer, cuMemcpyPeer_ptds, peer_sync,
+    (dst: sys::CUdeviceptr, dst_ctx: sys::CUcontext, src: sys::CUdeviceptr, src_ctx: sys::CUcontext, len: usize));
+
+unsafe fn peer_async(
+    dst: sys::CUdeviceptr,
+    dst_ctx: sys::CUcontext,
+    src: sys::CUdeviceptr,
+    src_ctx: sys::CUcontext,
+    len: usize,
+    stream: sys::CUstream,
+    pt: bool,
+) -> CuResult {
+    // SAFETY: the caller's arguments.
+    unsafe { peer(dst, dst_ctx, src, src_ctx, len, stream, true, pt) }
+}
+both_flavours!(cuMemcpyPeerAsync, cuMemcpyPeerAsync_ptsz, peer_async,
+    (dst: sys::CUdeviceptr, dst_ctx: sys::CUcontext, src: sys::CUdeviceptr, src_ctx: sys::CUcontext, len: usize, stream: sys::CUstream));
+
+/// A 2-D region: `height` rows of `width` bytes, `pitch` apart, from `addr`.
+#[derive(Clone, Copy)]
+struct Rows {
+    addr: usize,
+    pitch: usize,
+    width: usize,
+    height: usize,
+}
+
+impl Rows {
+    fn extent(&self) -> CuResult<usize> {
+        if self.height > 1 && self.pitch < self.width {
+            return Err(INVALID);
+        }
+        (self.height - 1)
+            .checked_mul(self.pitch)
+            .and_then(|b| b.checked_add(self.width))
+            .ok_or(INVALID)
+    }
+}
+
+fn side_of(memory_type: sys::CUmemorytype, host: *const c_void, device: sys::CUdeviceptr) -> CuResult<(usize, Side)> {
+    match memory_type {
+        sys::CU_MEMORYTYPE_HOST => Ok((host as usize, Side::Host)),
+        sys::CU_MEMORYTYPE_DEVICE => Ok((device as usize, Side::Device)),
+        sys::CU_MEMORYTYPE_UNIFIED => Ok((device as usize, Side::Host)),
+        // CUDA arrays are not implemented: no array handle is valid.
+        _ => Err(INVALID),
+    }
+}
+
+unsafe fn copy_2d(p: *const sys::CUDA_MEMCPY2D, stream: sys::CUstream, asynchronous: bool, pt: bool) -> CuResult {
+    context::current()?;
+    // SAFETY: the caller's descriptor, if not NULL.
+    let p = unsafe { p.as_ref() }.ok_or(INVALID)?;
+    let (src, src_side) = side_of(p.srcMemoryType, p.srcHost, p.srcDevice)?;
+    let (dst, dst_side) = side_of(p.dstMemoryType, p.dstHost, p.dstDevice)?;
+    let (width, height) = (p.WidthInBytes, p.Height);
+    if width == 0 || height == 0 {
+        return Ok(());
+    }
+    let origin = |base: usize, x: usize, y: usize, pitch: usize| {
+        y.checked_mul(pitch)
+            .and_then(|o| o.checked_add(x))
+            .and_then(|o| base.checked_add(o))
+            .ok_or(INVALID)
+    };
+    let src_rows = Rows {
+        addr: origin(src, p.srcXInBytes, p.srcY, p.srcPitch)?,
+        pitch: p.srcPitch,
+        width,
+        height,
+    };
+    let dst_rows = Rows {
+        addr: origin(dst, p.dstXInBytes, p.dstY, p.dstPitch)?,
+        pitch: p.dstPitch,
+        width,
+        height,
+    };
+    let (s, d) = {
+        let space = space();
+        (
+            space.span(src_side, src_rows.addr, src_rows.extent()?)?,
+            space.span(dst_side, dst_rows.addr, dst_rows.extent()?)?,
+        )
+    };
+    submit(stream, pt, asynchronous, move || {
+        for row in 0..height {
+            let from = Span { addr: s.addr + row * src_rows.pitch, _keep: Keep::None };
+            let to = Span { addr: d.addr + row * dst_rows.pitch, _keep: Keep::None };
+            // SAFETY: every row lies within the extents checked above, kept alive by `s`, `d`.
+            unsafe { copy_bytes(&to, &from, width) };
+        }
+    })
+}
+
+unsafe fn memcpy_2d(p: *const sys::CUDA_MEMCPY2D, pt: bool) -> CuResult {
+    // SAFETY: the caller's descriptor.
+    unsafe { copy_2d(p, std::ptr::null_mut(), false, pt) }
+}
+both_flavours!(cuMemcpy2D_v2, cuMemcpy2D_v2_ptds, memcpy_2d, (p: *const sys::CUDA_MEMCPY2D));
+both_flavours!(cuMemcpy2DUnaligned_v2, cuMemcpy2DUnaligned_v2_ptds, memcpy_2d, (p: *const sys::CUDA_MEMCPY2D));
+
+unsafe fn memcpy_2d_async(p: *const sys::CUDA_MEMCPY2D, stream: sys::CUstream, pt: bool) -> CuResult {
+    // SAFETY: the caller's descriptor.
+    unsafe { copy_2d(p, stream, true, pt) }
+}
+both_flavours!(cuMemcpy2DAsync_v2, cuMemcpy2DAsync_v2_ptsz, memcpy_2d_async, (p: *const sys::CUDA_MEMCPY2D, stream: sys::CUstream));
+
+fn memset(dst: sys::CUdeviceptr, fill: Fill, rows: Rows, stream: sys::CUstream, asynchronous: bool, pt: bool) -> CuResult {
+    context::current()?;
+    let addr = dst as usize;
+    if addr % fill.width != 0 || rows.pitch % fill.width != 0 {
+        return Err(INVALID);
+    }
+    if rows.width == 0 || rows.height == 0 {
+        return Ok(());
+    }
+    let bytes = Rows {
+        addr,
+        pitch: rows.pitch,
+        width: rows.width.checked_mul(fill.width).ok_or(INVALID)?,
+        height: rows.height,
+    };
+    let span = space().span(Side::Device, addr, bytes.extent()?)?;
+    let count = rows.width;
+    submit(stream, pt, asynchronous, move || {
+        for row in 0..bytes.height {
+            let at = Span { addr: span.addr + row * bytes.pitch, _keep: Keep::None };
+            // SAFETY: within the extent checked above, aligned as checked, kept by `span`.
+            unsafe { fill.apply(&at, count) };
+        }
+    })
+}
+
+macro_rules! memset_fns {
+    ($module:ident, $width:expr, $ty:ty,
+     $d:ident, $d_pt:ident, $d_async:ident, $d_async_pt:ident,
+     $d2:ident, $d2_pt:ident, $d2_async:ident, $d2_async_pt:ident) => {
+        mod $module {
+            use super::*;
+            unsafe fn one(dst: sys::CUdeviceptr, value: $ty, count: usize, pt: bool) -> CuResult {
+                let rows = Rows { addr: 0, pitch: 0, width: count, height: 1 };
+                memset(dst, Fill { value: value as u32, width: $width }, rows, std::ptr::null_mut(), false, pt)
+            }
+            both_flavours!($d, $d_pt, one, (dst: sys::CUdeviceptr, value: $ty, count: usize));
+            unsafe fn one_async(dst: sys::CUdeviceptr, value: $ty, count: usize, stream: sys::CUstream, pt: bool) -> CuResult {
+                let rows = Rows { addr: 0, pitch: 0, width: count, height: 1 };
+                memset(dst, Fill { value: value as u32, width: $width }, rows, stream, true, pt)
+            }
+            both_flavours!($d_async, $d_async_pt, one_async, (dst: sys::CUdeviceptr, value: $ty, count: usize, stream: sys::CUstream));
+            unsafe fn two(dst: sys::CUdeviceptr, pitch: usize, value: $ty, width: usize, height: usize, pt: bool) -> CuResult {
+                let rows = Rows { addr: 0, pitch, width, height };
+                memset(dst, Fill { value: value as u32, width: $width }, rows, std::ptr::null_mut(), false, pt)
+            }
+            both_flavours!($d2, $d2_pt, two, (dst: sys::CUdeviceptr, pitch: usize, value: $ty, width: usize, height: usize));
+            unsafe fn two_async(dst: sys::CUdeviceptr, pitch: usize, value: $ty, width: usize, height: usize, stream: sys::CUstream, pt: bool) -> CuResult {
+                let rows = Rows { addr: 0, pitch, width, height };
+                memset(dst, Fill { value: value as u32, width: $width }, rows, stream, true, pt)
+            }
+            both_flavours!($d2_async, $d2_async_pt, two_async, (dst: sys::CUdeviceptr, pitch: usize, value: $ty, width: usize, height: usize, stream: sys::CUstream));
+        }
+        pub use $module::*;
+    };
+}
+
+memset_fns!(memset_8, 1, u8, cuMemsetD8_v2, cuMemsetD8_v2_ptds, cuMemsetD8Async, cuMemsetD8Async_ptsz,
+    cuMemsetD2D8_v2, cuMemsetD2D8_v2_ptds, cuMemsetD2D8Async, cuMemsetD2D8Async_ptsz);
+memset_fns!(memset_16, 2, u16, cuMemsetD16_v2, cuMemsetD16_v2_ptds, cuMemsetD16Async, cuMemsetD16Async_ptsz,
+    cuMemsetD2D16_v2, cuMemsetD2D16_v2_ptds, cuMemsetD2D16Async, cuMemsetD2D16Async_ptsz);
+memset_fns!(memset_32, 4, c_uint, cuMemsetD32_v2, cuMemsetD32_v2_ptds, cuMemsetD32Async, cuMemsetD32Async_ptsz,
+    cuMemsetD2D32_v2, cuMemsetD2D32_v2_ptds, cuMemsetD2D32Async, cuMemsetD2D32Async_ptsz);
+
+// --- pointer attributes ----------------------------------------------------------------------
+
+/// An attribute's value, as the type `cuPointerGetAttribute` documents for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Value {
+    Pointer(usize),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    Bool(bool),
+    Tokens { p2p: u64, va_space: c_uint },
+}
+
+impl Value {
+    /// The attribute's zero, for `cuPointerGetAttributes` on memory the driver did not give.
+    fn zero_of(attribute: sys::CUpointer_attribute) -> Value {
+        value_of(None, attribute).unwrap_or(Value::U64(0))
+    }
+
+    /// # Safety
+    ///
+    /// `out` is NULL or writable for this value's type.
+    unsafe fn write(self, out: *mut c_void) -> CuResult {
+        // SAFETY: per this function's contract, for each type.
+        unsafe {
+            match self {
+                Value::Pointer(p) => put(out.cast::<usize>(), p),
+                Value::U32(v) => put(out.cast::<u32>(), v),
+                Value::I32(v) => put(out.cast::<i32>(), v),
+                Value::U64(v) => put(out.cast::<u64>(), v),
+                Value::Bool(b) => put(out.cast::<u8>(), u8::from(b)),
+                Value::Tokens { p2p, va_space } => put(
+                    out.cast::<sys::CUDA_POINTER_ATTRIBUTE_P2P_TOKENS>(),
+                    sys::CUDA_POINTER_ATTRIBUTE_P2P_TOKENS {
+                        p2pToken: p2p,
+                        vaSpaceToken: va_space,
+                    },
+                ),
+            }
+        }
+    }
+}
+
+/// What `attribute` of `range` is (with `range` `None`: the zero of its type, where it has
+/// one); `Err` for attributes unknown or not defined for that memory.
+fn value_of(range: Option<(&Range, usize)>, attribute: sys::CUpointer_attribute) -> CuResult<Value> {
+    use Value::*;
+    let zero = range.is_none();
+    let (r, addr) = match range {
+        Some(found) => found,
+        None => {
+            return Ok(match attribute {
+                sys::CU_POINTER_ATTRIBUTE_CONTEXT | sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => {
+                    Pointer(0)
+                }
+                sys::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE => Pointer(0),
+                sys::CU_POINTER_ATTRIBUTE_MEMORY_TYPE
+                | sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAGS => U32(0),
+                sys::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => I32(-2),
+                sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS => Tokens { p2p: 0, va_space: 0 },
+                sys::CU_POINTER_ATTRIBUTE_SYNC_MEMOPS
+                | sys::CU_POINTER_ATTRIBUTE_IS_MANAGED
+                | sys::CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE
+                | sys::CU_POINTER_ATTRIBUTE_MAPPED
+                | sys::CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE => Bool(false),
+                sys::CU_POINTER_ATTRIBUTE_DEVICE_POINTER
+                | sys::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR
+                | sys::CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR => Pointer(0),
+                sys::CU_POINTER_ATTRIBUTE_BUFFER_ID
+                | sys::CU_POINTER_ATTRIBUTE_RANGE_SIZE
+                | sys::CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES
+                | sys::CU_POINTER_ATTRIBUTE_MAPPING_SIZE
+                | sys::CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID => U64(0),
+                sys::CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE => I32(0),
+                _ => return Err(INVALID),
+            })
+        }
+    };
+    let _ = zero;
+    let on_device = matches!(r.kind, Kind::Device | Kind::Managed | Kind::Pool);
+    Ok(match attribute {
+        // Pool memory belongs to no context (measured: NULL).
+        sys::CU_POINTER_ATTRIBUTE_CONTEXT => Pointer(if r.kind == Kind::Pool { 0 } else { r.ctx }),
+        sys::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => U32(if on_device {
+            sys::CU_MEMORYTYPE_DEVICE
+        } else {
+            sys::CU_MEMORYTYPE_HOST
+        }),
+        sys::CU_POINTER_ATTRIBUTE_DEVICE_POINTER => Pointer(addr),
+        sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => match r.kind {
+            Kind::Device | Kind::Pool => return Err(INVALID),
+            _ => Pointer(addr),
+        },
+        sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS if on_device => Tokens {
+            p2p: 0,
+            va_space: VA_SPACE_TOKEN,
+        },
+        sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS => return Err(INVALID),
+        sys::CU_POINTER_ATTRIBUTE_SYNC_MEMOPS => Bool(on_device),
+        sys::CU_POINTER_ATTRIBUTE_BUFFER_ID => U64(r.buffer_id),
+        sys::CU_POINTER_ATTRIBUTE_IS_MANAGED => Bool(r.kind == Kind::Managed),
+        sys::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => I32(r.device),
+        sys::CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE => Bool(r.kind == Kind::Device),
+        sys::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => Pointer(r.start),
+        sys::CU_POINTER_ATTRIBUTE_RANGE_SIZE => U64(r.size as u64),
+        sys::CU_POINTER_ATTRIBUTE_MAPPED => Bool(true),
+        sys::CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES => U64(0),
+        // GeForce cards do not do GPUDirect RDMA.
+        sys::CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE => I32(0),
+        sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAGS => {
+            U32(sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE)
+        }
+        sys::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE => Pointer(r.pool),
+        // Only memory mapped with cuMemMap (not implemented) has these.
+        sys::CU_POINTER_ATTRIBUTE_MAPPING_SIZE
+        | sys::CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR
+        | sys::CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID => return Err(INVALID),
+        sys::CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE => Bool(false),
+        _ => return Err(INVALID),
+    })
+}
+
+fn attribute_of(space: &Space, attribute: sys::CUpointer_attribute, ptr: usize) -> CuResult<Value> {
+    let found = space.find(ptr).ok_or(INVALID)?;
+    value_of(Some((found, ptr)), attribute)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuPointerGetAttribute(
+    data: *mut c_void,
+    attribute: sys::CUpointer_attribute,
+    ptr: sys::CUdeviceptr,
+) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        let value = attribute_of(&space(), attribute, ptr as usize)?;
+        // SAFETY: `data` is writable for the attribute's type, as the API requires.
+        unsafe { value.write(data) }
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuPointerGetAttributes(
+    count: c_uint,
+    attributes: *const sys::CUpointer_attribute,
+    data: *mut *mut c_void,
+    ptr: sys::CUdeviceptr,
+) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        if count == 0 || attributes.is_null() || data.is_null() {
+            return Err(INVALID);
+        }
+        let count = count as usize;
+        // SAFETY: the caller's arrays of `count` entries.
+        let (attributes, data) = unsafe {
+            (
+                std::slice::from_raw_parts(attributes, count),
+                std::slice::from_raw_parts(data, count),
+            )
+        };
+        let space = space();
+        let found = space.find(ptr as usize);
+        for (attribute, out) in attributes.iter().zip(data) {
+            // Memory the driver did not give: every attribute reads as its zero.
+            let value = match found {
+                Some(r) => value_of(Some((r, ptr as usize)), *attribute).or_else(|_| Ok(Value::zero_of(*attribute))),
+                None => value_of(None, *attribute),
+            }?;
+            // SAFETY: each slot is writable for its attribute's type, as the API requires.
+            unsafe { value.write(*out) }?;
+        }
+        Ok(())
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuPointerSetAttribute(
+    value: *const c_void,
+    attribute: sys::CUpointer_attribute,
+    ptr: sys::CUdeviceptr,
+) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        if value.is_null() || attribute != sys::CU_POINTER_ATTRIBUTE_SYNC_MEMOPS {
+            return Err(INVALID);
+        }
+        // Memory operations here are always synchronous where they claim to be: nothing to set.
+        space()
+            .find(ptr as usize)
+            .filter(|r| r.kind == Kind::Device)
+            .map(drop)
+            .ok_or(INVALID)
+    })();
+    status(result)
+}
+
+// --- the stream-ordered allocator ------------------------------------------------------------
+
+pub fn default_pool(device: sys::CUdevice) -> CuResult<usize> {
+    driver::card(device)?;
+    Ok(space().default_pool(device))
+}
+
+pub fn current_pool(device: sys::CUdevice) -> CuResult<usize> {
+    driver::card(device)?;
+    let mut space = space();
+    if let Some((_, p)) = space.current_pools.iter().find(|(d, _)| *d == device) {
+        return Ok(*p);
+    }
+    Ok(space.default_pool(device))
+}
+
+pub fn set_current_pool(device: sys::CUdevice, pool: usize) -> CuResult {
+    let mut space = space();
+    if !space.pools.iter().any(|p| p.handle == pool && p.device == device) {
+        return Err(INVALID);
+    }
+    space.current_pools.retain(|(d, _)| *d != device);
+    space.current_pools.push((device, pool));
+    Ok(())
+}
+
+fn alloc_async(out: *mut sys::CUdeviceptr, size: usize, pool: Option<usize>, stream: sys::CUstream, pt: bool) -> CuResult {
+    let ctx = context::current()?;
+    // The stream must be valid; the memory is usable at once (and so in stream order too).
+    stream::resolve(stream, pt)?;
+    if out.is_null() || size == 0 {
+        return Err(INVALID);
+    }
+    let card = driver::card(ctx.device)?;
+    let pool = match pool {
+        Some(p) => p,
+        None => current_pool(ctx.device)?,
+    };
+    let len = size.checked_next_multiple_of(CHUNK).ok_or(OOM)?;
+    // A freed chunk the pool kept, if one is big enough; else a new reservation.
+    let reused = {
+        let mut space = space();
+        let p = space.pool_mut(pool)?;
+        if p.device != ctx.device {
+            return Err(INVALID);
+        }
+        p.idle
+            .iter()
+            .position(|c| c.len >= len)
+            .map(|i| p.idle.swap_remove(i))
+    };
+    let chunk = match reused {
+        Some(c) => c,
+        None => {
+            let reserve = len.checked_next_multiple_of(POOL_GRANULE).ok_or(OOM)?;
+            let chunk = Chunk::new(card, reserve, false)?;
+            let mut space = space();
+            space.reserved.insert(chunk.start(), chunk.len);
+            let p = space.pool_mut(pool)?;
+            p.reserved += chunk.len as u64;
+            p.reserved_high = p.reserved_high.max(p.reserved);
+            chunk
+        }
+    };
+    let start = chunk.start();
+    {
+        let mut space = space();
+        let p = space.pool_mut(pool)?;
+        p.used += size as u64;
+        p.used_high = p.used_high.max(p.used);
+        space.insert(start, size, Kind::Pool, &ctx, Backing::Chunk { chunk, offset: 0 }, None, pool, 0);
+    }
+    // SAFETY: an out-pointer from the caller, checked non-NULL.
+    unsafe { put(out, start as sys::CUdeviceptr) }
+}
+
+unsafe fn mem_alloc_async(out: *mut sys::CUdeviceptr, size: usize, stream: sys::CUstream, pt: bool) -> CuResult {
+    alloc_async(out, size, None, stream, pt)
+}
+both_flavours!(cuMemAllocAsync, cuMemAllocAsync_ptsz, mem_alloc_async,
+    (out: *mut sys::CUdeviceptr, size: usize, stream: sys::CUstream));
+
+unsafe fn mem_alloc_from_pool_async(
+    out: *mut sys::CUdeviceptr,
+    size: usize,
+    pool: sys::CUmemoryPool,
+    stream: sys::CUstream,
+    pt: bool,
+) -> CuResult {
+    alloc_async(out, size, Some(pool as usize), stream, pt)
+}
+both_flavours!(cuMemAllocFromPoolAsync, cuMemAllocFromPoolAsync_ptsz, mem_alloc_from_pool_async,
+    (out: *mut sys::CUdeviceptr, size: usize, pool: sys::CUmemoryPool, stream: sys::CUstream));
+
+/// Gives a pool's chunk back: kept while the pool's reservation is within its release
+/// threshold, else returned to the card.
+fn return_to_pool(pool: usize, chunk: Arc<Chunk>, size: usize) {
+    let released = {
+        let mut space = space();
+        let start = chunk.start();
+        let Ok(p) = space.pool_mut(pool) else { return };
+        p.used = p.used.saturating_sub(size as u64);
+        if p.reserved <= p.release_threshold {
+            p.idle.push(chunk);
+            None
+        } else {
+            p.reserved = p.reserved.saturating_sub(chunk.len as u64);
+            space.reserved.remove(&start);
+            Some(chunk)
+        }
+    };
+    drop(released);
+}
+
+unsafe fn mem_free_async(ptr: sys::CUdeviceptr, stream: sys::CUstream, pt: bool) -> CuResult {
+    context::current()?;
+    let s = stream::resolve(stream, pt)?;
+    let (range, _) = space().take(ptr as usize, &[Kind::Pool])?;
+    let Backing::Chunk { chunk, .. } = range.backing else {
+        return Err(INVALID);
+    };
+    let (pool, size) = (range.pool, range.size);
+    stream::enqueue(&s, move || return_to_pool(pool, chunk, size));
+    Ok(())
+}
+both_flavours!(cuMemFreeAsync, cuMemFreeAsync_ptsz, mem_free_async,
+    (ptr: sys::CUdeviceptr, stream: sys::CUstream));
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemPoolTrimTo(pool: sys::CUmemoryPool, keep: usize) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        let released = {
+            let mut space = space();
+            let p = space.pool_mut(pool as usize)?;
+            let mut released = Vec::new();
+            while p.reserved > keep as u64 {
+                let Some(chunk) = p.idle.pop() else { break };
+                p.reserved = p.reserved.saturating_sub(chunk.len as u64);
+                released.push(chunk);
+            }
+            for c in &released {
+                space.reserved.remove(&c.start());
+            }
+            released
+        };
+        drop(released);
+        Ok(())
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemPoolGetAttribute(
+    pool: sys::CUmemoryPool,
+    attribute: sys::CUmemPool_attribute,
+    out: *mut c_void,
+) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        let mut space = space();
+        let p = space.pool_mut(pool as usize)?;
+        // SAFETY: `out` is writable for the attribute's documented type.
+        unsafe {
+            match attribute {
+                sys::CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES => put(out.cast(), p.reuse[0]),
+                sys::CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC => put(out.cast(), p.reuse[1]),
+                sys::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES => put(out.cast(), p.reuse[2]),
+                sys::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD => put(out.cast(), p.release_threshold),
+                sys::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT => put(out.cast(), p.reserved),
+                sys::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH => put(out.cast(), p.reserved_high),
+                sys::CU_MEMPOOL_ATTR_USED_MEM_CURRENT => put(out.cast(), p.used),
+                sys::CU_MEMPOOL_ATTR_USED_MEM_HIGH => put(out.cast(), p.used_high),
+                _ => Err(INVALID),
+            }
+        }
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemPoolSetAttribute(
+    pool: sys::CUmemoryPool,
+    attribute: sys::CUmemPool_attribute,
+    value: *mut c_void,
+) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        if value.is_null() {
+            return Err(INVALID);
+        }
+        let mut space = space();
+        let p = space.pool_mut(pool as usize)?;
+        // SAFETY: `value` is readable for the attribute's documented type.
+        unsafe {
+            let flag = || value.cast::<c_int>().read_unaligned();
+            let number = || value.cast::<u64>().read_unaligned();
+            match attribute {
+                sys::CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES => p.reuse[0] = flag(),
+                sys::CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC => p.reuse[1] = flag(),
+                sys::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES => p.reuse[2] = flag(),
+                sys::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD => p.release_threshold = number(),
+                // The high-water marks may only be reset, to 0.
+                sys::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH if number() == 0 => p.reserved_high = p.reserved,
+                sys::CU_MEMPOOL_ATTR_USED_MEM_HIGH if number() == 0 => p.used_high = p.used,
+                _ => return Err(INVALID),
+            }
+        }
+        Ok(())
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemGetAllocationGranularity(
+    out: *mut usize,
+    prop: *const sys::CUmemAllocationProp,
+    option: sys::CUmemAllocationGranularity_flags,
+) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        // SAFETY: the caller's description, if not NULL.
+        let prop = unsafe { prop.as_ref() }.ok_or(INVALID)?;
+        if prop.type_ != sys::CU_MEM_ALLOCATION_TYPE_PINNED
+            || prop.location.type_ != sys::CU_MEM_LOCATION_TYPE_DEVICE
+            || option > sys::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED
+        {
+            return Err(INVALID);
+        }
+        driver::card(prop.location.id)?;
+        // SAFETY: an out-pointer from the caller.
+        unsafe { put(out, CHUNK) }
+    })();
+    status(result)
+}
+
+/// Device memory for a module's variable (`cuModuleGetGlobal`), in `ctx`.
+pub(crate) fn alloc_variable(ctx: &Context, size: usize) -> CuResult<usize> {
+    let size = size.max(1);
+    if size <= SMALL_MAX {
+        alloc_small(ctx, driver::card(ctx.device)?, size)
+    } else {
+        alloc_own_chunk(ctx, size, Kind::Device)
+    }
+}
+
+/// Frees what `alloc_variable` gave (the module's unload).
+pub(crate) fn free_variable(start: usize) {
+    if let Ok(taken) = space().take(start, &[Kind::Device]) {
+        release(taken);
+    }
+}
+
+/// A context going away: everything allocated in it is freed.
+pub fn destroy_context(ctx: usize) {
+    let released = {
+        let mut space = space();
+        let starts: Vec<usize> = space
+            .ranges
+            .values()
+            .filter(|r| r.ctx == ctx && r.kind != Kind::Pool)
+            .map(|r| r.start)
+            .collect();
+        let kinds = [Kind::Device, Kind::Managed, Kind::Host, Kind::Registered];
+        let mut released: Vec<(Range, Vec<Arc<Chunk>>)> = Vec::new();
+        for start in starts {
+            if let Ok(taken) = space.take(start, &kinds) {
+                released.push(taken);
+            }
+        }
+        let slabs: Vec<usize> = space
+            .slabs
+            .iter()
+            .filter(|(_, s)| s.ctx == ctx)
+            .map(|(b, _)| *b)
+            .collect();
+        for base in slabs {
+            space.slabs.remove(&base);
+            space.reserved.remove(&base);
+        }
+        released
+    };
+    drop(released);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slab() -> [u64; WORDS] {
+        [0; WORDS]
+    }
+
+    fn find(bits: [u64; WORDS], used: usize, count: usize) -> Option<usize> {
+        Slab::find_in(&bits, used, count)
+    }
+
+    #[test]
+    fn first_fit() {
+        let mut bits = slab();
+        assert_eq!(find(bits, 0, 1), Some(0));
+        bits[0] = 0b1;
+        assert_eq!(find(bits, 1, 1), Some(1));
+        bits[0] = 0b1011;
+        assert_eq!(find(bits, 3, 1), Some(2));
+        assert_eq!(find(bits, 3, 2), Some(4));
+        bits[0] = u64::MAX;
+        bits[1] = 1;
+        assert_eq!(find(bits, 65, 64), Some(65));
+        assert_eq!(find(bits, 65, UNITS - 65), Some(65));
+        assert_eq!(find(bits, 65, UNITS - 64), None);
+        assert_eq!(find([u64::MAX; WORDS], UNITS, 1), None);
+        assert_eq!(find(slab(), 0, UNITS), Some(0));
+    }
+}
