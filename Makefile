@@ -20,10 +20,13 @@ modules_install: modules
 clean:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean
 
-# emuv-smi and the NVML library (target/nvml/libnvidia-ml.so.1) for GPU tools: docs/gpu-tools.md.
+# emuv-smi and the NVML library (target/nvml/libnvidia-ml.so.1) for GPU tools: docs/gpu-tools.md;
+# the CUDA driver library (target/cuda/libcuda.so.1) for CUDA programs: docs/cuda.md.
 tools:
-	cargo build --release --locked -p emuv-smi -p emuv-nvml
+	scripts/cuda-headers.sh >/dev/null
+	cargo build --release --locked -p emuv-smi -p emuv-nvml -p emuv-cuda
 	scripts/install-nvml.sh target/nvml
+	scripts/install-cuda.sh target/cuda
 
 # Installs everything the build and the tests need (Debian 12, as root). Idempotent.
 setup:

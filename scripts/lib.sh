@@ -13,6 +13,8 @@ KSRC=$EMUV_CACHE/linux-7.2
 VENV=$EMUV_CACHE/venv
 # pynvml, gpustat and nvitop, which the tests run against emuv (tests/gpu-tools/).
 GPU_TOOLS_VENV=$EMUV_CACHE/gpu-tools
+# The CUDA clients (cuda-python, numba-cuda) the CUDA tests run against emuv's libcuda.so.1.
+CUDA_CLIENTS_VENV=$EMUV_CACHE/cuda-clients
 
 export PATH="$HOME/.cargo/bin:$VENV/bin:$PATH"
 export LIBCLANG_PATH=/usr/lib/llvm${LLVM_SUFFIX}/lib

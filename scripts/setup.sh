@@ -109,6 +109,21 @@ step_gpu_tools() {
 	cp "$requirements" "$stamp"
 }
 
+# The same for the CUDA clients, and NVIDIA's public CUDA headers the driver is built against.
+step_cuda_clients() {
+	local requirements="$here/../tests/cuda/requirements.txt" stamp="$CUDA_CLIENTS_VENV/.emuv-requirements"
+	"$here/cuda-headers.sh" >/dev/null
+	if [ -x "$CUDA_CLIENTS_VENV/bin/python" ] && cmp -s "$requirements" "$stamp"; then
+		skip "CUDA clients (cuda-python, numba-cuda)"; return
+	fi
+	log "installing the CUDA clients the tests run (cuda-python, numba-cuda) in $CUDA_CLIENTS_VENV"
+	rm -rf "$CUDA_CLIENTS_VENV"
+	python3 -m venv "$CUDA_CLIENTS_VENV" || die "python3 -m venv $CUDA_CLIENTS_VENV failed"
+	"$CUDA_CLIENTS_VENV/bin/pip" install -q --no-deps -r "$requirements" ||
+		die "pip install -r tests/cuda/requirements.txt failed"
+	cp "$requirements" "$stamp"
+}
+
 main() {
 	need_root
 	case ${1:-all} in
@@ -122,6 +137,7 @@ main() {
 		timed "setup: bindgen" step_bindgen
 		timed "setup: virtme-ng" step_virtme_ng
 		timed "setup: GPU tools" step_gpu_tools
+		timed "setup: CUDA clients" step_cuda_clients
 		wait "$src_pid" || die "kernel source step failed"
 		;;
 	debian)
@@ -130,6 +146,7 @@ main() {
 		timed "setup: Debian packages" step_debian_packages
 		timed "setup: virtme-ng" step_virtme_ng
 		timed "setup: GPU tools" step_gpu_tools
+		timed "setup: CUDA clients" step_cuda_clients
 		;;
 	*) "step_$1" ;;
 	esac

@@ -82,8 +82,11 @@ pub fn get(handle: usize) -> CuResult<Arc<Context>> {
 pub fn current() -> CuResult<Arc<Context>> {
     driver::cards()?;
     let top = STACK.with(|s| s.borrow().last().copied());
-    top.and_then(|h| CONTEXTS.get(h))
-        .ok_or(sys::CUDA_ERROR_INVALID_CONTEXT)
+    match top {
+        None => Err(sys::CUDA_ERROR_INVALID_CONTEXT),
+        // Still current but released or destroyed (measured: CONTEXT_IS_DESTROYED).
+        Some(h) => CONTEXTS.get(h).ok_or(sys::CUDA_ERROR_CONTEXT_IS_DESTROYED),
+    }
 }
 
 /// The context a call names: `ctx`, or the current one for NULL.

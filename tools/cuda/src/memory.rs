@@ -41,8 +41,6 @@ pub const CHUNK: usize = 2 << 20;
 const UNIT: usize = 512;
 /// The largest request served from a shared chunk.
 const SMALL_MAX: usize = 1 << 20;
-const UNITS: usize = CHUNK / UNIT;
-const WORDS: usize = UNITS / 64;
 /// What a memory pool reserves at a time (measured: 32 MiB for an 8 MiB `cuMemAllocAsync`).
 const POOL_GRANULE: usize = 32 << 20;
 /// `cuMemAllocPitch`'s row alignment (measured: 1000 bytes give a 1024-byte pitch).
@@ -280,6 +278,8 @@ struct Range {
     units: Option<(usize, usize)>,
     pool: usize,
     host_flags: c_uint,
+    /// `cuMemFreeAsync` was called; the stream has not reached the free yet.
+    freeing: bool,
 }
 
 impl Range {
@@ -301,56 +301,36 @@ impl Range {
     }
 }
 
-/// A shared chunk of small allocations: a bit per 512-byte unit.
+/// A chunk shared by allocations at 512-byte steps: a bit per unit. `cuMemAlloc` and
+/// `cuMemAllocManaged` of up to 1 MiB share 2 MiB chunks of their context; a pool's blocks
+/// (32 MiB multiples) hold all its allocations.
 struct Slab {
     chunk: Arc<Chunk>,
     ctx: usize,
+    kind: Kind,
+    pool: usize,
     used: usize,
-    bits: [u64; WORDS],
+    units: usize,
+    bits: Vec<u64>,
 }
 
 impl Slab {
-    /// The first run of `count` free units.
-    fn find(&self, count: usize) -> Option<usize> {
-        Self::find_in(&self.bits, self.used, count)
+    fn new(chunk: Arc<Chunk>, ctx: usize, kind: Kind, pool: usize) -> Slab {
+        let units = chunk.len / UNIT;
+        Slab {
+            chunk,
+            ctx,
+            kind,
+            pool,
+            used: 0,
+            units,
+            bits: vec![0; units.div_ceil(64)],
+        }
     }
 
-    fn find_in(bits: &[u64; WORDS], used: usize, count: usize) -> Option<usize> {
-        if UNITS - used < count {
-            return None;
-        }
-        let mut run_start = 0;
-        let mut run = 0;
-        let mut unit = 0;
-        while unit < UNITS {
-            let word = bits[unit / 64];
-            if unit % 64 == 0 && word == u64::MAX {
-                run = 0;
-                unit += 64;
-                continue;
-            }
-            if unit % 64 == 0 && word == 0 {
-                if run == 0 {
-                    run_start = unit;
-                }
-                run += 64;
-                unit += 64;
-            } else if word >> (unit % 64) & 1 == 1 {
-                run = 0;
-                unit += 1;
-                continue;
-            } else {
-                if run == 0 {
-                    run_start = unit;
-                }
-                run += 1;
-                unit += 1;
-            }
-            if run >= count {
-                return Some(run_start);
-            }
-        }
-        None
+    /// The first run of `count` free units.
+    fn find(&self, count: usize) -> Option<usize> {
+        find_run(&self.bits, self.units, self.used, count)
     }
 
     fn mark(&mut self, first: usize, count: usize, taken: bool) {
@@ -370,6 +350,46 @@ impl Slab {
     }
 }
 
+/// First fit: the first run of `count` clear bits among the first `units` of `bits`, of which
+/// `used` are set. Whole words are skipped at once.
+fn find_run(bits: &[u64], units: usize, used: usize, count: usize) -> Option<usize> {
+    if units.saturating_sub(used) < count {
+        return None;
+    }
+    let mut run_start = 0;
+    let mut run = 0;
+    let mut unit = 0;
+    while unit < units {
+        let word = bits[unit / 64];
+        if unit % 64 == 0 && word == u64::MAX {
+            run = 0;
+            unit += 64;
+            continue;
+        }
+        if unit % 64 == 0 && word == 0 && unit + 64 <= units {
+            if run == 0 {
+                run_start = unit;
+            }
+            run += 64;
+            unit += 64;
+        } else if word >> (unit % 64) & 1 == 1 {
+            run = 0;
+            unit += 1;
+            continue;
+        } else {
+            if run == 0 {
+                run_start = unit;
+            }
+            run += 1;
+            unit += 1;
+        }
+        if run >= count {
+            return Some(run_start);
+        }
+    }
+    None
+}
+
 /// A stream-ordered allocator's pool (one default pool per card).
 pub struct Pool {
     pub handle: usize,
@@ -380,8 +400,6 @@ pub struct Pool {
     reserved_high: u64,
     used: u64,
     used_high: u64,
-    /// Chunks freed back to the pool and kept (up to the release threshold).
-    idle: Vec<Arc<Chunk>>,
 }
 
 struct Space {
@@ -408,6 +426,10 @@ static SPACE: Mutex<Space> = Mutex::new(Space {
 fn space() -> MutexGuard<'static, Space> {
     SPACE.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// What a free lets go of: dropped once the lock is released (unmapping and the kernel's
+/// FREE happen then).
+type Released = Vec<Arc<Chunk>>;
 
 impl Space {
     fn find(&self, addr: usize) -> Option<&Range> {
@@ -457,44 +479,68 @@ impl Space {
                 units,
                 pool,
                 host_flags,
+                freeing: false,
             },
         );
     }
 
+    /// The range at exactly `start`, if it is of one of `kinds` and no free of it is pending.
+    fn check_free(&self, start: usize, kinds: &[Kind]) -> CuResult {
+        match self.ranges.get(&start) {
+            Some(r) if kinds.contains(&r.kind) && !r.freeing => Ok(()),
+            _ => Err(INVALID),
+        }
+    }
+
     /// Takes the range at exactly `start`, if it is of one of `kinds`; gives back the chunks it
-    /// lets go of (to be dropped once the lock is released).
-    fn take(&mut self, start: usize, kinds: &[Kind]) -> CuResult<(Range, Vec<Arc<Chunk>>)> {
-        if !self
-            .ranges
-            .get(&start)
-            .is_some_and(|r| kinds.contains(&r.kind))
-        {
-            return Err(INVALID);
+    /// lets go of.
+    fn take(&mut self, start: usize, kinds: &[Kind], pending: bool) -> CuResult<(Range, Released)> {
+        match self.ranges.get(&start) {
+            Some(r) if kinds.contains(&r.kind) && r.freeing == pending => {}
+            _ => return Err(INVALID),
         }
         let range = self.ranges.remove(&start).ok_or(INVALID)?;
         let mut released = Vec::new();
+        if range.kind == Kind::Pool {
+            if let Ok(p) = self.pool_mut(range.pool) {
+                p.used = p.used.saturating_sub(range.size as u64);
+            }
+        }
         if let Backing::Chunk { chunk, .. } = &range.backing {
             let base = chunk.start();
             match range.units {
                 Some((first, count)) => {
+                    let mut empty = false;
                     if let Some(slab) = self.slabs.get_mut(&base) {
                         slab.mark(first, count, false);
-                        if slab.used == 0 {
-                            if let Some(slab) = self.slabs.remove(&base) {
-                                released.push(slab.chunk);
-                            }
-                            self.reserved.remove(&base);
-                        }
+                        empty = slab.used == 0;
+                    }
+                    if empty {
+                        released.extend(self.release_empty_slab(base, range.pool));
                     }
                 }
-                None if range.kind != Kind::Pool => {
+                None => {
                     self.reserved.remove(&base);
                     released.push(chunk.clone());
                 }
-                None => {}
             }
         }
         Ok((range, released))
+    }
+
+    /// An empty shared chunk goes back to the card, but a pool keeps its blocks while what it
+    /// holds is within its release threshold.
+    fn release_empty_slab(&mut self, base: usize, pool: usize) -> Option<Arc<Chunk>> {
+        let len = self.slabs.get(&base)?.chunk.len as u64;
+        if pool != 0 {
+            let p = self.pool_mut(pool).ok()?;
+            if p.reserved <= p.release_threshold {
+                return None;
+            }
+            p.reserved = p.reserved.saturating_sub(len);
+        }
+        self.reserved.remove(&base);
+        self.slabs.remove(&base).map(|s| s.chunk)
     }
 
     fn pool_mut(&mut self, handle: usize) -> CuResult<&mut Pool> {
@@ -518,7 +564,6 @@ impl Space {
             reserved_high: 0,
             used: 0,
             used_high: 0,
-            idle: Vec::new(),
         });
         handle
     }
@@ -526,15 +571,23 @@ impl Space {
 
 // --- allocation -------------------------------------------------------------------------------
 
-fn alloc_small(ctx: &Context, card: &'static Card, size: usize) -> CuResult<usize> {
+/// Where a shared-chunk allocation goes: `kind` in `ctx`, or (`pool` non-zero) a pool's blocks.
+struct Shared {
+    kind: Kind,
+    pool: usize,
+}
+
+fn alloc_shared(ctx: &Context, size: usize, shared: Shared) -> CuResult<usize> {
+    let card = driver::card(ctx.device)?;
     let count = size.div_ceil(UNIT).max(1);
+    let owner = if shared.pool != 0 { 0 } else { ctx.handle };
     loop {
         {
             let mut space = space();
             let found = space
                 .slabs
                 .iter()
-                .filter(|(_, s)| s.ctx == ctx.handle)
+                .filter(|(_, s)| s.ctx == owner && s.kind == shared.kind && s.pool == shared.pool)
                 .find_map(|(base, s)| s.find(count).map(|first| (*base, first)));
             if let Some((base, first)) = found {
                 let slab = space.slabs.get_mut(&base).ok_or(INVALID)?;
@@ -545,25 +598,33 @@ fn alloc_small(ctx: &Context, card: &'static Card, size: usize) -> CuResult<usiz
                     chunk,
                     offset: first * UNIT,
                 };
-                space.insert(start, size, Kind::Device, ctx, backing, Some((first, count)), 0, 0);
+                let units = Some((first, count));
+                space.insert(start, size, shared.kind, ctx, backing, units, shared.pool, 0);
+                if shared.pool != 0 {
+                    let p = space.pool_mut(shared.pool)?;
+                    p.used += size as u64;
+                    p.used_high = p.used_high.max(p.used);
+                }
                 return Ok(start);
             }
         }
-        // No room: a new shared chunk (made without the lock: it is an ioctl and two mmaps),
-        // then the search again.
-        let chunk = Chunk::new(card, CHUNK, false)?;
+        // No room: a new chunk (made without the lock: it is an ioctl and two mmaps), then the
+        // search again.
+        let len = if shared.pool != 0 {
+            size.checked_next_multiple_of(POOL_GRANULE).ok_or(OOM)?
+        } else {
+            CHUNK
+        };
+        let chunk = Chunk::new(card, len, shared.kind == Kind::Managed)?;
         let base = chunk.start();
         let mut space = space();
-        space.reserved.insert(base, CHUNK);
-        space.slabs.insert(
-            base,
-            Slab {
-                chunk,
-                ctx: ctx.handle,
-                used: 0,
-                bits: [0; WORDS],
-            },
-        );
+        if shared.pool != 0 {
+            let p = space.pool_mut(shared.pool)?;
+            p.reserved += len as u64;
+            p.reserved_high = p.reserved_high.max(p.reserved);
+        }
+        space.reserved.insert(base, len);
+        space.slabs.insert(base, Slab::new(chunk, owner, shared.kind, shared.pool));
     }
 }
 
@@ -578,20 +639,25 @@ fn alloc_own_chunk(ctx: &Context, size: usize, kind: Kind) -> CuResult<usize> {
     Ok(start)
 }
 
-fn alloc_device(size: usize) -> CuResult<usize> {
-    let ctx = context::current()?;
+/// `cuMemAlloc` and `cuMemAllocManaged`: up to 1 MiB in a shared chunk, more in its own.
+fn alloc_in(ctx: &Context, size: usize, kind: Kind) -> CuResult<usize> {
     if size == 0 {
         return Err(INVALID);
     }
     if size <= SMALL_MAX {
-        alloc_small(&ctx, driver::card(ctx.device)?, size)
+        alloc_shared(ctx, size, Shared { kind, pool: 0 })
     } else {
-        alloc_own_chunk(&ctx, size, Kind::Device)
+        alloc_own_chunk(ctx, size, kind)
     }
 }
 
+fn alloc_device(size: usize) -> CuResult<usize> {
+    let ctx = context::current()?;
+    alloc_in(&ctx, size, Kind::Device)
+}
+
 /// Frees what `take` gave, outside the lock.
-fn release(taken: (Range, Vec<Arc<Chunk>>)) {
+fn release(taken: (Range, Released)) {
     drop(taken);
 }
 
@@ -614,10 +680,16 @@ pub unsafe extern "C" fn cuMemAllocPitch_v2(
 ) -> sys::CUresult {
     let result = (|| {
         context::current()?;
-        if out.is_null() || pitch.is_null() || width == 0 || height == 0 {
+        if out.is_null() || pitch.is_null() {
             return Err(INVALID);
         }
-        if !matches!(element_size, 4 | 8 | 16) {
+        if width == 0 || height == 0 || !matches!(element_size, 4 | 8 | 16) {
+            // The real driver zeroes both outputs when it refuses.
+            // SAFETY: out-pointers from the caller, checked non-NULL.
+            unsafe {
+                put(out, 0)?;
+                put(pitch, 0)?;
+            }
             return Err(INVALID);
         }
         let row = width.checked_next_multiple_of(PITCH_ALIGN).ok_or(INVALID)?;
@@ -639,7 +711,7 @@ pub extern "C" fn cuMemFree_v2(ptr: sys::CUdeviceptr) -> sys::CUresult {
         if ptr == 0 {
             return Ok(());
         }
-        let taken = space().take(ptr as usize, &[Kind::Device, Kind::Managed])?;
+        let taken = space().take(ptr as usize, &[Kind::Device, Kind::Managed, Kind::Pool], false)?;
         release(taken);
         Ok(())
     })();
@@ -705,7 +777,7 @@ pub unsafe extern "C" fn cuMemAllocManaged(
         {
             return Err(INVALID);
         }
-        let p = alloc_own_chunk(&ctx, size, Kind::Managed)?;
+        let p = alloc_in(&ctx, size, Kind::Managed)?;
         // SAFETY: an out-pointer from the caller.
         unsafe { put(out, p as sys::CUdeviceptr) }
     })();
@@ -719,13 +791,18 @@ fn alloc_host(size: usize, flags: c_uint) -> CuResult<usize> {
     let known = sys::CU_MEMHOSTALLOC_PORTABLE
         | sys::CU_MEMHOSTALLOC_DEVICEMAP
         | sys::CU_MEMHOSTALLOC_WRITECOMBINED;
-    if size == 0 || flags & !known != 0 {
+    if flags & !known != 0 {
         return Err(INVALID);
+    }
+    // Measured: a 0-byte request succeeds with NULL.
+    if size == 0 {
+        return Ok(0);
     }
     let block = Arc::new(HostBlock::new(size)?);
     let start = block.base.as_ptr() as usize;
-    // With unified addressing all pinned memory is mapped for the device.
-    let flags = flags | sys::CU_MEMHOSTALLOC_DEVICEMAP;
+    // With unified addressing all pinned memory is portable and mapped (measured: flags 0
+    // read back as PORTABLE | DEVICEMAP).
+    let flags = flags | sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE;
     space().insert(start, size, Kind::Host, &ctx, Backing::Host(block), None, 0, flags);
     Ok(start)
 }
@@ -756,7 +833,7 @@ pub unsafe extern "C" fn cuMemHostAlloc(
 pub extern "C" fn cuMemFreeHost(ptr: *mut c_void) -> sys::CUresult {
     let result = (|| {
         context::current()?;
-        let taken = space().take(ptr as usize, &[Kind::Host])?;
+        let taken = space().take(ptr as usize, &[Kind::Host], false)?;
         release(taken);
         Ok(())
     })();
@@ -799,9 +876,19 @@ pub extern "C" fn cuMemHostRegister_v2(ptr: *mut c_void, size: usize, flags: c_u
 pub extern "C" fn cuMemHostUnregister(ptr: *mut c_void) -> sys::CUresult {
     let result = (|| {
         context::current()?;
-        let taken = space()
-            .take(ptr as usize, &[Kind::Registered])
+        let mut space = space();
+        // An interior pointer of a registered range is an invalid value; anything else was
+        // never registered.
+        let interior = space
+            .find(ptr as usize)
+            .is_some_and(|r| r.kind == Kind::Registered && r.start != ptr as usize);
+        if interior {
+            return Err(INVALID);
+        }
+        let taken = space
+            .take(ptr as usize, &[Kind::Registered], false)
             .map_err(|_| sys::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED)?;
+        drop(space);
         release(taken);
         Ok(())
     })();
@@ -816,16 +903,18 @@ pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(
 ) -> sys::CUresult {
     let result = (|| {
         context::current()?;
-        if flags != 0 {
-            return Err(INVALID);
-        }
-        let space = space();
-        space
-            .find(ptr as usize)
-            .filter(|r| matches!(r.kind, Kind::Host | Kind::Registered))
-            .ok_or(INVALID)?;
+        let found = flags == 0
+            && space()
+                .find(ptr as usize)
+                .is_some_and(|r| matches!(r.kind, Kind::Host | Kind::Registered));
+        // The real driver writes 0 when it refuses.
         // SAFETY: an out-pointer from the caller.
-        unsafe { put(out, ptr as sys::CUdeviceptr) }
+        unsafe { put(out, if found { ptr as sys::CUdeviceptr } else { 0 }) }?;
+        if found {
+            Ok(())
+        } else {
+            Err(INVALID)
+        }
     })();
     status(result)
 }
@@ -1144,11 +1233,11 @@ both_flavours!(cuMemcpy2DAsync_v2, cuMemcpy2DAsync_v2_ptsz, memcpy_2d_async, (p:
 fn memset(dst: sys::CUdeviceptr, fill: Fill, rows: Rows, stream: sys::CUstream, asynchronous: bool, pt: bool) -> CuResult {
     context::current()?;
     let addr = dst as usize;
-    if addr % fill.width != 0 || rows.pitch % fill.width != 0 {
-        return Err(INVALID);
-    }
     if rows.width == 0 || rows.height == 0 {
         return Ok(());
+    }
+    if addr % fill.width != 0 || rows.pitch % fill.width != 0 {
+        return Err(INVALID);
     }
     let bytes = Rows {
         addr,
@@ -1207,129 +1296,95 @@ memset_fns!(memset_32, 4, c_uint, cuMemsetD32_v2, cuMemsetD32_v2_ptds, cuMemsetD
 
 // --- pointer attributes ----------------------------------------------------------------------
 
-/// An attribute's value, as the type `cuPointerGetAttribute` documents for it.
+/// An attribute's value, written as NVIDIA's driver writes it (measured: 8 bytes for
+/// pointers, handles, ids and sizes; 4 for types, flags, ordinals and booleans; 12 for the
+/// P2P tokens).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Value {
-    Pointer(usize),
-    U32(u32),
-    I32(i32),
-    U64(u64),
-    Bool(bool),
-    Tokens { p2p: u64, va_space: c_uint },
+    Wide(u64),
+    Narrow(u32),
+    Tokens { p2p: u64, va_space: u32 },
 }
 
 impl Value {
-    /// The attribute's zero, for `cuPointerGetAttributes` on memory the driver did not give.
-    fn zero_of(attribute: sys::CUpointer_attribute) -> Value {
-        value_of(None, attribute).unwrap_or(Value::U64(0))
+    fn flag(b: bool) -> Value {
+        Value::Narrow(u32::from(b))
     }
 
     /// # Safety
     ///
-    /// `out` is NULL or writable for this value's type.
+    /// `out` is NULL or writable for this value's width.
     unsafe fn write(self, out: *mut c_void) -> CuResult {
-        // SAFETY: per this function's contract, for each type.
+        // SAFETY: per this function's contract.
         unsafe {
             match self {
-                Value::Pointer(p) => put(out.cast::<usize>(), p),
-                Value::U32(v) => put(out.cast::<u32>(), v),
-                Value::I32(v) => put(out.cast::<i32>(), v),
-                Value::U64(v) => put(out.cast::<u64>(), v),
-                Value::Bool(b) => put(out.cast::<u8>(), u8::from(b)),
-                Value::Tokens { p2p, va_space } => put(
-                    out.cast::<sys::CUDA_POINTER_ATTRIBUTE_P2P_TOKENS>(),
-                    sys::CUDA_POINTER_ATTRIBUTE_P2P_TOKENS {
-                        p2pToken: p2p,
-                        vaSpaceToken: va_space,
-                    },
-                ),
+                Value::Wide(v) => put(out.cast::<u64>(), v),
+                Value::Narrow(v) => put(out.cast::<u32>(), v),
+                Value::Tokens { p2p, va_space } => {
+                    put(out.cast::<u64>(), p2p)?;
+                    put(out.cast::<u8>().add(8).cast::<u32>(), va_space)
+                }
             }
         }
     }
 }
 
-/// What `attribute` of `range` is (with `range` `None`: the zero of its type, where it has
-/// one); `Err` for attributes unknown or not defined for that memory.
-fn value_of(range: Option<(&Range, usize)>, attribute: sys::CUpointer_attribute) -> CuResult<Value> {
+/// What a refused attribute still writes (measured: zeros of its width).
+fn refused_zero(attribute: sys::CUpointer_attribute) -> Option<Value> {
+    match attribute {
+        sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => Some(Value::Wide(0)),
+        sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS => Some(Value::Tokens { p2p: 0, va_space: 0 }),
+        _ => None,
+    }
+}
+
+/// `attribute` of the memory `r` at `addr`.
+fn value_of(r: &Range, addr: usize, attribute: sys::CUpointer_attribute) -> CuResult<Value> {
     use Value::*;
-    let zero = range.is_none();
-    let (r, addr) = match range {
-        Some(found) => found,
-        None => {
-            return Ok(match attribute {
-                sys::CU_POINTER_ATTRIBUTE_CONTEXT | sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => {
-                    Pointer(0)
-                }
-                sys::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE => Pointer(0),
-                sys::CU_POINTER_ATTRIBUTE_MEMORY_TYPE
-                | sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAGS => U32(0),
-                sys::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => I32(-2),
-                sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS => Tokens { p2p: 0, va_space: 0 },
-                sys::CU_POINTER_ATTRIBUTE_SYNC_MEMOPS
-                | sys::CU_POINTER_ATTRIBUTE_IS_MANAGED
-                | sys::CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE
-                | sys::CU_POINTER_ATTRIBUTE_MAPPED
-                | sys::CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE => Bool(false),
-                sys::CU_POINTER_ATTRIBUTE_DEVICE_POINTER
-                | sys::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR
-                | sys::CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR => Pointer(0),
-                sys::CU_POINTER_ATTRIBUTE_BUFFER_ID
-                | sys::CU_POINTER_ATTRIBUTE_RANGE_SIZE
-                | sys::CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES
-                | sys::CU_POINTER_ATTRIBUTE_MAPPING_SIZE
-                | sys::CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID => U64(0),
-                sys::CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE => I32(0),
-                _ => return Err(INVALID),
-            })
-        }
-    };
-    let _ = zero;
     let on_device = matches!(r.kind, Kind::Device | Kind::Managed | Kind::Pool);
+    let (mapping_base, mapping_len) = match &r.backing {
+        Backing::Chunk { chunk, .. } => (chunk.start(), chunk.len),
+        Backing::Host(block) => (block.base.as_ptr() as usize, block.len.next_multiple_of(CHUNK)),
+        Backing::Registered => (r.start, r.size),
+    };
     Ok(match attribute {
         // Pool memory belongs to no context (measured: NULL).
-        sys::CU_POINTER_ATTRIBUTE_CONTEXT => Pointer(if r.kind == Kind::Pool { 0 } else { r.ctx }),
-        sys::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => U32(if on_device {
+        sys::CU_POINTER_ATTRIBUTE_CONTEXT => Wide(if r.kind == Kind::Pool { 0 } else { r.ctx as u64 }),
+        sys::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => Narrow(if on_device {
             sys::CU_MEMORYTYPE_DEVICE
         } else {
             sys::CU_MEMORYTYPE_HOST
         }),
-        sys::CU_POINTER_ATTRIBUTE_DEVICE_POINTER => Pointer(addr),
+        sys::CU_POINTER_ATTRIBUTE_DEVICE_POINTER => Wide(addr as u64),
         sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => match r.kind {
             Kind::Device | Kind::Pool => return Err(INVALID),
-            _ => Pointer(addr),
+            _ => Wide(addr as u64),
         },
         sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS if on_device => Tokens {
             p2p: 0,
             va_space: VA_SPACE_TOKEN,
         },
         sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS => return Err(INVALID),
-        sys::CU_POINTER_ATTRIBUTE_SYNC_MEMOPS => Bool(on_device),
-        sys::CU_POINTER_ATTRIBUTE_BUFFER_ID => U64(r.buffer_id),
-        sys::CU_POINTER_ATTRIBUTE_IS_MANAGED => Bool(r.kind == Kind::Managed),
-        sys::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => I32(r.device),
-        sys::CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE => Bool(r.kind == Kind::Device),
-        sys::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => Pointer(r.start),
-        sys::CU_POINTER_ATTRIBUTE_RANGE_SIZE => U64(r.size as u64),
-        sys::CU_POINTER_ATTRIBUTE_MAPPED => Bool(true),
-        sys::CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES => U64(0),
-        // GeForce cards do not do GPUDirect RDMA.
-        sys::CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE => I32(0),
-        sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAGS => {
-            U32(sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE)
-        }
-        sys::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE => Pointer(r.pool),
-        // Only memory mapped with cuMemMap (not implemented) has these.
-        sys::CU_POINTER_ATTRIBUTE_MAPPING_SIZE
-        | sys::CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR
-        | sys::CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID => return Err(INVALID),
-        sys::CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE => Bool(false),
+        sys::CU_POINTER_ATTRIBUTE_SYNC_MEMOPS => Value::flag(on_device),
+        sys::CU_POINTER_ATTRIBUTE_BUFFER_ID => Wide(r.buffer_id),
+        sys::CU_POINTER_ATTRIBUTE_IS_MANAGED => Value::flag(r.kind == Kind::Managed),
+        sys::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => Narrow(r.device as u32),
+        sys::CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE => Value::flag(r.kind == Kind::Device),
+        sys::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => Wide(r.start as u64),
+        sys::CU_POINTER_ATTRIBUTE_RANGE_SIZE => Wide(r.size as u64),
+        sys::CU_POINTER_ATTRIBUTE_MAPPED => Value::flag(true),
+        sys::CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES => Wide(0),
+        // GeForce cards do not do GPUDirect RDMA (as attribute 116 says).
+        sys::CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE => Narrow(0),
+        sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAGS => Narrow(sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE),
+        sys::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE => Wide(r.pool as u64),
+        // The mapping the memory lies in: its chunk (measured: 2 MiB for a 1 MiB allocation).
+        sys::CU_POINTER_ATTRIBUTE_MAPPING_SIZE => Wide(mapping_len as u64),
+        sys::CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR => Wide(mapping_base as u64),
+        sys::CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID => Wide(mapping_base as u64 >> 21),
+        sys::CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE => Value::flag(r.kind == Kind::Device),
         _ => return Err(INVALID),
     })
-}
-
-fn attribute_of(space: &Space, attribute: sys::CUpointer_attribute, ptr: usize) -> CuResult<Value> {
-    let found = space.find(ptr).ok_or(INVALID)?;
-    value_of(Some((found, ptr)), attribute)
 }
 
 #[no_mangle]
@@ -1340,13 +1395,58 @@ pub unsafe extern "C" fn cuPointerGetAttribute(
 ) -> sys::CUresult {
     let result = (|| {
         driver::cards()?;
-        let value = attribute_of(&space(), attribute, ptr as usize)?;
-        // SAFETY: `data` is writable for the attribute's type, as the API requires.
-        unsafe { value.write(data) }
+        let value = {
+            let space = space();
+            let found = space.find(ptr as usize).ok_or(INVALID)?;
+            value_of(found, ptr as usize, attribute)
+        };
+        match value {
+            // SAFETY: `data` is writable for the attribute's type, as the API requires.
+            Ok(v) => unsafe { v.write(data) },
+            Err(code) => {
+                if let Some(zero) = refused_zero(attribute) {
+                    // SAFETY: as above.
+                    unsafe { zero.write(data) }?;
+                }
+                Err(code)
+            }
+        }
     })();
     status(result)
 }
 
+/// `attribute` for `cuPointerGetAttributes` of memory the driver did not give (measured: it
+/// reads as unregistered host memory; the range attributes are left unwritten).
+fn unknown_memory_value(ptr: usize, attribute: sys::CUpointer_attribute) -> CuResult<Option<Value>> {
+    use Value::*;
+    Ok(Some(match attribute {
+        sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => Wide(ptr as u64),
+        sys::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => Narrow(-2i32 as u32),
+        sys::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR | sys::CU_POINTER_ATTRIBUTE_RANGE_SIZE => return Ok(None),
+        sys::CU_POINTER_ATTRIBUTE_CONTEXT
+        | sys::CU_POINTER_ATTRIBUTE_DEVICE_POINTER
+        | sys::CU_POINTER_ATTRIBUTE_BUFFER_ID
+        | sys::CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES
+        | sys::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE
+        | sys::CU_POINTER_ATTRIBUTE_MAPPING_SIZE
+        | sys::CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR
+        | sys::CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID => Wide(0),
+        sys::CU_POINTER_ATTRIBUTE_MEMORY_TYPE
+        | sys::CU_POINTER_ATTRIBUTE_SYNC_MEMOPS
+        | sys::CU_POINTER_ATTRIBUTE_IS_MANAGED
+        | sys::CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE
+        | sys::CU_POINTER_ATTRIBUTE_MAPPED
+        | sys::CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE
+        | sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAGS
+        | sys::CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE => Narrow(0),
+        _ => return Err(INVALID),
+    }))
+}
+
+/// Several attributes at once. Measured on driver 580: it never fails for a pointer the
+/// driver did not give (the attributes read as unregistered host memory's), an attribute a
+/// pointer lacks reads as zero, and asking for the P2P tokens fails the whole call, after the
+/// attributes before it were written.
 #[no_mangle]
 pub unsafe extern "C" fn cuPointerGetAttributes(
     count: c_uint,
@@ -1370,13 +1470,21 @@ pub unsafe extern "C" fn cuPointerGetAttributes(
         let space = space();
         let found = space.find(ptr as usize);
         for (attribute, out) in attributes.iter().zip(data) {
-            // Memory the driver did not give: every attribute reads as its zero.
+            if *attribute == sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS {
+                return Err(INVALID);
+            }
             let value = match found {
-                Some(r) => value_of(Some((r, ptr as usize)), *attribute).or_else(|_| Ok(Value::zero_of(*attribute))),
-                None => value_of(None, *attribute),
-            }?;
-            // SAFETY: each slot is writable for its attribute's type, as the API requires.
-            unsafe { value.write(*out) }?;
+                Some(r) => match value_of(r, ptr as usize, *attribute) {
+                    Ok(v) => Some(v),
+                    Err(_) if *attribute == sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => Some(Value::Wide(0)),
+                    Err(code) => return Err(code),
+                },
+                None => unknown_memory_value(ptr as usize, *attribute)?,
+            };
+            if let Some(value) = value {
+                // SAFETY: each slot is writable for its attribute's type, as the API requires.
+                unsafe { value.write(*out) }?;
+            }
         }
         Ok(())
     })();
@@ -1434,48 +1542,22 @@ fn alloc_async(out: *mut sys::CUdeviceptr, size: usize, pool: Option<usize>, str
     let ctx = context::current()?;
     // The stream must be valid; the memory is usable at once (and so in stream order too).
     stream::resolve(stream, pt)?;
-    if out.is_null() || size == 0 {
+    if out.is_null() {
         return Err(INVALID);
     }
-    let card = driver::card(ctx.device)?;
-    let pool = match pool {
-        Some(p) => p,
-        None => current_pool(ctx.device)?,
-    };
-    let len = size.checked_next_multiple_of(CHUNK).ok_or(OOM)?;
-    // A freed chunk the pool kept, if one is big enough; else a new reservation.
-    let reused = {
-        let mut space = space();
-        let p = space.pool_mut(pool)?;
-        if p.device != ctx.device {
+    // Measured: a 0-byte request succeeds with NULL.
+    let start = if size == 0 {
+        0
+    } else {
+        let pool = match pool {
+            Some(p) => p,
+            None => current_pool(ctx.device)?,
+        };
+        if space().pool_mut(pool)?.device != ctx.device {
             return Err(INVALID);
         }
-        p.idle
-            .iter()
-            .position(|c| c.len >= len)
-            .map(|i| p.idle.swap_remove(i))
+        alloc_shared(&ctx, size, Shared { kind: Kind::Pool, pool })?
     };
-    let chunk = match reused {
-        Some(c) => c,
-        None => {
-            let reserve = len.checked_next_multiple_of(POOL_GRANULE).ok_or(OOM)?;
-            let chunk = Chunk::new(card, reserve, false)?;
-            let mut space = space();
-            space.reserved.insert(chunk.start(), chunk.len);
-            let p = space.pool_mut(pool)?;
-            p.reserved += chunk.len as u64;
-            p.reserved_high = p.reserved_high.max(p.reserved);
-            chunk
-        }
-    };
-    let start = chunk.start();
-    {
-        let mut space = space();
-        let p = space.pool_mut(pool)?;
-        p.used += size as u64;
-        p.used_high = p.used_high.max(p.used);
-        space.insert(start, size, Kind::Pool, &ctx, Backing::Chunk { chunk, offset: 0 }, None, pool, 0);
-    }
     // SAFETY: an out-pointer from the caller, checked non-NULL.
     unsafe { put(out, start as sys::CUdeviceptr) }
 }
@@ -1498,35 +1580,26 @@ unsafe fn mem_alloc_from_pool_async(
 both_flavours!(cuMemAllocFromPoolAsync, cuMemAllocFromPoolAsync_ptsz, mem_alloc_from_pool_async,
     (out: *mut sys::CUdeviceptr, size: usize, pool: sys::CUmemoryPool, stream: sys::CUstream));
 
-/// Gives a pool's chunk back: kept while the pool's reservation is within its release
-/// threshold, else returned to the card.
-fn return_to_pool(pool: usize, chunk: Arc<Chunk>, size: usize) {
-    let released = {
-        let mut space = space();
-        let start = chunk.start();
-        let Ok(p) = space.pool_mut(pool) else { return };
-        p.used = p.used.saturating_sub(size as u64);
-        if p.reserved <= p.release_threshold {
-            p.idle.push(chunk);
-            None
-        } else {
-            p.reserved = p.reserved.saturating_sub(chunk.len as u64);
-            space.reserved.remove(&start);
-            Some(chunk)
-        }
-    };
-    drop(released);
-}
-
+/// Frees in stream order: refused at once if the pointer is not one to free, done when the
+/// stream reaches it (work queued before it still has the memory). Any device allocation
+/// may be freed so (measured).
 unsafe fn mem_free_async(ptr: sys::CUdeviceptr, stream: sys::CUstream, pt: bool) -> CuResult {
     context::current()?;
     let s = stream::resolve(stream, pt)?;
-    let (range, _) = space().take(ptr as usize, &[Kind::Pool])?;
-    let Backing::Chunk { chunk, .. } = range.backing else {
-        return Err(INVALID);
-    };
-    let (pool, size) = (range.pool, range.size);
-    stream::enqueue(&s, move || return_to_pool(pool, chunk, size));
+    let kinds = [Kind::Pool, Kind::Device, Kind::Managed];
+    {
+        let mut space = space();
+        space.check_free(ptr as usize, &kinds)?;
+        if let Some(r) = space.ranges.get_mut(&(ptr as usize)) {
+            r.freeing = true;
+        }
+    }
+    stream::enqueue(&s, move || {
+        let taken = space().take(ptr as usize, &kinds, true);
+        if let Ok(taken) = taken {
+            release(taken);
+        }
+    });
     Ok(())
 }
 both_flavours!(cuMemFreeAsync, cuMemFreeAsync_ptsz, mem_free_async,
@@ -1536,17 +1609,27 @@ both_flavours!(cuMemFreeAsync, cuMemFreeAsync_ptsz, mem_free_async,
 pub unsafe extern "C" fn cuMemPoolTrimTo(pool: sys::CUmemoryPool, keep: usize) -> sys::CUresult {
     let result = (|| {
         driver::cards()?;
+        let handle = pool as usize;
         let released = {
             let mut space = space();
-            let p = space.pool_mut(pool as usize)?;
+            space.pool_mut(handle)?;
+            let idle: Vec<usize> = space
+                .slabs
+                .iter()
+                .filter(|(_, s)| s.pool == handle && s.used == 0)
+                .map(|(b, _)| *b)
+                .collect();
             let mut released = Vec::new();
-            while p.reserved > keep as u64 {
-                let Some(chunk) = p.idle.pop() else { break };
-                p.reserved = p.reserved.saturating_sub(chunk.len as u64);
-                released.push(chunk);
-            }
-            for c in &released {
-                space.reserved.remove(&c.start());
+            for base in idle {
+                if space.pool_mut(handle)?.reserved <= keep as u64 {
+                    break;
+                }
+                if let Some(slab) = space.slabs.remove(&base) {
+                    space.reserved.remove(&base);
+                    let p = space.pool_mut(handle)?;
+                    p.reserved = p.reserved.saturating_sub(slab.chunk.len as u64);
+                    released.push(slab.chunk);
+                }
             }
             released
         };
@@ -1642,17 +1725,12 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
 
 /// Device memory for a module's variable (`cuModuleGetGlobal`), in `ctx`.
 pub(crate) fn alloc_variable(ctx: &Context, size: usize) -> CuResult<usize> {
-    let size = size.max(1);
-    if size <= SMALL_MAX {
-        alloc_small(ctx, driver::card(ctx.device)?, size)
-    } else {
-        alloc_own_chunk(ctx, size, Kind::Device)
-    }
+    alloc_in(ctx, size.max(1), Kind::Device)
 }
 
 /// Frees what `alloc_variable` gave (the module's unload).
 pub(crate) fn free_variable(start: usize) {
-    if let Ok(taken) = space().take(start, &[Kind::Device]) {
+    if let Ok(taken) = space().take(start, &[Kind::Device], false) {
         release(taken);
     }
 }
@@ -1670,7 +1748,7 @@ pub fn destroy_context(ctx: usize) {
         let kinds = [Kind::Device, Kind::Managed, Kind::Host, Kind::Registered];
         let mut released: Vec<(Range, Vec<Arc<Chunk>>)> = Vec::new();
         for start in starts {
-            if let Ok(taken) = space.take(start, &kinds) {
+            if let Ok(taken) = space.take(start, &kinds, false) {
                 released.push(taken);
             }
         }
@@ -1693,12 +1771,15 @@ pub fn destroy_context(ctx: usize) {
 mod tests {
     use super::*;
 
+    const UNITS: usize = CHUNK / UNIT;
+    const WORDS: usize = UNITS / 64;
+
     fn slab() -> [u64; WORDS] {
         [0; WORDS]
     }
 
     fn find(bits: [u64; WORDS], used: usize, count: usize) -> Option<usize> {
-        Slab::find_in(&bits, used, count)
+        find_run(&bits, UNITS, used, count)
     }
 
     #[test]
@@ -1717,5 +1798,9 @@ mod tests {
         assert_eq!(find(bits, 65, UNITS - 64), None);
         assert_eq!(find([u64::MAX; WORDS], UNITS, 1), None);
         assert_eq!(find(slab(), 0, UNITS), Some(0));
+        // A count of units that is not a multiple of 64 ends inside the last word.
+        assert_eq!(find_run(&[0], 10, 0, 10), Some(0));
+        assert_eq!(find_run(&[0], 10, 0, 11), None);
+        assert_eq!(find_run(&[1 << 9], 10, 1, 9), Some(0));
     }
 }
