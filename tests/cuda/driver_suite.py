@@ -35,6 +35,14 @@ def sysfs(card, attr):
         return f.read().strip()
 
 
+def uuids():
+    """Every card's UUID in index order, as emuv's NVML derives it (emuv-smi -L)."""
+    import subprocess
+
+    out = subprocess.run([os.environ["EMUV_SMI"], "-L"], capture_output=True, text=True, check=True).stdout
+    return [line.split("(UUID: GPU-")[1].rstrip(")").replace("-", "") for line in out.splitlines() if "(UUID: GPU-" in line]
+
+
 def sysfs_int(card, attr):
     return int(sysfs(card, attr))
 
@@ -76,7 +84,7 @@ def driver_suite():
     check("cuDeviceTotalMem is the card's VRAM", total == sysfs_int("emuv", "total_vram_bytes"), total)
     err, uuid = cu.cuDeviceGetUuid(dev)
     text = bytes(uuid.bytes).hex()
-    check("UUID is NVML's", text == sysfs("emuv", "uuid").replace("GPU-", "").replace("-", ""), text)
+    check("UUID is NVML's", text == uuids()[0], (text, uuids()))
     err, major = cu.cuDeviceGetAttribute(cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev)
     err, minor = cu.cuDeviceGetAttribute(cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)
     err, sms = cu.cuDeviceGetAttribute(cu.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev)
@@ -333,11 +341,11 @@ def driver_suite():
     check("cuModuleUnload", rc(cu.cuModuleUnload(mod)) == 0)
 
     # Entry points.
-    err, pfn, status = cu.cuGetProcAddress("cuMemAlloc", 12000, 0)
+    err, pfn, status = cu.cuGetProcAddress(b"cuMemAlloc", 12000, 0)
     check("cuGetProcAddress(cuMemAlloc)", rc(err) == 0 and int(pfn) != 0 and int(status) == 0, (err, pfn, status))
-    err, pfn, status = cu.cuGetProcAddress("cuGraphCreate", 12000, 0)
+    err, pfn, status = cu.cuGetProcAddress(b"cuGraphCreate", 12000, 0)
     check("what is not implemented is absent (NULL, SYMBOL_NOT_FOUND)", rc(err) == 0 and int(pfn) == 0 and int(status) == 1, (err, pfn, status))
-    err, pfn, status = cu.cuGetProcAddress("cuMemAllocAsync", 11000, 0)
+    err, pfn, status = cu.cuGetProcAddress(b"cuMemAllocAsync", 11000, 0)
     check("too old a version is VERSION_NOT_SUFFICIENT", int(pfn) == 0 and int(status) == 2, (err, pfn, status))
     check("cuGetExportTable is INVALID_VALUE", rc(cu.cuGetExportTable(cu.CUuuid())) == 1)
 
@@ -372,7 +380,7 @@ def cards_suite(expected, order):
     for i, kernel_index in enumerate(order):
         err, dev = cu.cuDeviceGet(i)
         err, uuid = cu.cuDeviceGetUuid(dev)
-        want = sysfs(names[kernel_index], "uuid").replace("GPU-", "").replace("-", "")
+        want = uuids()[kernel_index]
         check(f"device {i} is card {kernel_index}", bytes(uuid.bytes).hex() == want)
         err, total = cu.cuDeviceTotalMem(dev)
         check(f"device {i} has card {kernel_index}'s memory", total == sysfs_int(names[kernel_index], "total_vram_bytes"), total)
@@ -396,7 +404,7 @@ def numba_suite():
     import numpy as np
     from numba import cuda
 
-    check("numba sees the card", cuda.is_available() and len(cuda.gpus) == 1)
+    check("numba sees the card (is_available: a driver, a device and NVVM)", cuda.is_available() and len(cuda.gpus) == 1)
     dev = cuda.get_current_device()
     name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
     check("numba: name and compute capability", name == sysfs("emuv", "gpu_name") and dev.compute_capability == (8, 9), (name, dev.compute_capability))

@@ -22,12 +22,14 @@ fn include_dir(manifest: &Path) -> PathBuf {
         .find(|l| !l.starts_with('#') && !l.trim().is_empty())
         .expect("a pin in headers.txt");
     let version = pin.split("==").nth(1).expect("headers.txt: name==version");
-    let cache = env::var_os("EMUV_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").expect("HOME")).join(".cache"))
-            .join("emuv")
-    });
+    let cache = env::var_os("EMUV_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").expect("HOME")).join(".cache"))
+                .join("emuv")
+        });
     cache.join("cuda-headers").join(version).join("include")
 }
 
@@ -85,12 +87,20 @@ fn main() {
             continue;
         }
         println!("cargo:rerun-if-changed={}", path.display());
-        let stem = path.file_stem().and_then(|s| s.to_str()).expect("file name");
-        let module = if stem == "lib" { "crate".to_owned() } else { format!("crate::{stem}") };
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("file name");
+        let module = if stem == "lib" {
+            "crate".to_owned()
+        } else {
+            format!("crate::{stem}")
+        };
         let text = fs::read_to_string(&path).expect("read source");
         let mut add = |name: &str| {
             let name = name.trim();
-            if name.starts_with("cu") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if name.starts_with("cu") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 defined.insert(name.to_owned(), module.clone());
             }
         };
@@ -104,7 +114,10 @@ fn main() {
             for rest in text.split(mac).skip(1) {
                 let args = rest.split(");").next().unwrap_or("");
                 for word in args.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                    if word.len() > 2 && word.starts_with("cu") && word.as_bytes()[2].is_ascii_uppercase() {
+                    if word.len() > 2
+                        && word.starts_with("cu")
+                        && word.as_bytes()[2].is_ascii_uppercase()
+                    {
                         add(word);
                     }
                 }
@@ -123,7 +136,9 @@ fn main() {
     let typedefs = fs::read_to_string(&typedefs_h).expect("cudaTypedefs.h");
     let mut versions = BTreeSet::new();
     for rest in typedefs.split("(CUDAAPI *PFN_").skip(1) {
-        let Some(name) = rest.split(')').next() else { continue };
+        let Some(name) = rest.split(')').next() else {
+            continue;
+        };
         let (name, flavour) = match name.rsplit_once('_') {
             Some((n, f @ ("ptds" | "ptsz"))) => (n, f),
             _ => (name, ""),
@@ -134,7 +149,10 @@ fn main() {
             }
         }
     }
-    let table: String = versions.iter().map(|(b, v, f)| format!("(\"{b}\", {v}, \"{f}\"),\n")).collect();
+    let table: String = versions
+        .iter()
+        .map(|(b, v, f)| format!("(\"{b}\", {v}, \"{f}\"),\n"))
+        .collect();
     fs::write(out.join("pfn_versions.rs"), format!("&[\n{table}]")).expect("write pfn_versions.rs");
 
     // cuGetProcAddress's table: for each ABI version of a base name, the exported function
@@ -162,7 +180,9 @@ fn main() {
             if b != base {
                 continue;
             }
-            let Some(mut name) = name_of(*version) else { continue };
+            let Some(mut name) = name_of(*version) else {
+                continue;
+            };
             if !flavour.is_empty() {
                 name = format!("{name}_{flavour}");
             }

@@ -271,7 +271,10 @@ pub unsafe extern "C" fn cuCtxGetDevice(out: *mut sys::CUdevice) -> sys::CUresul
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuCtxGetDevice_v2(out: *mut sys::CUdevice, ctx: sys::CUcontext) -> sys::CUresult {
+pub unsafe extern "C" fn cuCtxGetDevice_v2(
+    out: *mut sys::CUdevice,
+    ctx: sys::CUcontext,
+) -> sys::CUresult {
     status(named_or_current(ctx).and_then(|c| {
         // SAFETY: an out-pointer from the caller.
         unsafe { put(out, c.device) }
@@ -305,7 +308,10 @@ pub unsafe extern "C" fn cuCtxGetId(ctx: sys::CUcontext, out: *mut u64) -> sys::
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuCtxGetApiVersion(ctx: sys::CUcontext, out: *mut c_uint) -> sys::CUresult {
+pub unsafe extern "C" fn cuCtxGetApiVersion(
+    ctx: sys::CUcontext,
+    out: *mut c_uint,
+) -> sys::CUresult {
     status(named_or_current(ctx).and_then(|_| {
         // SAFETY: an out-pointer from the caller.
         unsafe { put(out, API_VERSION) }
@@ -323,7 +329,10 @@ pub extern "C" fn cuCtxSynchronize_v2(ctx: sys::CUcontext) -> sys::CUresult {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(least: *mut c_int, greatest: *mut c_int) -> sys::CUresult {
+pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(
+    least: *mut c_int,
+    greatest: *mut c_int,
+) -> sys::CUresult {
     status(current().and_then(|_| {
         // Either pointer may be NULL.
         // SAFETY: out-pointers from the caller, written when non-NULL.
@@ -361,8 +370,11 @@ pub unsafe extern "C" fn cuCtxGetLimit(out: *mut usize, limit: sys::CUlimit) -> 
         let value = match limit {
             sys::CU_LIMIT_SHMEM_SIZE => {
                 let card = driver::card(c.device)?;
-                attributes::lookup(&card.facts, sys::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN as i32)
-                    .map_err(|e| e as sys::CUresult)? as usize
+                attributes::lookup(
+                    &card.facts,
+                    sys::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN as i32,
+                )
+                .map_err(|e| e as sys::CUresult)? as usize
             }
             sys::CU_LIMIT_CIG_ENABLED => 0,
             _ => *limit_slot(&mut lock(&c.limits), limit)?,
@@ -385,7 +397,9 @@ pub extern "C" fn cuCtxSetLimit(limit: sys::CUlimit, value: usize) -> sys::CUres
                 if value > 128 {
                     128
                 } else {
-                    value.checked_next_power_of_two().map_or(0, |p| if p > value { p / 2 } else { p })
+                    value
+                        .checked_next_power_of_two()
+                        .map_or(0, |p| if p > value { p / 2 } else { p })
                 }
             }
             sys::CU_LIMIT_PERSISTING_L2_CACHE_SIZE => {
@@ -450,7 +464,10 @@ pub extern "C" fn cuCtxResetPersistingL2Cache() -> sys::CUresult {
 
 // Primary contexts.
 
-fn with_primary<R>(device: sys::CUdevice, f: impl FnOnce(&mut Option<Primary>) -> CuResult<R>) -> CuResult<R> {
+fn with_primary<R>(
+    device: sys::CUdevice,
+    f: impl FnOnce(&mut Option<Primary>) -> CuResult<R>,
+) -> CuResult<R> {
     let cards = driver::cards()?;
     driver::card(device)?;
     let mut primaries = lock(&PRIMARIES);
@@ -464,7 +481,10 @@ fn with_primary<R>(device: sys::CUdevice, f: impl FnOnce(&mut Option<Primary>) -
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(out: *mut sys::CUcontext, device: sys::CUdevice) -> sys::CUresult {
+pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(
+    out: *mut sys::CUcontext,
+    device: sys::CUdevice,
+) -> sys::CUresult {
     if out.is_null() {
         return sys::CUDA_ERROR_INVALID_VALUE;
     }
@@ -492,7 +512,10 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(out: *mut sys::CUcontext, devi
 #[no_mangle]
 pub extern "C" fn cuDevicePrimaryCtxRelease_v2(device: sys::CUdevice) -> sys::CUresult {
     status(with_primary(device, |slot| {
-        let primary = slot.as_mut().filter(|p| p.retained > 0).ok_or(sys::CUDA_ERROR_INVALID_CONTEXT)?;
+        let primary = slot
+            .as_mut()
+            .filter(|p| p.retained > 0)
+            .ok_or(sys::CUDA_ERROR_INVALID_CONTEXT)?;
         primary.retained -= 1;
         if primary.retained == 0 {
             // The last release destroys it: what it held is freed.
@@ -540,7 +563,10 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(
 }
 
 #[no_mangle]
-pub extern "C" fn cuDevicePrimaryCtxSetFlags_v2(device: sys::CUdevice, flags: c_uint) -> sys::CUresult {
+pub extern "C" fn cuDevicePrimaryCtxSetFlags_v2(
+    device: sys::CUdevice,
+    flags: c_uint,
+) -> sys::CUresult {
     status(with_primary(device, |slot| {
         check_flags(flags)?;
         let primary = slot.get_or_insert_with(|| Primary {

@@ -98,7 +98,10 @@ pub fn visible_order(
     for entry in visible.split(',') {
         let entry = entry.trim();
         let found = if !entry.is_empty() && entry.bytes().all(|b| b.is_ascii_digit()) {
-            entry.parse::<usize>().ok().and_then(|i| sorted.get(i).copied())
+            entry
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| sorted.get(i).copied())
         } else {
             let wanted = entry
                 .strip_prefix("GPU-")
@@ -109,7 +112,11 @@ pub fn visible_order(
                 .copied()
                 .filter(|&i| {
                     !wanted.is_empty()
-                        && all[i].0.trim_start_matches("GPU-").to_ascii_lowercase().starts_with(&wanted)
+                        && all[i]
+                            .0
+                            .trim_start_matches("GPU-")
+                            .to_ascii_lowercase()
+                            .starts_with(&wanted)
                 })
                 .collect();
             (matches.len() == 1).then(|| matches[0])
@@ -244,7 +251,10 @@ pub unsafe extern "C" fn cuDeviceGetName(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, device: sys::CUdevice) -> sys::CUresult {
+pub unsafe extern "C" fn cuDeviceTotalMem_v2(
+    bytes: *mut usize,
+    device: sys::CUdevice,
+) -> sys::CUresult {
     status(card(device).and_then(|card| {
         // SAFETY: an out-pointer from the caller.
         unsafe { put(bytes, card.total_memory() as usize) }
@@ -252,7 +262,10 @@ pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, device: sys::CUd
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuDeviceGetUuid_v2(uuid: *mut sys::CUuuid, device: sys::CUdevice) -> sys::CUresult {
+pub unsafe extern "C" fn cuDeviceGetUuid_v2(
+    uuid: *mut sys::CUuuid,
+    device: sys::CUdevice,
+) -> sys::CUresult {
     status(card(device).and_then(|card| {
         let value = sys::CUuuid {
             bytes: card.uuid.map(|b| b as c_char),
@@ -263,7 +276,10 @@ pub unsafe extern "C" fn cuDeviceGetUuid_v2(uuid: *mut sys::CUuuid, device: sys:
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuDeviceGetUuid(uuid: *mut sys::CUuuid, device: sys::CUdevice) -> sys::CUresult {
+pub unsafe extern "C" fn cuDeviceGetUuid(
+    uuid: *mut sys::CUuuid,
+    device: sys::CUdevice,
+) -> sys::CUresult {
     // SAFETY: the same contract.
     unsafe { cuDeviceGetUuid_v2(uuid, device) }
 }
@@ -320,7 +336,8 @@ pub unsafe extern "C" fn cuDeviceGetAttribute(
     device: sys::CUdevice,
 ) -> sys::CUresult {
     status(card(device).and_then(|card| {
-        let v = attributes::lookup(&card.facts, attribute as i32).map_err(|e| e as sys::CUresult)?;
+        let v =
+            attributes::lookup(&card.facts, attribute as i32).map_err(|e| e as sys::CUresult)?;
         // SAFETY: an out-pointer from the caller.
         unsafe { put(value, v) }
     }))
@@ -368,7 +385,10 @@ pub unsafe extern "C" fn cuDeviceGetMemPool(
 }
 
 #[no_mangle]
-pub extern "C" fn cuDeviceSetMemPool(device: sys::CUdevice, pool: sys::CUmemoryPool) -> sys::CUresult {
+pub extern "C" fn cuDeviceSetMemPool(
+    device: sys::CUdevice,
+    pool: sys::CUmemoryPool,
+) -> sys::CUresult {
     status(card(device).and_then(|_| crate::memory::set_current_pool(device, pool as usize)))
 }
 
@@ -403,22 +423,49 @@ pub unsafe extern "C" fn cuDeviceGetP2PAttribute(
     }))
 }
 
+/// The NVIDIA runtime this process loaded, if it is a shared library: its path.
+fn loaded_nvidia_runtime() -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|path| {
+            path.rsplit('/')
+                .next()
+                .is_some_and(|f| f.starts_with("libcudart.so"))
+        })
+        .map(str::to_owned)
+}
+
+/// NVIDIA's private tables: only NVIDIA's own runtime asks for them, and it runs on nothing but
+/// NVIDIA's driver. Every id is refused as the real driver refuses unknown ones, once with a
+/// line saying why.
 #[no_mangle]
 pub unsafe extern "C" fn cuGetExportTable(
     _table: *mut *const std::ffi::c_void,
     _id: *const sys::CUuuid,
 ) -> sys::CUresult {
+    let runtime = loaded_nvidia_runtime().unwrap_or_else(|| {
+        "a copy linked into the program or one of its libraries (CuPy's wheels, nvcc's default \
+         -cudart static)"
+            .to_owned()
+    });
     crate::say_once(
         "export-table",
-        "this program brought NVIDIA's own CUDA runtime (libcudart), which runs only on \
-         NVIDIA's driver; use emuv's libcudart.so.12/.13 (LD_LIBRARY_PATH=/usr/lib/emuv/cuda) \
-         to run it on emulated cards",
+        &format!(
+            "this program uses NVIDIA's own CUDA runtime ({runtime}), which runs only on NVIDIA's \
+             driver: its calls will fail. emuv's CUDA runtime is to replace it; until then, \
+             programs on the driver API (cuda-python's cuda.bindings.driver, numba-cuda, \
+             C with -lcuda) run on emulated cards"
+        ),
     );
     sys::CUDA_ERROR_INVALID_VALUE
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuGetErrorName(code: sys::CUresult, out: *mut *const c_char) -> sys::CUresult {
+pub unsafe extern "C" fn cuGetErrorName(
+    code: sys::CUresult,
+    out: *mut *const c_char,
+) -> sys::CUresult {
     match crate::errors::name(code) {
         // SAFETY: an out-pointer from the caller; the string is static.
         Some(name) => status(unsafe { put(out, name.as_ptr()) }),
@@ -432,7 +479,10 @@ pub unsafe extern "C" fn cuGetErrorName(code: sys::CUresult, out: *mut *const c_
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuGetErrorString(code: sys::CUresult, out: *mut *const c_char) -> sys::CUresult {
+pub unsafe extern "C" fn cuGetErrorString(
+    code: sys::CUresult,
+    out: *mut *const c_char,
+) -> sys::CUresult {
     match crate::errors::description(code) {
         // SAFETY: an out-pointer from the caller; the string is static.
         Some(text) => status(unsafe { put(out, text.as_ptr()) }),
@@ -463,12 +513,21 @@ mod tests {
         assert_eq!(visible_order(&all, Some("PCI_BUS_ID"), None), [0, 1, 2]);
         assert_eq!(visible_order(&all, Some("PCI_BUS_ID"), Some("2,0")), [2, 0]);
         assert_eq!(visible_order(&all, Some("PCI_BUS_ID"), Some("1,7,0")), [1]);
-        assert_eq!(visible_order(&all, Some("PCI_BUS_ID"), Some("")), Vec::<usize>::new());
-        assert_eq!(visible_order(&all, Some("PCI_BUS_ID"), Some("GPU-bbcc,aaaa")), [2, 0]);
+        assert_eq!(
+            visible_order(&all, Some("PCI_BUS_ID"), Some("")),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            visible_order(&all, Some("PCI_BUS_ID"), Some("GPU-bbcc,aaaa")),
+            [2, 0]
+        );
         // "bb" is ambiguous: the list ends there.
         assert_eq!(visible_order(&all, Some("PCI_BUS_ID"), Some("0,bb,1")), [0]);
         assert_eq!(visible_order(&all, Some("PCI_BUS_ID"), Some("0,0")), [0]);
         assert_eq!(visible_order(&all, None, Some("0")), [1]);
-        assert_eq!(visible_order(&all, Some("PCI_BUS_ID"), Some("MIG-x")), Vec::<usize>::new());
+        assert_eq!(
+            visible_order(&all, Some("PCI_BUS_ID"), Some("MIG-x")),
+            Vec::<usize>::new()
+        );
     }
 }

@@ -183,7 +183,10 @@ mod tests {
         assert_eq!(name("cuMemAllocAsync", 11000, 0), Err(Missing::Version));
         assert_eq!(name("cuMemAllocAsync", 11020, 0), Ok("cuMemAllocAsync"));
         assert_eq!(name("cuGetProcAddress", 11030, 0), Ok("cuGetProcAddress"));
-        assert_eq!(name("cuGetProcAddress", 12000, 0), Ok("cuGetProcAddress_v2"));
+        assert_eq!(
+            name("cuGetProcAddress", 12000, 0),
+            Ok("cuGetProcAddress_v2")
+        );
         assert_eq!(name("cuMemcpy", 12000, 2), Ok("cuMemcpy_ptds"));
         assert_eq!(name("cuMemcpyHtoD", 12000, 2), Ok("cuMemcpyHtoD_v2_ptds"));
         assert_eq!(name("cuStreamQuery", 12000, 2), Ok("cuStreamQuery_ptsz"));
@@ -196,7 +199,10 @@ mod tests {
     fn stubs_are_not_handed_out() {
         // Graphs are declared by cuda.h and exported as stubs, but absent from the table.
         assert!(declared().contains(&"cuGraphCreate"));
-        assert_eq!(look_up("cuGraphCreate", 13000, 0).err(), Some(Missing::Symbol));
+        assert_eq!(
+            look_up("cuGraphCreate", 13000, 0).err(),
+            Some(Missing::Symbol)
+        );
     }
 
     #[test]

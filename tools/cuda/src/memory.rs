@@ -83,7 +83,10 @@ unsafe impl Sync for Reservation {}
 impl Reservation {
     /// `len` bytes at an `align`-aligned address (`align` a power of two, a page multiple).
     fn new(len: usize, align: usize) -> CuResult<Self> {
-        let span = len.checked_add(align).and_then(NonZeroUsize::new).ok_or(OOM)?;
+        let span = len
+            .checked_add(align)
+            .and_then(NonZeroUsize::new)
+            .ok_or(OOM)?;
         // SAFETY: a new anonymous mapping chosen by the kernel, aliasing nothing.
         let raw = unsafe {
             mmap_anonymous(
@@ -224,7 +227,10 @@ impl HostBlock {
             )
         }
         .map_err(|_| OOM)?;
-        Ok(HostBlock { base, len: len.get() })
+        Ok(HostBlock {
+            base,
+            len: len.get(),
+        })
     }
 }
 
@@ -291,10 +297,9 @@ impl Range {
     fn reach(&self, addr: usize) -> (usize, Keep) {
         let delta = addr - self.start;
         match &self.backing {
-            Backing::Chunk { chunk, offset } => (
-                chunk.view_base + offset + delta,
-                Keep::Chunk(chunk.clone()),
-            ),
+            Backing::Chunk { chunk, offset } => {
+                (chunk.view_base + offset + delta, Keep::Chunk(chunk.clone()))
+            }
             Backing::Host(block) => (addr, Keep::Host(block.clone())),
             Backing::Registered => (addr, Keep::None),
         }
@@ -599,7 +604,16 @@ fn alloc_shared(ctx: &Context, size: usize, shared: Shared) -> CuResult<usize> {
                     offset: first * UNIT,
                 };
                 let units = Some((first, count));
-                space.insert(start, size, shared.kind, ctx, backing, units, shared.pool, 0);
+                space.insert(
+                    start,
+                    size,
+                    shared.kind,
+                    ctx,
+                    backing,
+                    units,
+                    shared.pool,
+                    0,
+                );
                 if shared.pool != 0 {
                     let p = space.pool_mut(shared.pool)?;
                     p.used += size as u64;
@@ -624,7 +638,9 @@ fn alloc_shared(ctx: &Context, size: usize, shared: Shared) -> CuResult<usize> {
             p.reserved_high = p.reserved_high.max(p.reserved);
         }
         space.reserved.insert(base, len);
-        space.slabs.insert(base, Slab::new(chunk, owner, shared.kind, shared.pool));
+        space
+            .slabs
+            .insert(base, Slab::new(chunk, owner, shared.kind, shared.pool));
     }
 }
 
@@ -635,7 +651,16 @@ fn alloc_own_chunk(ctx: &Context, size: usize, kind: Kind) -> CuResult<usize> {
     let start = chunk.start();
     let mut space = space();
     space.reserved.insert(start, len);
-    space.insert(start, size, kind, ctx, Backing::Chunk { chunk, offset: 0 }, None, 0, 0);
+    space.insert(
+        start,
+        size,
+        kind,
+        ctx,
+        Backing::Chunk { chunk, offset: 0 },
+        None,
+        0,
+        0,
+    );
     Ok(start)
 }
 
@@ -711,7 +736,11 @@ pub extern "C" fn cuMemFree_v2(ptr: sys::CUdeviceptr) -> sys::CUresult {
         if ptr == 0 {
             return Ok(());
         }
-        let taken = space().take(ptr as usize, &[Kind::Device, Kind::Managed, Kind::Pool], false)?;
+        let taken = space().take(
+            ptr as usize,
+            &[Kind::Device, Kind::Managed, Kind::Pool],
+            false,
+        )?;
         release(taken);
         Ok(())
     })();
@@ -800,10 +829,19 @@ fn alloc_host(size: usize, flags: c_uint) -> CuResult<usize> {
     }
     let block = Arc::new(HostBlock::new(size)?);
     let start = block.base.as_ptr() as usize;
-    // With unified addressing all pinned memory is portable and mapped (measured: flags 0
-    // read back as PORTABLE | DEVICEMAP).
-    let flags = flags | sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE;
-    space().insert(start, size, Kind::Host, &ctx, Backing::Host(block), None, 0, flags);
+    // With unified addressing all pinned memory is mapped (measured: cuMemAllocHost's reads
+    // back as DEVICEMAP).
+    let flags = flags | sys::CU_MEMHOSTALLOC_DEVICEMAP;
+    space().insert(
+        start,
+        size,
+        Kind::Host,
+        &ctx,
+        Backing::Host(block),
+        None,
+        0,
+        flags,
+    );
     Ok(start)
 }
 
@@ -841,7 +879,11 @@ pub extern "C" fn cuMemFreeHost(ptr: *mut c_void) -> sys::CUresult {
 }
 
 #[no_mangle]
-pub extern "C" fn cuMemHostRegister_v2(ptr: *mut c_void, size: usize, flags: c_uint) -> sys::CUresult {
+pub extern "C" fn cuMemHostRegister_v2(
+    ptr: *mut c_void,
+    size: usize,
+    flags: c_uint,
+) -> sys::CUresult {
     let result = (|| {
         let ctx = context::current()?;
         let known = sys::CU_MEMHOSTREGISTER_PORTABLE
@@ -866,7 +908,16 @@ pub extern "C" fn cuMemHostRegister_v2(ptr: *mut c_void, size: usize, flags: c_u
             return Err(sys::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED);
         }
         let flags = flags | sys::CU_MEMHOSTREGISTER_DEVICEMAP;
-        space.insert(start, size, Kind::Registered, &ctx, Backing::Registered, None, 0, flags);
+        space.insert(
+            start,
+            size,
+            Kind::Registered,
+            &ctx,
+            Backing::Registered,
+            None,
+            0,
+            flags,
+        );
         Ok(())
     })();
     status(result)
@@ -967,7 +1018,10 @@ impl Space {
                     return Err(INVALID);
                 }
                 let (reach, keep) = r.reach(addr);
-                Ok(Span { addr: reach, _keep: keep })
+                Ok(Span {
+                    addr: reach,
+                    _keep: keep,
+                })
             }
             None if side == Side::Host && !self.in_device_memory(addr) => Ok(Span {
                 addr,
@@ -1051,7 +1105,9 @@ fn copy_1d(c: Copy1D, stream: sys::CUstream, pt: bool, asynchronous: bool) -> Cu
     };
     let len = c.len;
     // SAFETY: both spans were checked to reach `len` bytes (host ones as the program said).
-    submit(stream, pt, asynchronous, move || unsafe { copy_bytes(&dst, &src, len) })
+    submit(stream, pt, asynchronous, move || unsafe {
+        copy_bytes(&dst, &src, len)
+    })
 }
 
 macro_rules! copy_fn {
@@ -1090,6 +1146,7 @@ copy_fn!(cuMemcpyAsync, cuMemcpyAsync_ptsz, unified_async, async: true,
     (dst: sys::CUdeviceptr => Side::Host, src: sys::CUdeviceptr => Side::Host, stream));
 
 /// Peer copies: the contexts must be live; with one address space they are device copies.
+#[allow(clippy::too_many_arguments)]
 unsafe fn peer(
     dst: sys::CUdeviceptr,
     dst_ctx: sys::CUcontext,
@@ -1121,7 +1178,18 @@ unsafe fn peer_sync(
     pt: bool,
 ) -> CuResult {
     // SAFETY: the caller's arguments.
-    unsafe { peer(dst, dst_ctx, src, src_ctx, len, std::ptr::null_mut(), false, pt) }
+    unsafe {
+        peer(
+            dst,
+            dst_ctx,
+            src,
+            src_ctx,
+            len,
+            std::ptr::null_mut(),
+            false,
+            pt,
+        )
+    }
 }
 both_flavours!(cuMemcpyPeer, cuMemcpyPeer_ptds, peer_sync,
     (dst: sys::CUdeviceptr, dst_ctx: sys::CUcontext, src: sys::CUdeviceptr, src_ctx: sys::CUcontext, len: usize));
@@ -1162,7 +1230,11 @@ impl Rows {
     }
 }
 
-fn side_of(memory_type: sys::CUmemorytype, host: *const c_void, device: sys::CUdeviceptr) -> CuResult<(usize, Side)> {
+fn side_of(
+    memory_type: sys::CUmemorytype,
+    host: *const c_void,
+    device: sys::CUdeviceptr,
+) -> CuResult<(usize, Side)> {
     match memory_type {
         sys::CU_MEMORYTYPE_HOST => Ok((host as usize, Side::Host)),
         sys::CU_MEMORYTYPE_DEVICE => Ok((device as usize, Side::Device)),
@@ -1172,7 +1244,12 @@ fn side_of(memory_type: sys::CUmemorytype, host: *const c_void, device: sys::CUd
     }
 }
 
-unsafe fn copy_2d(p: *const sys::CUDA_MEMCPY2D, stream: sys::CUstream, asynchronous: bool, pt: bool) -> CuResult {
+unsafe fn copy_2d(
+    p: *const sys::CUDA_MEMCPY2D,
+    stream: sys::CUstream,
+    asynchronous: bool,
+    pt: bool,
+) -> CuResult {
     context::current()?;
     // SAFETY: the caller's descriptor, if not NULL.
     let p = unsafe { p.as_ref() }.ok_or(INVALID)?;
@@ -1209,8 +1286,14 @@ unsafe fn copy_2d(p: *const sys::CUDA_MEMCPY2D, stream: sys::CUstream, asynchron
     };
     submit(stream, pt, asynchronous, move || {
         for row in 0..height {
-            let from = Span { addr: s.addr + row * src_rows.pitch, _keep: Keep::None };
-            let to = Span { addr: d.addr + row * dst_rows.pitch, _keep: Keep::None };
+            let from = Span {
+                addr: s.addr + row * src_rows.pitch,
+                _keep: Keep::None,
+            };
+            let to = Span {
+                addr: d.addr + row * dst_rows.pitch,
+                _keep: Keep::None,
+            };
             // SAFETY: every row lies within the extents checked above, kept alive by `s`, `d`.
             unsafe { copy_bytes(&to, &from, width) };
         }
@@ -1224,19 +1307,30 @@ unsafe fn memcpy_2d(p: *const sys::CUDA_MEMCPY2D, pt: bool) -> CuResult {
 both_flavours!(cuMemcpy2D_v2, cuMemcpy2D_v2_ptds, memcpy_2d, (p: *const sys::CUDA_MEMCPY2D));
 both_flavours!(cuMemcpy2DUnaligned_v2, cuMemcpy2DUnaligned_v2_ptds, memcpy_2d, (p: *const sys::CUDA_MEMCPY2D));
 
-unsafe fn memcpy_2d_async(p: *const sys::CUDA_MEMCPY2D, stream: sys::CUstream, pt: bool) -> CuResult {
+unsafe fn memcpy_2d_async(
+    p: *const sys::CUDA_MEMCPY2D,
+    stream: sys::CUstream,
+    pt: bool,
+) -> CuResult {
     // SAFETY: the caller's descriptor.
     unsafe { copy_2d(p, stream, true, pt) }
 }
 both_flavours!(cuMemcpy2DAsync_v2, cuMemcpy2DAsync_v2_ptsz, memcpy_2d_async, (p: *const sys::CUDA_MEMCPY2D, stream: sys::CUstream));
 
-fn memset(dst: sys::CUdeviceptr, fill: Fill, rows: Rows, stream: sys::CUstream, asynchronous: bool, pt: bool) -> CuResult {
+fn memset(
+    dst: sys::CUdeviceptr,
+    fill: Fill,
+    rows: Rows,
+    stream: sys::CUstream,
+    asynchronous: bool,
+    pt: bool,
+) -> CuResult {
     context::current()?;
     let addr = dst as usize;
     if rows.width == 0 || rows.height == 0 {
         return Ok(());
     }
-    if addr % fill.width != 0 || rows.pitch % fill.width != 0 {
+    if !addr.is_multiple_of(fill.width) || !rows.pitch.is_multiple_of(fill.width) {
         return Err(INVALID);
     }
     let bytes = Rows {
@@ -1249,7 +1343,10 @@ fn memset(dst: sys::CUdeviceptr, fill: Fill, rows: Rows, stream: sys::CUstream, 
     let count = rows.width;
     submit(stream, pt, asynchronous, move || {
         for row in 0..bytes.height {
-            let at = Span { addr: span.addr + row * bytes.pitch, _keep: Keep::None };
+            let at = Span {
+                addr: span.addr + row * bytes.pitch,
+                _keep: Keep::None,
+            };
             // SAFETY: within the extent checked above, aligned as checked, kept by `span`.
             unsafe { fill.apply(&at, count) };
         }
@@ -1287,12 +1384,45 @@ macro_rules! memset_fns {
     };
 }
 
-memset_fns!(memset_8, 1, u8, cuMemsetD8_v2, cuMemsetD8_v2_ptds, cuMemsetD8Async, cuMemsetD8Async_ptsz,
-    cuMemsetD2D8_v2, cuMemsetD2D8_v2_ptds, cuMemsetD2D8Async, cuMemsetD2D8Async_ptsz);
-memset_fns!(memset_16, 2, u16, cuMemsetD16_v2, cuMemsetD16_v2_ptds, cuMemsetD16Async, cuMemsetD16Async_ptsz,
-    cuMemsetD2D16_v2, cuMemsetD2D16_v2_ptds, cuMemsetD2D16Async, cuMemsetD2D16Async_ptsz);
-memset_fns!(memset_32, 4, c_uint, cuMemsetD32_v2, cuMemsetD32_v2_ptds, cuMemsetD32Async, cuMemsetD32Async_ptsz,
-    cuMemsetD2D32_v2, cuMemsetD2D32_v2_ptds, cuMemsetD2D32Async, cuMemsetD2D32Async_ptsz);
+memset_fns!(
+    memset_8,
+    1,
+    u8,
+    cuMemsetD8_v2,
+    cuMemsetD8_v2_ptds,
+    cuMemsetD8Async,
+    cuMemsetD8Async_ptsz,
+    cuMemsetD2D8_v2,
+    cuMemsetD2D8_v2_ptds,
+    cuMemsetD2D8Async,
+    cuMemsetD2D8Async_ptsz
+);
+memset_fns!(
+    memset_16,
+    2,
+    u16,
+    cuMemsetD16_v2,
+    cuMemsetD16_v2_ptds,
+    cuMemsetD16Async,
+    cuMemsetD16Async_ptsz,
+    cuMemsetD2D16_v2,
+    cuMemsetD2D16_v2_ptds,
+    cuMemsetD2D16Async,
+    cuMemsetD2D16Async_ptsz
+);
+memset_fns!(
+    memset_32,
+    4,
+    c_uint,
+    cuMemsetD32_v2,
+    cuMemsetD32_v2_ptds,
+    cuMemsetD32Async,
+    cuMemsetD32Async_ptsz,
+    cuMemsetD2D32_v2,
+    cuMemsetD2D32_v2_ptds,
+    cuMemsetD2D32Async,
+    cuMemsetD2D32Async_ptsz
+);
 
 // --- pointer attributes ----------------------------------------------------------------------
 
@@ -1333,7 +1463,10 @@ impl Value {
 fn refused_zero(attribute: sys::CUpointer_attribute) -> Option<Value> {
     match attribute {
         sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => Some(Value::Wide(0)),
-        sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS => Some(Value::Tokens { p2p: 0, va_space: 0 }),
+        sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS => Some(Value::Tokens {
+            p2p: 0,
+            va_space: 0,
+        }),
         _ => None,
     }
 }
@@ -1344,12 +1477,19 @@ fn value_of(r: &Range, addr: usize, attribute: sys::CUpointer_attribute) -> CuRe
     let on_device = matches!(r.kind, Kind::Device | Kind::Managed | Kind::Pool);
     let (mapping_base, mapping_len) = match &r.backing {
         Backing::Chunk { chunk, .. } => (chunk.start(), chunk.len),
-        Backing::Host(block) => (block.base.as_ptr() as usize, block.len.next_multiple_of(CHUNK)),
+        Backing::Host(block) => (
+            block.base.as_ptr() as usize,
+            block.len.next_multiple_of(CHUNK),
+        ),
         Backing::Registered => (r.start, r.size),
     };
     Ok(match attribute {
         // Pool memory belongs to no context (measured: NULL).
-        sys::CU_POINTER_ATTRIBUTE_CONTEXT => Wide(if r.kind == Kind::Pool { 0 } else { r.ctx as u64 }),
+        sys::CU_POINTER_ATTRIBUTE_CONTEXT => Wide(if r.kind == Kind::Pool {
+            0
+        } else {
+            r.ctx as u64
+        }),
         sys::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => Narrow(if on_device {
             sys::CU_MEMORYTYPE_DEVICE
         } else {
@@ -1376,7 +1516,9 @@ fn value_of(r: &Range, addr: usize, attribute: sys::CUpointer_attribute) -> CuRe
         sys::CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES => Wide(0),
         // GeForce cards do not do GPUDirect RDMA (as attribute 116 says).
         sys::CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE => Narrow(0),
-        sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAGS => Narrow(sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE),
+        sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAGS => {
+            Narrow(sys::CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE)
+        }
         sys::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE => Wide(r.pool as u64),
         // The mapping the memory lies in: its chunk (measured: 2 MiB for a 1 MiB allocation).
         sys::CU_POINTER_ATTRIBUTE_MAPPING_SIZE => Wide(mapping_len as u64),
@@ -1417,12 +1559,17 @@ pub unsafe extern "C" fn cuPointerGetAttribute(
 
 /// `attribute` for `cuPointerGetAttributes` of memory the driver did not give (measured: it
 /// reads as unregistered host memory; the range attributes are left unwritten).
-fn unknown_memory_value(ptr: usize, attribute: sys::CUpointer_attribute) -> CuResult<Option<Value>> {
+fn unknown_memory_value(
+    ptr: usize,
+    attribute: sys::CUpointer_attribute,
+) -> CuResult<Option<Value>> {
     use Value::*;
     Ok(Some(match attribute {
         sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => Wide(ptr as u64),
         sys::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => Narrow(-2i32 as u32),
-        sys::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR | sys::CU_POINTER_ATTRIBUTE_RANGE_SIZE => return Ok(None),
+        sys::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR | sys::CU_POINTER_ATTRIBUTE_RANGE_SIZE => {
+            return Ok(None)
+        }
         sys::CU_POINTER_ATTRIBUTE_CONTEXT
         | sys::CU_POINTER_ATTRIBUTE_DEVICE_POINTER
         | sys::CU_POINTER_ATTRIBUTE_BUFFER_ID
@@ -1476,7 +1623,9 @@ pub unsafe extern "C" fn cuPointerGetAttributes(
             let value = match found {
                 Some(r) => match value_of(r, ptr as usize, *attribute) {
                     Ok(v) => Some(v),
-                    Err(_) if *attribute == sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => Some(Value::Wide(0)),
+                    Err(_) if *attribute == sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => {
+                        Some(Value::Wide(0))
+                    }
                     Err(code) => return Err(code),
                 },
                 None => unknown_memory_value(ptr as usize, *attribute)?,
@@ -1530,7 +1679,11 @@ pub fn current_pool(device: sys::CUdevice) -> CuResult<usize> {
 
 pub fn set_current_pool(device: sys::CUdevice, pool: usize) -> CuResult {
     let mut space = space();
-    if !space.pools.iter().any(|p| p.handle == pool && p.device == device) {
+    if !space
+        .pools
+        .iter()
+        .any(|p| p.handle == pool && p.device == device)
+    {
         return Err(INVALID);
     }
     space.current_pools.retain(|(d, _)| *d != device);
@@ -1538,7 +1691,13 @@ pub fn set_current_pool(device: sys::CUdevice, pool: usize) -> CuResult {
     Ok(())
 }
 
-fn alloc_async(out: *mut sys::CUdeviceptr, size: usize, pool: Option<usize>, stream: sys::CUstream, pt: bool) -> CuResult {
+fn alloc_async(
+    out: *mut sys::CUdeviceptr,
+    size: usize,
+    pool: Option<usize>,
+    stream: sys::CUstream,
+    pt: bool,
+) -> CuResult {
     let ctx = context::current()?;
     // The stream must be valid; the memory is usable at once (and so in stream order too).
     stream::resolve(stream, pt)?;
@@ -1556,13 +1715,25 @@ fn alloc_async(out: *mut sys::CUdeviceptr, size: usize, pool: Option<usize>, str
         if space().pool_mut(pool)?.device != ctx.device {
             return Err(INVALID);
         }
-        alloc_shared(&ctx, size, Shared { kind: Kind::Pool, pool })?
+        alloc_shared(
+            &ctx,
+            size,
+            Shared {
+                kind: Kind::Pool,
+                pool,
+            },
+        )?
     };
     // SAFETY: an out-pointer from the caller, checked non-NULL.
     unsafe { put(out, start as sys::CUdeviceptr) }
 }
 
-unsafe fn mem_alloc_async(out: *mut sys::CUdeviceptr, size: usize, stream: sys::CUstream, pt: bool) -> CuResult {
+unsafe fn mem_alloc_async(
+    out: *mut sys::CUdeviceptr,
+    size: usize,
+    stream: sys::CUstream,
+    pt: bool,
+) -> CuResult {
     alloc_async(out, size, None, stream, pt)
 }
 both_flavours!(cuMemAllocAsync, cuMemAllocAsync_ptsz, mem_alloc_async,
@@ -1654,7 +1825,9 @@ pub unsafe extern "C" fn cuMemPoolGetAttribute(
             match attribute {
                 sys::CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES => put(out.cast(), p.reuse[0]),
                 sys::CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC => put(out.cast(), p.reuse[1]),
-                sys::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES => put(out.cast(), p.reuse[2]),
+                sys::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES => {
+                    put(out.cast(), p.reuse[2])
+                }
                 sys::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD => put(out.cast(), p.release_threshold),
                 sys::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT => put(out.cast(), p.reserved),
                 sys::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH => put(out.cast(), p.reserved_high),
@@ -1690,7 +1863,9 @@ pub unsafe extern "C" fn cuMemPoolSetAttribute(
                 sys::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES => p.reuse[2] = flag(),
                 sys::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD => p.release_threshold = number(),
                 // The high-water marks may only be reset, to 0.
-                sys::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH if number() == 0 => p.reserved_high = p.reserved,
+                sys::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH if number() == 0 => {
+                    p.reserved_high = p.reserved
+                }
                 sys::CU_MEMPOOL_ATTR_USED_MEM_HIGH if number() == 0 => p.used_high = p.used,
                 _ => return Err(INVALID),
             }

@@ -86,7 +86,9 @@ fn load(parse: impl FnOnce(ParseOptions) -> Result<Image, image::ImageError>) ->
 }
 
 fn unload(handle: usize) -> CuResult {
-    let module = MODULES.remove(handle).ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+    let module = MODULES
+        .remove(handle)
+        .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
     let _ = FUNCTIONS.drain(|f| f.module == handle);
     for (_, addr, _) in &module.variables {
         memory::free_variable(*addr);
@@ -135,7 +137,10 @@ unsafe fn hand_out<T>(out: *mut *mut T, make: impl FnOnce() -> CuResult<usize>) 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuModuleLoadData(out: *mut sys::CUmodule, data: *const c_void) -> sys::CUresult {
+pub unsafe extern "C" fn cuModuleLoadData(
+    out: *mut sys::CUmodule,
+    data: *const c_void,
+) -> sys::CUresult {
     // SAFETY: `data` is an image, as the API requires.
     unsafe { hand_out(out, || load(|o| image::parse_with(data.cast(), None, o))) }
 }
@@ -154,13 +159,19 @@ pub unsafe extern "C" fn cuModuleLoadDataEx(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuModuleLoadFatBinary(out: *mut sys::CUmodule, data: *const c_void) -> sys::CUresult {
+pub unsafe extern "C" fn cuModuleLoadFatBinary(
+    out: *mut sys::CUmodule,
+    data: *const c_void,
+) -> sys::CUresult {
     // SAFETY: `data` is a fatbin, as the API requires.
     unsafe { hand_out(out, || load(|o| image::parse_with(data.cast(), None, o))) }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuModuleLoad(out: *mut sys::CUmodule, path: *const c_char) -> sys::CUresult {
+pub unsafe extern "C" fn cuModuleLoad(
+    out: *mut sys::CUmodule,
+    path: *const c_char,
+) -> sys::CUresult {
     // SAFETY: an out-pointer from the caller.
     unsafe {
         hand_out(out, || {
@@ -198,7 +209,13 @@ pub unsafe extern "C" fn cuModuleGetFunction(
                 return Ok(f.handle);
             }
             let name = CString::new(name).map_err(|_| sys::CUDA_ERROR_NOT_FOUND)?;
-            Ok(FUNCTIONS.insert(|handle| Function { handle, module: m.handle, name }).0)
+            Ok(FUNCTIONS
+                .insert(|handle| Function {
+                    handle,
+                    module: m.handle,
+                    name,
+                })
+                .0)
         })
     }
 }
@@ -234,7 +251,10 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuModuleGetFunctionCount(count: *mut c_uint, module_handle: sys::CUmodule) -> sys::CUresult {
+pub unsafe extern "C" fn cuModuleGetFunctionCount(
+    count: *mut c_uint,
+    module_handle: sys::CUmodule,
+) -> sys::CUresult {
     let result = module(module_handle).and_then(|m| {
         // SAFETY: an out-pointer from the caller.
         unsafe { put(count, m.image.kernels.len() as c_uint) }
@@ -243,7 +263,9 @@ pub unsafe extern "C" fn cuModuleGetFunctionCount(count: *mut c_uint, module_han
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuModuleGetLoadingMode(mode: *mut sys::CUmoduleLoadingMode) -> sys::CUresult {
+pub unsafe extern "C" fn cuModuleGetLoadingMode(
+    mode: *mut sys::CUmoduleLoadingMode,
+) -> sys::CUresult {
     // SAFETY: an out-pointer from the caller.
     status(driver::cards().and_then(|_| unsafe { put(mode, sys::CU_MODULE_LAZY_LOADING) }))
 }
@@ -252,7 +274,9 @@ fn function(handle: sys::CUfunction) -> CuResult<Arc<Function>> {
     let f = FUNCTIONS
         .get(handle as usize)
         .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
-    MODULES.get(f.module).ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+    MODULES
+        .get(f.module)
+        .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
     Ok(f)
 }
 
@@ -264,7 +288,9 @@ pub unsafe extern "C" fn cuFuncGetAttribute(
 ) -> sys::CUresult {
     let result = (|| {
         let f = function(func)?;
-        let m = MODULES.get(f.module).ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+        let m = MODULES
+            .get(f.module)
+            .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
         let card = driver::card(context::get(m.ctx)?.device)?;
         let (major, minor) = card.facts.compute_capability;
         let sm = (major * 10 + minor) as c_int;
@@ -310,23 +336,37 @@ pub extern "C" fn cuFuncSetAttribute(
             | sys::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED
             | sys::CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE
     );
-    status(function(func).and_then(|_| if settable { Ok(()) } else { Err(sys::CUDA_ERROR_INVALID_VALUE) }))
+    let result = function(func).map(drop);
+    status(result.and(if settable {
+        Ok(())
+    } else {
+        Err(sys::CUDA_ERROR_INVALID_VALUE)
+    }))
 }
 
 #[no_mangle]
-pub extern "C" fn cuFuncSetCacheConfig(func: sys::CUfunction, _config: sys::CUfunc_cache) -> sys::CUresult {
+pub extern "C" fn cuFuncSetCacheConfig(
+    func: sys::CUfunction,
+    _config: sys::CUfunc_cache,
+) -> sys::CUresult {
     status(function(func).map(drop))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuFuncGetName(out: *mut *const c_char, func: sys::CUfunction) -> sys::CUresult {
+pub unsafe extern "C" fn cuFuncGetName(
+    out: *mut *const c_char,
+    func: sys::CUfunction,
+) -> sys::CUresult {
     // The name lives as long as the function handle.
     // SAFETY: an out-pointer from the caller.
     status(function(func).and_then(|f| unsafe { put(out, f.name.as_ptr()) }))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuFuncGetModule(out: *mut sys::CUmodule, func: sys::CUfunction) -> sys::CUresult {
+pub unsafe extern "C" fn cuFuncGetModule(
+    out: *mut sys::CUmodule,
+    func: sys::CUfunction,
+) -> sys::CUresult {
     // SAFETY: an out-pointer from the caller.
     status(function(func).and_then(|f| unsafe { put(out, f.module as sys::CUmodule) }))
 }
@@ -475,7 +515,9 @@ pub extern "C" fn cuLibraryUnload(library: sys::CUlibrary) -> sys::CUresult {
 
 /// The library's module in the current context, loaded on first use there.
 fn library_module(library: usize) -> CuResult<Arc<Module>> {
-    let lib = LIBRARIES.get(library).ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+    let lib = LIBRARIES
+        .get(library)
+        .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
     let ctx = context::current()?;
     let mut modules = lib.modules.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(m) = modules
@@ -492,7 +534,10 @@ fn library_module(library: usize) -> CuResult<Arc<Module>> {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuLibraryGetModule(out: *mut sys::CUmodule, library: sys::CUlibrary) -> sys::CUresult {
+pub unsafe extern "C" fn cuLibraryGetModule(
+    out: *mut sys::CUmodule,
+    library: sys::CUlibrary,
+) -> sys::CUresult {
     // SAFETY: an out-pointer from the caller.
     unsafe { hand_out(out, || library_module(library as usize).map(|m| m.handle)) }
 }
@@ -517,13 +562,22 @@ pub unsafe extern "C" fn cuLibraryGetKernel(
                 return Err(sys::CUDA_ERROR_NOT_FOUND);
             }
             let name = CString::new(name).map_err(|_| sys::CUDA_ERROR_NOT_FOUND)?;
-            Ok(KERNELS.insert(|handle| Kernel { handle, library: lib.handle, name }).0)
+            Ok(KERNELS
+                .insert(|handle| Kernel {
+                    handle,
+                    library: lib.handle,
+                    name,
+                })
+                .0)
         })
     }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuKernelGetFunction(out: *mut sys::CUfunction, kernel: sys::CUkernel) -> sys::CUresult {
+pub unsafe extern "C" fn cuKernelGetFunction(
+    out: *mut sys::CUfunction,
+    kernel: sys::CUkernel,
+) -> sys::CUresult {
     let k = match KERNELS.get(kernel as usize) {
         Some(k) => k,
         None => return sys::CUDA_ERROR_INVALID_HANDLE,

@@ -235,16 +235,13 @@ fn legacy_of(ctx: usize) -> Option<Arc<Stream>> {
 /// The legacy default stream of context `ctx`, made on first use.
 pub fn legacy(ctx: usize) -> Arc<Stream> {
     let mut defaults = lock(&DEFAULTS);
-    if let Some(s) = defaults.iter().find(|s| s.ctx == ctx && s.kind == Kind::Legacy) {
+    if let Some(s) = defaults
+        .iter()
+        .find(|s| s.ctx == ctx && s.kind == Kind::Legacy)
+    {
         return s.clone();
     }
-    let s = Arc::new(Stream::new(
-        LEGACY_HANDLE,
-        ctx,
-        Kind::Legacy,
-        0,
-        0,
-    ));
+    let s = Arc::new(Stream::new(LEGACY_HANDLE, ctx, Kind::Legacy, 0, 0));
     defaults.push(s.clone());
     s
 }
@@ -256,13 +253,7 @@ fn per_thread(ctx: usize) -> Arc<Stream> {
         if let Some(s) = map.get(&ctx) {
             return s.clone();
         }
-        let s = Arc::new(Stream::new(
-            PER_THREAD_HANDLE,
-            ctx,
-            Kind::PerThread,
-            0,
-            0,
-        ));
+        let s = Arc::new(Stream::new(PER_THREAD_HANDLE, ctx, Kind::PerThread, 0, 0));
         lock(&DEFAULTS).push(s.clone());
         map.insert(ctx, s.clone());
         s
@@ -278,7 +269,11 @@ pub fn resolve(handle: sys::CUstream, per_thread_default: bool) -> CuResult<Arc<
     if raw == 0 || raw == legacy_handle || raw == per_thread_handle {
         let ctx = context::current()?;
         let pt = raw == per_thread_handle || (raw == 0 && per_thread_default);
-        return Ok(if pt { per_thread(ctx.handle) } else { legacy(ctx.handle) });
+        return Ok(if pt {
+            per_thread(ctx.handle)
+        } else {
+            legacy(ctx.handle)
+        });
     }
     let stream = STREAMS.get(raw).ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
     context::get(stream.ctx)?;
@@ -316,7 +311,8 @@ fn create(flags: c_uint, priority: c_int) -> CuResult<usize> {
     let ctx = context::current()?;
     // Out-of-range priorities are clamped, as the driver documents.
     let priority = priority.clamp(context::GREATEST_PRIORITY, 0);
-    let (handle, _) = STREAMS.insert(|h| Stream::new(h, ctx.handle, Kind::Created, flags, priority));
+    let (handle, _) =
+        STREAMS.insert(|h| Stream::new(h, ctx.handle, Kind::Created, flags, priority));
     Ok(handle)
 }
 
@@ -454,7 +450,12 @@ struct HostCall(unsafe extern "C" fn(*mut c_void), *mut c_void);
 // SAFETY: CUDA runs host functions on a driver thread; the program made them for that.
 unsafe impl Send for HostCall {}
 
-unsafe fn launch_host_func(stream: sys::CUstream, f: sys::CUhostFn, data: *mut c_void, pt: bool) -> CuResult {
+unsafe fn launch_host_func(
+    stream: sys::CUstream,
+    f: sys::CUhostFn,
+    data: *mut c_void,
+    pt: bool,
+) -> CuResult {
     let f = f.ok_or(sys::CUDA_ERROR_INVALID_VALUE)?;
     let s = resolve(stream, pt)?;
     let call = HostCall(f, data);
@@ -497,12 +498,19 @@ unsafe fn stream_add_callback(
 }
 both_flavours!(cuStreamAddCallback, cuStreamAddCallback_ptsz, stream_add_callback, (stream: sys::CUstream, cb: sys::CUstreamCallback, data: *mut c_void, flags: c_uint));
 
-unsafe fn stream_wait_event(stream: sys::CUstream, event: sys::CUevent, flags: c_uint, pt: bool) -> CuResult {
+unsafe fn stream_wait_event(
+    stream: sys::CUstream,
+    event: sys::CUevent,
+    flags: c_uint,
+    pt: bool,
+) -> CuResult {
     if flags & !sys::CU_EVENT_WAIT_EXTERNAL != 0 {
         return Err(sys::CUDA_ERROR_INVALID_VALUE);
     }
     let s = resolve(stream, pt)?;
-    let e = EVENTS.get(event as usize).ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+    let e = EVENTS
+        .get(event as usize)
+        .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
     let recorded = lock(&e.state).recorded.clone();
     if let Some((other, seq)) = recorded {
         if !other.reached(seq) {
@@ -533,7 +541,8 @@ static EVENTS: Registry<Event> = Registry::new();
 
 #[no_mangle]
 pub unsafe extern "C" fn cuEventCreate(out: *mut sys::CUevent, flags: c_uint) -> sys::CUresult {
-    let known = sys::CU_EVENT_BLOCKING_SYNC | sys::CU_EVENT_DISABLE_TIMING | sys::CU_EVENT_INTERPROCESS;
+    let known =
+        sys::CU_EVENT_BLOCKING_SYNC | sys::CU_EVENT_DISABLE_TIMING | sys::CU_EVENT_INTERPROCESS;
     if out.is_null() || flags & !known != 0 {
         return sys::CUDA_ERROR_INVALID_VALUE;
     }
@@ -561,7 +570,9 @@ pub extern "C" fn cuEventDestroy_v2(event: sys::CUevent) -> sys::CUresult {
 }
 
 unsafe fn event_record(event: sys::CUevent, stream: sys::CUstream, pt: bool) -> CuResult {
-    let e = EVENTS.get(event as usize).ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+    let e = EVENTS
+        .get(event as usize)
+        .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
     let s = resolve(stream, pt)?;
     let mut state = lock(&e.state);
     state.generation = state.generation.wrapping_add(1);
@@ -584,7 +595,12 @@ unsafe fn event_record(event: sys::CUevent, stream: sys::CUstream, pt: bool) -> 
 }
 both_flavours!(cuEventRecord, cuEventRecord_ptsz, event_record, (event: sys::CUevent, stream: sys::CUstream));
 
-unsafe fn event_record_with_flags(event: sys::CUevent, stream: sys::CUstream, flags: c_uint, pt: bool) -> CuResult {
+unsafe fn event_record_with_flags(
+    event: sys::CUevent,
+    stream: sys::CUstream,
+    flags: c_uint,
+    pt: bool,
+) -> CuResult {
     if flags & !sys::CU_EVENT_RECORD_EXTERNAL != 0 {
         return Err(sys::CUDA_ERROR_INVALID_VALUE);
     }
@@ -654,7 +670,11 @@ pub unsafe extern "C" fn cuEventElapsedTime_v2(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cuEventElapsedTime(ms: *mut f32, start: sys::CUevent, end: sys::CUevent) -> sys::CUresult {
+pub unsafe extern "C" fn cuEventElapsedTime(
+    ms: *mut f32,
+    start: sys::CUevent,
+    end: sys::CUevent,
+) -> sys::CUresult {
     // SAFETY: the same contract.
     unsafe { cuEventElapsedTime_v2(ms, start, end) }
 }
