@@ -15,7 +15,9 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 kdir=$(prepare "$top")
-cargo build --quiet --release --locked -p emuv-tests --bin emuv_bench --manifest-path "$top/Cargo.toml"
+"$here/cuda-headers.sh" >/dev/null
+cargo build --quiet --release --locked -p emuv-tests --bin emuv_bench --bin emuv_cuda -p emuv-cuda --manifest-path "$top/Cargo.toml"
+"$here/install-cuda.sh" "$top/target/cuda"
 out=$(mktemp -d /tmp/emuv-bench.XXXXXX)
 # 1 GiB of anonymous memory and a 2 GiB eager pool (the life-cycle figure), one after the other.
 BENCH_MEMORY=4G

@@ -320,6 +320,32 @@ def driver_suite():
     err, g = cu.cuMemGetAllocationGranularity(_prop(cu, dev), cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_MINIMUM)
     check("VMM granularity 2 MiB", rc(err) == 0 and g == CHUNK, (err, g))
 
+    # Virtual memory management: physical memory from the card, mapped into reserved addresses.
+    before = cu.cuMemGetInfo()[1]
+    err, va = cu.cuMemAddressReserve(8 * MIB, 0, 0, 0)
+    check("cuMemAddressReserve", rc(err) == 0 and int(va) % CHUNK == 0, (err, va))
+    err, handle = cu.cuMemCreate(4 * MIB, _prop(cu, dev), 0)
+    check("cuMemCreate(4 MiB) takes 4 MiB of the card", rc(err) == 0 and before - cu.cuMemGetInfo()[1] == 4 * MIB, err)
+    check("cuMemCreate of a size not a granule multiple is INVALID_VALUE", rc(cu.cuMemCreate(MIB, _prop(cu, dev), 0)) == 1)
+    at = int(va) + CHUNK
+    check("cuMemMap", rc(cu.cuMemMap(at, 4 * MIB, 0, handle, 0)) == 0)
+    check("cuMemMap over a mapping is INVALID_VALUE", rc(cu.cuMemMap(at, CHUNK, 0, handle, 0)) == 1)
+    desc = cu.CUmemAccessDesc()
+    desc.location.type = cu.CUmemLocationType.CU_MEM_LOCATION_TYPE_DEVICE
+    desc.location.id = int(dev)
+    desc.flags = cu.CUmemAccess_flags.CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+    check("cuMemSetAccess", rc(cu.cuMemSetAccess(at, 4 * MIB, [desc], 1)) == 0)
+    block = bytes([9]) * (4 * MIB)
+    back4 = bytearray(4 * MIB)
+    ok = rc(cu.cuMemcpyHtoD(at, block, 4 * MIB)) == 0 and rc(cu.cuMemcpyDtoH(back4, at, 4 * MIB)) == 0
+    check("copies through a mapping", ok and bytes(back4) == block)
+    check("a copy to reserved but unmapped addresses is INVALID_VALUE", rc(cu.cuMemcpyHtoD(int(va), block, 16)) == 1)
+    err, t = cu.cuPointerGetAttribute(cu.CUpointer_attribute.CU_POINTER_ATTRIBUTE_MEMORY_TYPE, at)
+    check("mapped memory is MEMORYTYPE_DEVICE", rc(err) == 0 and int(t) == 2, (err, t))
+    check("cuMemRelease while mapped keeps the memory", rc(cu.cuMemRelease(handle)) == 0 and before - cu.cuMemGetInfo()[1] == 4 * MIB)
+    check("cuMemUnmap gives it back", rc(cu.cuMemUnmap(at, 4 * MIB)) == 0 and cu.cuMemGetInfo()[1] == before)
+    check("cuMemAddressFree", rc(cu.cuMemAddressFree(va, 8 * MIB)) == 0)
+
     # Modules are kept, not run.
     ptx = b"""
 .version 8.0

@@ -429,6 +429,81 @@ fn fig(
     (key, value, goal, method)
 }
 
+/// emuv's CUDA driver (target/cuda/libcuda.so.1), measured by `emuv_cuda --bench` in a process
+/// of its own (the library keeps the card open until it exits).
+fn cuda_figures(params: &str) -> Vec<(&'static str, f64, &'static str, &'static str)> {
+    const FIGURES: [(&str, &str, &str); 6] = [
+        (
+            "cuda_htod_256m_vs_memcpy",
+            ">= 0.5",
+            "memcpy time / cuMemcpyHtoD time, 256 MiB from pageable host memory, lazy",
+        ),
+        (
+            "cuda_dtoh_256m_vs_memcpy",
+            ">= 0.5",
+            "memcpy time / cuMemcpyDtoH time, 256 MiB to pageable host memory",
+        ),
+        (
+            "cuda_alloc_free_256b_vs_malloc",
+            "report",
+            "cuMemAlloc+cuMemFree time / malloc+free time, 1000 x 256 B then their frees",
+        ),
+        (
+            "cuda_alloc_free_64k_vs_malloc",
+            "report",
+            "the same, 64 KiB",
+        ),
+        (
+            "cuda_alloc_free_2m_vs_mmap",
+            "report",
+            "cuMemAlloc+cuMemFree time / anonymous mmap+munmap time, 100 x 2 MiB",
+        ),
+        (
+            "cuda_meminfo_calls_per_s",
+            "report",
+            "cuMemGetInfo calls per second (the kernel's count, read from sysfs)",
+        ),
+    ];
+    let wanted_any = FIGURES.iter().any(|(k, _, _)| wanted(k));
+    let mut values = std::collections::HashMap::new();
+    if wanted_any {
+        let exe = std::env::current_exe().expect("own path");
+        let cuda_test = exe.with_file_name("emuv_cuda");
+        let output = module::with_loaded(params, || {
+            std::process::Command::new(&cuda_test)
+                .arg("--bench")
+                .output()
+                .map_err(|e| format!("{}: {e}", cuda_test.display()))
+        });
+        match output {
+            Ok(o) if o.status.success() => {
+                for line in String::from_utf8_lossy(&o.stdout).lines() {
+                    if let Some((k, v)) = line.split_once(' ') {
+                        values.insert(k.to_owned(), v.parse::<f64>().unwrap_or(f64::NAN));
+                    }
+                }
+            }
+            Ok(o) => eprintln!(
+                "emuv_cuda --bench: {}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("emuv_cuda --bench: {e}"),
+        }
+    }
+    FIGURES
+        .iter()
+        .map(|(k, goal, method)| {
+            (
+                *k,
+                values.get(*k).copied().unwrap_or(f64::NAN),
+                *goal,
+                *method,
+            )
+        })
+        .collect()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("table") {
@@ -547,6 +622,7 @@ fn main() {
             || kmem_per_gib_resident(false),
         ),
     ];
+    figures.extend(cuda_figures(lazy));
     // Last: the pageblocks it fragments stay marked unmovable after it.
     let fragmented = wanted("fragmented").then(fragmented_touch);
     figures.push(fig(

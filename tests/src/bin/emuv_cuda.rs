@@ -542,6 +542,126 @@ fn fuzz(seed: u64, ops: usize, threads: usize) -> ! {
     std::process::exit(0)
 }
 
+/// `make bench`'s CUDA figures (emuv_bench runs this with the module loaded): one line per
+/// figure, `NAME VALUE`, each the median of per-round ratios against the CPU's own baseline.
+fn bench() -> ! {
+    const ROUNDS: usize = 7;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let cuda = Cuda::load();
+    cuda.start();
+    let len = 256 * MIB as usize;
+    let src = vec![0x5au8; len];
+    let mut dst = vec![0u8; len];
+    let mut dev = 0u64;
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { (cuda.alloc)(&mut dev, len) }, 0);
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    // SAFETY (all copies below): `len` bytes each way, in buffers and an allocation of `len`.
+    let mut htod = || assert_eq!(unsafe { (cuda.htod)(dev, src.as_ptr().cast(), len) }, 0);
+    htod();
+    let mut ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        let base = time(&mut || unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), len)
+        });
+        ratios.push(base / time(&mut htod));
+    }
+    println!("cuda_htod_256m_vs_memcpy {}", median(ratios));
+    let dtoh =
+        |d: &mut Vec<u8>| assert_eq!(unsafe { (cuda.dtoh)(d.as_mut_ptr().cast(), dev, len) }, 0);
+    let mut ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        let base = time(&mut || unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), len)
+        });
+        ratios.push(base / time(&mut || dtoh(&mut dst)));
+    }
+    assert!(
+        dst.iter().all(|b| *b == 0x5a),
+        "DtoH read back what HtoD wrote"
+    );
+    println!("cuda_dtoh_256m_vs_memcpy {}", median(ratios));
+    // SAFETY: freeing what was allocated above.
+    unsafe { (cuda.free)(dev) };
+
+    // Allocation: a batch of allocations, then their frees, per operation, against the C
+    // library's malloc/free (small sizes) and anonymous mmap/munmap (2 MiB).
+    const BATCH: usize = 1000;
+    for (name, size, baseline) in [
+        ("cuda_alloc_free_256b_vs_malloc", 256usize, "malloc"),
+        ("cuda_alloc_free_64k_vs_malloc", 64 << 10, "malloc"),
+        ("cuda_alloc_free_2m_vs_mmap", 2 << 20, "mmap"),
+    ] {
+        let batch = if size >= 2 << 20 { 100 } else { BATCH };
+        let mut ratios = Vec::new();
+        for _ in 0..ROUNDS + 1 {
+            let emuv = time(&mut || {
+                let mut ptrs = vec![0u64; batch];
+                for p in ptrs.iter_mut() {
+                    // SAFETY: a valid out-pointer.
+                    assert_eq!(unsafe { (cuda.alloc)(p, size) }, 0);
+                }
+                for p in &ptrs {
+                    // SAFETY: freeing what was allocated.
+                    assert_eq!(unsafe { (cuda.free)(*p) }, 0);
+                }
+            });
+            let base = time(&mut || {
+                let mut ptrs = vec![std::ptr::null_mut::<c_void>(); batch];
+                for p in ptrs.iter_mut() {
+                    *p = if baseline == "malloc" {
+                        // SAFETY: plain malloc; freed below.
+                        unsafe { nix::libc::malloc(size) }
+                    } else {
+                        // SAFETY: a fresh private anonymous mapping; unmapped below.
+                        unsafe {
+                            nix::libc::mmap(
+                                std::ptr::null_mut(),
+                                size,
+                                nix::libc::PROT_READ | nix::libc::PROT_WRITE,
+                                nix::libc::MAP_PRIVATE | nix::libc::MAP_ANONYMOUS,
+                                -1,
+                                0,
+                            )
+                        }
+                    };
+                    assert!(!p.is_null());
+                }
+                for p in &ptrs {
+                    // SAFETY: releasing what was made above.
+                    unsafe {
+                        if baseline == "malloc" {
+                            nix::libc::free(*p)
+                        } else {
+                            nix::libc::munmap(*p, size);
+                        }
+                    }
+                }
+            });
+            ratios.push(emuv / base);
+        }
+        ratios.remove(0);
+        println!("{name} {}", median(ratios));
+    }
+    let calls = 2000;
+    let t = Instant::now();
+    for _ in 0..calls {
+        cuda.free_bytes();
+    }
+    println!(
+        "cuda_meminfo_calls_per_s {}",
+        calls as f64 / t.elapsed().as_secs_f64()
+    );
+    std::process::exit(0)
+}
+
 /// Runs this program in `mode` and returns its last stdout line.
 fn child(mode: &[&str]) -> Result<String, String> {
     let exe = std::env::current_exe().map_err(err("own path"))?;
@@ -611,6 +731,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("--million") => million(),
         Some("--hold") => hold(),
+        Some("--bench") => bench(),
         Some("--fuzz") => {
             let num = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
             fuzz(num(2, 1), num(3, 100_000) as usize, num(4, 4) as usize)

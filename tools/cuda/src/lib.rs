@@ -10,7 +10,8 @@
 //!
 //! Layout: `entry` (cuGetProcAddress and versions), `driver` (cuInit, the cards), `context`,
 //! `memory` (address space, sub-allocator, copies), `stream` (streams, events, the workers
-//! that run asynchronous work in order), `module` (images kept, not run), `attributes` (what a
+//! that run asynchronous work in order), `vmm` (cuMemCreate/cuMemMap), `module` (images kept,
+//! not run), `attributes` (what a
 //! real card of each model reports), `errors`.
 
 #![allow(clippy::missing_safety_doc)]
@@ -45,6 +46,7 @@ pub mod image;
 pub mod memory;
 pub mod module;
 pub mod stream;
+pub mod vmm;
 
 use sys::CUresult;
 

@@ -70,7 +70,7 @@ fn alloc_error(e: Errno) -> sys::CUresult {
 }
 
 /// An address range reserved with no access.
-struct Reservation {
+pub(crate) struct Reservation {
     base: NonNull<c_void>,
     len: usize,
 }
@@ -82,7 +82,7 @@ unsafe impl Sync for Reservation {}
 
 impl Reservation {
     /// `len` bytes at an `align`-aligned address (`align` a power of two, a page multiple).
-    fn new(len: usize, align: usize) -> CuResult<Self> {
+    pub(crate) fn new(len: usize, align: usize) -> CuResult<Self> {
         let span = len
             .checked_add(align)
             .and_then(NonZeroUsize::new)
@@ -114,8 +114,14 @@ impl Reservation {
         Ok(Reservation { base, len })
     }
 
-    fn start(&self) -> usize {
+    pub(crate) fn start(&self) -> usize {
         self.base.as_ptr() as usize
+    }
+}
+
+impl Reservation {
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -253,6 +259,8 @@ pub enum Kind {
     Host,
     /// `cuMemHostRegister`.
     Registered,
+    /// `cuMemMap` (virtual memory management).
+    Mapped,
 }
 
 #[derive(Clone)]
@@ -260,6 +268,7 @@ enum Backing {
     Chunk { chunk: Arc<Chunk>, offset: usize },
     Host(Arc<HostBlock>),
     Registered,
+    View(Arc<crate::vmm::View>),
 }
 
 /// What keeps a copy's memory alive while it runs (held, never read).
@@ -269,6 +278,7 @@ enum Keep {
     None,
     Chunk(Arc<Chunk>),
     Host(Arc<HostBlock>),
+    View(Arc<crate::vmm::View>),
 }
 
 struct Range {
@@ -302,6 +312,7 @@ impl Range {
             }
             Backing::Host(block) => (addr, Keep::Host(block.clone())),
             Backing::Registered => (addr, Keep::None),
+            Backing::View(view) => (view.base() + delta, Keep::View(view.clone())),
         }
     }
 }
@@ -774,7 +785,12 @@ pub unsafe extern "C" fn cuMemGetAddressRange_v2(
             let space = space();
             let r = space
                 .find(ptr as usize)
-                .filter(|r| matches!(r.kind, Kind::Device | Kind::Managed | Kind::Pool))
+                .filter(|r| {
+                    matches!(
+                        r.kind,
+                        Kind::Device | Kind::Managed | Kind::Pool | Kind::Mapped
+                    )
+                })
                 .ok_or(sys::CUDA_ERROR_NOT_FOUND)?;
             (r.start, r.size)
         };
@@ -1474,14 +1490,17 @@ fn refused_zero(attribute: sys::CUpointer_attribute) -> Option<Value> {
 /// `attribute` of the memory `r` at `addr`.
 fn value_of(r: &Range, addr: usize, attribute: sys::CUpointer_attribute) -> CuResult<Value> {
     use Value::*;
-    let on_device = matches!(r.kind, Kind::Device | Kind::Managed | Kind::Pool);
+    let on_device = matches!(
+        r.kind,
+        Kind::Device | Kind::Managed | Kind::Pool | Kind::Mapped
+    );
     let (mapping_base, mapping_len) = match &r.backing {
         Backing::Chunk { chunk, .. } => (chunk.start(), chunk.len),
         Backing::Host(block) => (
             block.base.as_ptr() as usize,
             block.len.next_multiple_of(CHUNK),
         ),
-        Backing::Registered => (r.start, r.size),
+        Backing::Registered | Backing::View(_) => (r.start, r.size),
     };
     Ok(match attribute {
         // Pool memory belongs to no context (measured: NULL).
@@ -1497,7 +1516,7 @@ fn value_of(r: &Range, addr: usize, attribute: sys::CUpointer_attribute) -> CuRe
         }),
         sys::CU_POINTER_ATTRIBUTE_DEVICE_POINTER => Wide(addr as u64),
         sys::CU_POINTER_ATTRIBUTE_HOST_POINTER => match r.kind {
-            Kind::Device | Kind::Pool => return Err(INVALID),
+            Kind::Device | Kind::Pool | Kind::Mapped => return Err(INVALID),
             _ => Wide(addr as u64),
         },
         sys::CU_POINTER_ATTRIBUTE_P2P_TOKENS if on_device => Tokens {
@@ -1896,6 +1915,119 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
         unsafe { put(out, CHUNK) }
     })();
     status(result)
+}
+
+// --- for the virtual memory management calls (vmm.rs) ----------------------------------------
+
+/// Marks `[start, start + len)` as device addresses (a `cuMemAddressReserve`), or unmarks it.
+pub(crate) fn mark_device_addresses(start: usize, len: usize, reserved: bool) {
+    let mut space = space();
+    if reserved {
+        space.reserved.insert(start, len);
+    } else {
+        space.reserved.remove(&start);
+    }
+}
+
+/// Whether any range the program was given overlaps `[start, start + len)`.
+pub(crate) fn overlaps_a_range(start: usize, len: usize) -> bool {
+    let space = space();
+    let end = start.saturating_add(len);
+    space
+        .ranges
+        .range(..end)
+        .next_back()
+        .is_some_and(|(_, r)| r.start + r.size.max(1) > start)
+}
+
+/// A `cuMemMap`: `view` at device addresses `[start, start + len)` of `device`.
+pub(crate) fn insert_mapping(
+    start: usize,
+    len: usize,
+    device: sys::CUdevice,
+    ctx: usize,
+    view: Arc<crate::vmm::View>,
+) {
+    let mut space = space();
+    let buffer_id = space.buffer_id();
+    space.ranges.insert(
+        start,
+        Range {
+            start,
+            size: len,
+            kind: Kind::Mapped,
+            ctx,
+            device,
+            buffer_id,
+            backing: Backing::View(view),
+            units: None,
+            pool: 0,
+            host_flags: 0,
+            freeing: false,
+        },
+    );
+}
+
+/// A `cuMemUnmap`: the mappings wholly inside `[start, start + len)`, taken out; `None` if
+/// there are none or one lies across an end.
+pub(crate) fn take_mappings(start: usize, len: usize) -> Option<Vec<Arc<crate::vmm::View>>> {
+    let mut space = space();
+    let end = start.checked_add(len)?;
+    if space.find(start).is_some_and(|r| r.start != start)
+        || space
+            .find(end.checked_sub(1)?)
+            .is_some_and(|r| r.start + r.size > end)
+    {
+        return None;
+    }
+    let starts: Vec<usize> = space
+        .ranges
+        .range(start..end)
+        .filter(|(_, r)| r.kind == Kind::Mapped)
+        .map(|(s, _)| *s)
+        .collect();
+    if starts.is_empty() {
+        return None;
+    }
+    let views = starts
+        .into_iter()
+        .filter_map(|s| space.ranges.remove(&s))
+        .filter_map(|r| match r.backing {
+            Backing::View(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    Some(views)
+}
+
+/// The mapping at `addr`: its view, and the access flags last set on it.
+pub(crate) fn mapping_at(addr: usize) -> Option<(Arc<crate::vmm::View>, c_uint)> {
+    let space = space();
+    let r = space.find(addr).filter(|r| r.kind == Kind::Mapped)?;
+    match &r.backing {
+        Backing::View(v) => Some((v.clone(), r.host_flags)),
+        _ => None,
+    }
+}
+
+/// `cuMemSetAccess` over `[start, start + len)`: every byte must be mapped.
+pub(crate) fn set_access(start: usize, len: usize, flags: c_uint) -> CuResult {
+    let mut space = space();
+    let end = start.checked_add(len).ok_or(INVALID)?;
+    let mut at = start;
+    while at < end {
+        let r = space
+            .find(at)
+            .filter(|r| r.kind == Kind::Mapped)
+            .ok_or(INVALID)?;
+        at = r.start + r.size;
+    }
+    for (_, r) in space.ranges.range_mut(..end) {
+        if r.kind == Kind::Mapped && r.start + r.size > start {
+            r.host_flags = flags;
+        }
+    }
+    Ok(())
 }
 
 /// Device memory for a module's variable (`cuModuleGetGlobal`), in `ctx`.
