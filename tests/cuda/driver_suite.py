@@ -445,6 +445,22 @@ def numba_suite():
     z = cuda.device_array(1000, dtype=np.int32)
     z.copy_to_device(np.full(1000, 7, dtype=np.int32))
     check("numba: device_array copy", int(z.copy_to_host().sum()) == 7000)
+    check("numba: cuda.detect()", cuda.detect())
+    # A kernel compiles (NVVM) and loads, but does not run: emuv's error, and the process goes on.
+    @cuda.jit
+    def add_one(a):
+        i = cuda.grid(1)
+        if i < a.size:
+            a[i] += 1
+
+    try:
+        add_one[4, 256](z)
+        cuda.synchronize()
+        launched = "ran"
+    except Exception as e:  # numba's CudaAPIError carries the driver's code
+        launched = f"{type(e).__name__}: {e}"
+    check("numba: a @cuda.jit launch fails with CUDA_ERROR_NOT_SUPPORTED", "801" in launched or "NOT_SUPPORTED" in launched, launched)
+    check("numba: the process goes on after it", int(z.copy_to_host().sum()) == 7000)
     del d, z
     cuda.current_context().deallocations.clear()
     cuda.synchronize()

@@ -113,6 +113,7 @@ type FnEventCreate = unsafe extern "C" fn(*mut *mut c_void, c_uint) -> c_int;
 type FnEventRecord = unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int;
 type FnModuleGetFunction =
     unsafe extern "C" fn(*mut *mut c_void, *mut c_void, *const c_char) -> c_int;
+type FnCtxCreate = unsafe extern "C" fn(*mut *mut c_void, c_uint, c_int) -> c_int;
 type FnGpa = unsafe extern "C" fn(*const c_char, *mut *mut c_void, c_int, u64, *mut c_int) -> c_int;
 type FnAllocHost = unsafe extern "C" fn(*mut *mut c_void, usize) -> c_int;
 type FnFreeHost = unsafe extern "C" fn(*mut c_void) -> c_int;
@@ -144,6 +145,8 @@ struct Cuda {
     event_sync: FnStreamOp,
     module_get_function: FnModuleGetFunction,
     gpa: FnGpa,
+    ctx_create: FnCtxCreate,
+    ctx_destroy: FnStreamOp,
     alloc_host: FnAllocHost,
     free_host: FnFreeHost,
     ctx_sync: Fn0,
@@ -186,6 +189,8 @@ impl Cuda {
             event_sync: sym!(b"cuEventSynchronize"),
             module_get_function: sym!(b"cuModuleGetFunction"),
             gpa: sym!(b"cuGetProcAddress_v2"),
+            ctx_create: sym!(b"cuCtxCreate_v2"),
+            ctx_destroy: sym!(b"cuCtxDestroy_v2"),
             alloc_host: sym!(b"cuMemAllocHost_v2"),
             free_host: sym!(b"cuMemFreeHost"),
             ctx_sync: sym!(b"cuCtxSynchronize"),
@@ -268,14 +273,34 @@ fn million() -> ! {
     std::process::exit(0)
 }
 
-/// Holds 64 MiB and small allocations, says `ready`, and waits to be killed.
+/// Holds 64 MiB and small allocations, with a stream full of copies still pending, says
+/// `ready`, and waits to be killed.
 fn hold() -> ! {
     let cuda = Cuda::load();
     cuda.start();
+    let mut big = 0u64;
     for size in [64 * MIB as usize, 1000, 300_000] {
         let mut p = 0u64;
         // SAFETY: a valid out-pointer.
         assert_eq!(unsafe { (cuda.alloc)(&mut p, size) }, 0);
+        if big == 0 {
+            big = p;
+        }
+    }
+    let host = vec![0x33u8; 64 * MIB as usize].leak();
+    let mut stream = std::ptr::null_mut();
+    // SAFETY: valid out-pointers; the copies are 64 MiB from a buffer that is never freed into
+    // the 64 MiB allocation.
+    unsafe {
+        assert_eq!((cuda.stream_create)(&mut stream, 0), 0);
+        for _ in 0..64 {
+            assert_eq!(
+                (cuda.htod_async)(big, host.as_ptr().cast(), host.len(), stream),
+                0
+            );
+        }
+        // Still running when the parent looks (64 x 64 MiB under TCG).
+        assert_eq!((cuda.stream_query)(stream), 600, "the copies are pending");
     }
     println!("ready");
     let mut line = String::new();
@@ -289,9 +314,29 @@ const ALLOWED: &[c_int] = &[0, 1, 2, 201, 400, 500, 600, 801];
 
 /// One thread's share of the fuzz: `ops` calls with hostile arguments on the context `ctx`.
 /// Returns the number of calls and the allocations it still holds.
-fn fuzz_thread(cuda: &Cuda, ctx: *mut c_void, seed: u64, ops: usize) -> Result<usize, String> {
-    cuda.make_current(ctx);
+fn fuzz_thread(
+    cuda: &Cuda,
+    ctx: *mut c_void,
+    seed: u64,
+    ops: usize,
+    shared: &std::sync::Mutex<Vec<usize>>,
+) -> Result<usize, String> {
     let mut rng = StdRng::seed_from_u64(seed);
+    // Half the threads in the primary context, half in contexts of their own (destroyed at the
+    // end, with whatever they still hold).
+    let own_ctx = if rng.random_bool(0.5) {
+        let mut c = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer.
+        let rc = unsafe { (cuda.ctx_create)(&mut c, 0, 0) };
+        if rc != 0 {
+            return Err(format!("cuCtxCreate: {rc}"));
+        }
+        Some(c)
+    } else {
+        cuda.make_current(ctx);
+        None
+    };
+    let mut freed: Vec<u64> = Vec::new();
     let mut live: Vec<(u64, usize)> = Vec::new();
     let mut streams: Vec<*mut c_void> = Vec::new();
     let mut events: Vec<*mut c_void> = Vec::new();
@@ -310,6 +355,9 @@ fn fuzz_thread(cuda: &Cuda, ctx: *mut c_void, seed: u64, ops: usize) -> Result<u
         // A hostile device pointer: a live one, one near it (inside, past the end, before),
         // a freed-looking one, or random bits.
         let near = |rng: &mut StdRng, live: &[(u64, usize)]| -> (u64, usize) {
+            if !freed.is_empty() && rng.random_bool(0.1) {
+                return (freed[rng.random_range(0..freed.len())], 256);
+            }
             if live.is_empty() || rng.random_bool(0.2) {
                 return (
                     rng.random::<u64>() & 0x7fff_ffff_ffff,
@@ -361,6 +409,9 @@ fn fuzz_thread(cuda: &Cuda, ctx: *mut c_void, seed: u64, ops: usize) -> Result<u
                         if rc != 0 {
                             return Err(format!("cuMemFree of a live allocation: {rc}"));
                         }
+                        if freed.len() < 64 {
+                            freed.push(p);
+                        }
                         rc
                     }
                 }
@@ -386,7 +437,11 @@ fn fuzz_thread(cuda: &Cuda, ctx: *mut c_void, seed: u64, ops: usize) -> Result<u
                 7 => {
                     let (p, _) = near(&mut rng, &live);
                     let (mut base, mut size) = (0u64, 0usize);
-                    (cuda.range)(&mut base, &mut size, p)
+                    if rng.random_bool(0.2) {
+                        (cuda.range)(std::ptr::null_mut(), std::ptr::null_mut(), p)
+                    } else {
+                        (cuda.range)(&mut base, &mut size, p)
+                    }
                 }
                 8 => {
                     let (p, _) = near(&mut rng, &live);
@@ -403,12 +458,19 @@ fn fuzz_thread(cuda: &Cuda, ctx: *mut c_void, seed: u64, ops: usize) -> Result<u
                     let rc = (cuda.stream_create)(&mut s, rng.random_range(0..3));
                     if rc == 0 {
                         streams.push(s);
+                        if let Ok(mut v) = shared.lock() {
+                            v.push(s as usize);
+                        }
                     }
                     rc
                 }
                 10 => {
+                    let foreign = shared.lock().map(|v| v.clone()).unwrap_or_default();
                     let s = if streams.is_empty() || rng.random_bool(0.2) {
                         (rng.random::<u64>() as usize & !0xf) as *mut c_void
+                    } else if !foreign.is_empty() && rng.random_bool(0.2) {
+                        // Another thread's stream, perhaps of another context, perhaps gone.
+                        foreign[rng.random_range(0..foreign.len())] as *mut c_void
                     } else {
                         streams[rng.random_range(0..streams.len())]
                     };
@@ -492,6 +554,12 @@ fn fuzz_thread(cuda: &Cuda, ctx: *mut c_void, seed: u64, ops: usize) -> Result<u
             (cuda.free_host)(pinned);
         }
         (cuda.ctx_sync)();
+        if let Some(c) = own_ctx {
+            let rc = (cuda.ctx_destroy)(c);
+            if rc != 0 {
+                return Err(format!("cuCtxDestroy: {rc}"));
+            }
+        }
     }
     drop(host);
     Ok(calls)
@@ -504,16 +572,18 @@ fn fuzz(seed: u64, ops: usize, threads: usize) -> ! {
     let ctx = cuda.start();
     let before = cuda.free_bytes();
     let ctx_addr = ctx as usize;
+    let shared = std::sync::Mutex::new(Vec::new());
     let results: Vec<Result<usize, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let cuda = &cuda;
+                let (cuda, shared) = (&cuda, &shared);
                 s.spawn(move || {
                     fuzz_thread(
                         cuda,
                         ctx_addr as *mut c_void,
                         seed.wrapping_add(t as u64),
                         ops / threads,
+                        shared,
                     )
                 })
             })
@@ -744,7 +814,7 @@ fn main() {
         "cuda-python: the driver API answers as NVIDIA's driver 580 did",
         r,
     );
-    let r = module::with_loaded(ONE_CARD, || python_suite(&["numba"], &[], 6));
+    let r = module::with_loaded(ONE_CARD, || python_suite(&["numba"], &[], 9));
     tap.test("numba-cuda: device arrays on the emulated card", r);
     let r = module::with_loaded(ONE_CARD, killed_process_is_cleaned_up);
     tap.test(

@@ -328,6 +328,8 @@ struct Slab {
     used: usize,
     units: usize,
     bits: Vec<u64>,
+    /// No unit below this is free: where first fit starts looking.
+    first_free: usize,
 }
 
 impl Slab {
@@ -341,12 +343,13 @@ impl Slab {
             used: 0,
             units,
             bits: vec![0; units.div_ceil(64)],
+            first_free: 0,
         }
     }
 
     /// The first run of `count` free units.
     fn find(&self, count: usize) -> Option<usize> {
-        find_run(&self.bits, self.units, self.used, count)
+        find_run(&self.bits, self.units, self.used, count, self.first_free)
     }
 
     fn mark(&mut self, first: usize, count: usize, taken: bool) {
@@ -360,21 +363,26 @@ impl Slab {
         }
         if taken {
             self.used += count;
+            if first == self.first_free {
+                self.first_free = first + count;
+            }
         } else {
             self.used -= count;
+            self.first_free = self.first_free.min(first);
         }
     }
 }
 
 /// First fit: the first run of `count` clear bits among the first `units` of `bits`, of which
-/// `used` are set. Whole words are skipped at once.
-fn find_run(bits: &[u64], units: usize, used: usize, count: usize) -> Option<usize> {
+/// `used` are set, looking from `from` (no bit below it is clear). Whole words are skipped at
+/// once.
+fn find_run(bits: &[u64], units: usize, used: usize, count: usize, from: usize) -> Option<usize> {
     if units.saturating_sub(used) < count {
         return None;
     }
-    let mut run_start = 0;
+    let mut run_start = from;
     let mut run = 0;
-    let mut unit = 0;
+    let mut unit = from;
     while unit < units {
         let word = bits[unit / 64];
         if unit % 64 == 0 && word == u64::MAX {
@@ -2086,7 +2094,7 @@ mod tests {
     }
 
     fn find(bits: [u64; WORDS], used: usize, count: usize) -> Option<usize> {
-        find_run(&bits, UNITS, used, count)
+        find_run(&bits, UNITS, used, count, 0)
     }
 
     #[test]
@@ -2106,8 +2114,34 @@ mod tests {
         assert_eq!(find([u64::MAX; WORDS], UNITS, 1), None);
         assert_eq!(find(slab(), 0, UNITS), Some(0));
         // A count of units that is not a multiple of 64 ends inside the last word.
-        assert_eq!(find_run(&[0], 10, 0, 10), Some(0));
-        assert_eq!(find_run(&[0], 10, 0, 11), None);
-        assert_eq!(find_run(&[1 << 9], 10, 1, 9), Some(0));
+        assert_eq!(find_run(&[0], 10, 0, 10, 0), Some(0));
+        assert_eq!(find_run(&[0], 10, 0, 11, 0), None);
+        assert_eq!(find_run(&[1 << 9], 10, 1, 9, 0), Some(0));
+        // From a hint, inside a word.
+        assert_eq!(find_run(&[0b111, 0], 128, 3, 2, 3), Some(3));
+        assert_eq!(find_run(&[u64::MAX, 0b1], 128, 65, 1, 64), Some(65));
+    }
+
+    #[test]
+    fn the_hint_follows_allocations_and_frees() {
+        let mut bits = vec![0u64; 64];
+        let mut first_free = 0;
+        let mut used = 0;
+        let mut take =
+            |bits: &mut Vec<u64>, count: usize, first_free: &mut usize, used: &mut usize| {
+                let at = find_run(bits, UNITS, *used, count, *first_free).unwrap();
+                for u in at..at + count {
+                    bits[u / 64] |= 1 << (u % 64);
+                }
+                *used += count;
+                if at == *first_free {
+                    *first_free = at + count;
+                }
+                at
+            };
+        assert_eq!(take(&mut bits, 1, &mut first_free, &mut used), 0);
+        assert_eq!(take(&mut bits, 8, &mut first_free, &mut used), 1);
+        assert_eq!(take(&mut bits, 128, &mut first_free, &mut used), 9);
+        assert_eq!(first_free, 137);
     }
 }
