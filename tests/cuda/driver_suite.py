@@ -268,6 +268,40 @@ def driver_suite():
     check("the host sees the device's memset", ctypes.string_at(int(m), 4) == b"\x11" * 4)
     check("cuMemFree(managed)", rc(cu.cuMemFree(m)) == 0 and cu.cuMemGetInfo()[1] == before)
 
+    # 3-D copies: a 16 x 4 x 3 box out of a 64 x 8 x 4 volume and back.
+    err, vol = cu.cuMemAlloc(64 * 8 * 4)
+    src = bytes(range(256)) * 8
+    def c3(kind_src, kind_dst, s_host, s_dev, d_host, d_dev, x, y, z, pitch, height):
+        p = cu.CUDA_MEMCPY3D()
+        p.srcMemoryType, p.dstMemoryType = kind_src, kind_dst
+        if s_host is not None:
+            p.srcHost = s_host
+        else:
+            p.srcDevice = s_dev
+        if d_host is not None:
+            p.dstHost = d_host
+        else:
+            p.dstDevice = d_dev
+        p.srcXInBytes, p.srcY, p.srcZ, p.srcPitch, p.srcHeight = x, y, z, pitch, height
+        p.dstXInBytes, p.dstY, p.dstZ, p.dstPitch, p.dstHeight = x, y, z, pitch, height
+        p.WidthInBytes, p.Height, p.Depth = 16, 4, 3
+        return p
+    MT = cu.CUmemorytype
+    host_in = ctypes.create_string_buffer(src, 64 * 8 * 4)
+    host_out = ctypes.create_string_buffer(64 * 8 * 4)
+    up = c3(MT.CU_MEMORYTYPE_HOST, MT.CU_MEMORYTYPE_DEVICE, ctypes.addressof(host_in), None, None, vol, 8, 2, 1, 64, 8)
+    down = c3(MT.CU_MEMORYTYPE_DEVICE, MT.CU_MEMORYTYPE_HOST, None, vol, ctypes.addressof(host_out), None, 8, 2, 1, 64, 8)
+    ok = rc(cu.cuMemsetD8(vol, 0, 64 * 8 * 4)) == 0 and rc(cu.cuMemcpy3D(up)) == 0 and rc(cu.cuMemcpy3D(down)) == 0
+    want = bytearray(64 * 8 * 4)
+    for z in range(1, 4):
+        for y in range(2, 6):
+            o = (z * 8 + y) * 64 + 8
+            want[o:o + 16] = src[o:o + 16]
+    check("cuMemcpy3D moves the box and only the box", ok and host_out.raw == bytes(want))
+    big_box = c3(MT.CU_MEMORYTYPE_HOST, MT.CU_MEMORYTYPE_DEVICE, ctypes.addressof(host_in), None, None, vol, 8, 6, 1, 64, 8)
+    check("a 3-D box past the allocation's end is INVALID_VALUE", rc(cu.cuMemcpy3D(big_box)) == 1)
+    cu.cuMemFree(vol)
+
     # Streams and events.
     err, s = cu.cuStreamCreate(0)
     err, s2 = cu.cuStreamCreate(cu.CUstream_flags.CU_STREAM_NON_BLOCKING.value)
@@ -316,6 +350,19 @@ def driver_suite():
     reserved = cu.cuMemPoolGetAttribute(pool, PA.CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)[1]
     check("after free and sync the pool releases it", int(reserved) == 0 and cu.cuMemGetInfo()[1] == before, reserved)
     check("cuMemAllocAsync(2 * total) is OUT_OF_MEMORY", rc(cu.cuMemAllocAsync(2 * total, s)) == 2)
+    props = cu.CUmemPoolProps()
+    props.allocType = cu.CUmemAllocationType.CU_MEM_ALLOCATION_TYPE_PINNED
+    props.location.type = cu.CUmemLocationType.CU_MEM_LOCATION_TYPE_DEVICE
+    props.location.id = int(dev)
+    err, mine = cu.cuMemPoolCreate(props)
+    check("cuMemPoolCreate", rc(err) == 0 and int(mine) != int(pool), (err, mine))
+    err, ap = cu.cuMemAllocFromPoolAsync(MIB, mine, s)
+    err2, ph = ga(A.CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE, ap)
+    check("cuMemAllocFromPoolAsync: from the pool named", rc(err) == 0 and int(ph) == int(mine), (err, ph))
+    cu.cuMemFreeAsync(ap, s)
+    cu.cuStreamSynchronize(s)
+    check("cuMemPoolDestroy", rc(cu.cuMemPoolDestroy(mine)) == 0 and cu.cuMemGetInfo()[1] == before)
+    check("destroying the default pool is INVALID_VALUE", rc(cu.cuMemPoolDestroy(pool)) == 1)
     cu.cuStreamDestroy(s)
     err, g = cu.cuMemGetAllocationGranularity(_prop(cu, dev), cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_MINIMUM)
     check("VMM granularity 2 MiB", rc(err) == 0 and g == CHUNK, (err, g))

@@ -103,6 +103,13 @@ unsafe fn get_proc_address(
         .to_str()
         .map_err(|_| Missing::Symbol)
         .and_then(|n| look_up(n, version, flags));
+    if let Err(missing) = found {
+        let why = match missing {
+            Missing::Symbol => "not implemented (absent)",
+            Missing::Version => "no version at or before the one asked for",
+        };
+        crate::log_absent(&name.to_string_lossy(), why);
+    }
     let address = found.map_or(std::ptr::null_mut(), |e| e.function.cast_mut());
     // SAFETY: non-NULL, writable per the contract.
     unsafe { pfn.write_unaligned(address) };

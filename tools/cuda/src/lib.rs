@@ -43,6 +43,7 @@ pub mod entry;
 pub mod errors;
 mod handles;
 pub mod image;
+pub mod link;
 pub mod memory;
 pub mod module;
 pub mod stream;
@@ -75,8 +76,9 @@ pub(crate) unsafe fn put<T>(out: *mut T, value: T) -> CuResult {
     Ok(())
 }
 
-/// Whether `EMUV_CUDA_LOG` asks for a line per call the library does not implement.
-fn logging() -> bool {
+/// Whether `EMUV_CUDA_LOG` asks for a line per call the library does not implement (and per
+/// name `cuGetProcAddress` was asked for and reported absent).
+pub(crate) fn logging() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("EMUV_CUDA_LOG").is_some_and(|v| !v.is_empty()))
 }
@@ -87,6 +89,24 @@ pub(crate) fn say_once(key: &'static str, message: &str) {
     let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
     if said.get_or_insert_with(HashSet::new).insert(key) {
         let _ = writeln!(std::io::stderr(), "emuv CUDA: {message}");
+    }
+}
+
+/// Says once per name that `cuGetProcAddress` reported `name` absent (with `EMUV_CUDA_LOG`).
+pub(crate) fn log_absent(name: &str, why: &str) {
+    static SAID: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    if !logging() {
+        return;
+    }
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if said
+        .get_or_insert_with(HashSet::new)
+        .insert(name.to_owned())
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "emuv CUDA: cuGetProcAddress({name}): {why}"
+        );
     }
 }
 

@@ -385,12 +385,12 @@ fn find_run(bits: &[u64], units: usize, used: usize, count: usize, from: usize) 
     let mut unit = from;
     while unit < units {
         let word = bits[unit / 64];
-        if unit % 64 == 0 && word == u64::MAX {
+        if unit.is_multiple_of(64) && word == u64::MAX {
             run = 0;
             unit += 64;
             continue;
         }
-        if unit % 64 == 0 && word == 0 && unit + 64 <= units {
+        if unit.is_multiple_of(64) && word == 0 && unit + 64 <= units {
             if run == 0 {
                 run_start = unit;
             }
@@ -578,6 +578,11 @@ impl Space {
         if let Some(p) = self.pools.iter().find(|p| p.device == device) {
             return p.handle;
         }
+        self.new_pool(device)
+    }
+
+    /// A pool of `device` (its first is the card's default pool).
+    fn new_pool(&mut self, device: sys::CUdevice) -> usize {
         let handle = crate::handles::fresh();
         self.pools.push(Pool {
             handle,
@@ -1341,6 +1346,121 @@ unsafe fn memcpy_2d_async(
 }
 both_flavours!(cuMemcpy2DAsync_v2, cuMemcpy2DAsync_v2_ptsz, memcpy_2d_async, (p: *const sys::CUDA_MEMCPY2D, stream: sys::CUstream));
 
+/// One side of a 3-D copy: `depth` slices of `rows` rows of `width` bytes, rows `pitch` apart
+/// and slices `slice_rows * pitch` apart, from `addr`.
+#[derive(Clone, Copy)]
+struct Volume {
+    addr: usize,
+    pitch: usize,
+    slice_rows: usize,
+}
+
+impl Volume {
+    fn new(
+        base: usize,
+        x: usize,
+        y: usize,
+        z: usize,
+        pitch: usize,
+        slice_rows: usize,
+    ) -> CuResult<Volume> {
+        let row = z
+            .checked_mul(slice_rows)
+            .and_then(|r| r.checked_add(y))
+            .ok_or(INVALID)?;
+        let addr = row
+            .checked_mul(pitch)
+            .and_then(|o| o.checked_add(x))
+            .and_then(|o| base.checked_add(o))
+            .ok_or(INVALID)?;
+        Ok(Volume {
+            addr,
+            pitch,
+            slice_rows,
+        })
+    }
+
+    /// Bytes from the first byte to the last of `width x rows x depth`.
+    fn extent(&self, width: usize, rows: usize, depth: usize) -> CuResult<usize> {
+        if (rows > 1 || depth > 1) && self.pitch < width || depth > 1 && self.slice_rows < rows {
+            return Err(INVALID);
+        }
+        let last_row = (depth - 1)
+            .checked_mul(self.slice_rows)
+            .and_then(|r| r.checked_add(rows - 1))
+            .ok_or(INVALID)?;
+        last_row
+            .checked_mul(self.pitch)
+            .and_then(|b| b.checked_add(width))
+            .ok_or(INVALID)
+    }
+
+    fn row(&self, slice: usize, row: usize) -> usize {
+        (slice * self.slice_rows + row) * self.pitch
+    }
+}
+
+unsafe fn copy_3d(
+    p: *const sys::CUDA_MEMCPY3D,
+    stream: sys::CUstream,
+    asynchronous: bool,
+    pt: bool,
+) -> CuResult {
+    context::current()?;
+    // SAFETY: the caller's descriptor, if not NULL.
+    let p = unsafe { p.as_ref() }.ok_or(INVALID)?;
+    if p.srcLOD != 0 || p.dstLOD != 0 {
+        return Err(INVALID);
+    }
+    let (src, src_side) = side_of(p.srcMemoryType, p.srcHost, p.srcDevice)?;
+    let (dst, dst_side) = side_of(p.dstMemoryType, p.dstHost, p.dstDevice)?;
+    let (width, rows, depth) = (p.WidthInBytes, p.Height, p.Depth);
+    if width == 0 || rows == 0 || depth == 0 {
+        return Ok(());
+    }
+    let from = Volume::new(src, p.srcXInBytes, p.srcY, p.srcZ, p.srcPitch, p.srcHeight)?;
+    let to = Volume::new(dst, p.dstXInBytes, p.dstY, p.dstZ, p.dstPitch, p.dstHeight)?;
+    let (s, d) = {
+        let space = space();
+        (
+            space.span(src_side, from.addr, from.extent(width, rows, depth)?)?,
+            space.span(dst_side, to.addr, to.extent(width, rows, depth)?)?,
+        )
+    };
+    submit(stream, pt, asynchronous, move || {
+        for slice in 0..depth {
+            for row in 0..rows {
+                let a = Span {
+                    addr: s.addr + from.row(slice, row),
+                    _keep: Keep::None,
+                };
+                let b = Span {
+                    addr: d.addr + to.row(slice, row),
+                    _keep: Keep::None,
+                };
+                // SAFETY: within the extents checked above, kept alive by `s` and `d`.
+                unsafe { copy_bytes(&b, &a, width) };
+            }
+        }
+    })
+}
+
+unsafe fn memcpy_3d(p: *const sys::CUDA_MEMCPY3D, pt: bool) -> CuResult {
+    // SAFETY: the caller's descriptor.
+    unsafe { copy_3d(p, std::ptr::null_mut(), false, pt) }
+}
+both_flavours!(cuMemcpy3D_v2, cuMemcpy3D_v2_ptds, memcpy_3d, (p: *const sys::CUDA_MEMCPY3D));
+
+unsafe fn memcpy_3d_async(
+    p: *const sys::CUDA_MEMCPY3D,
+    stream: sys::CUstream,
+    pt: bool,
+) -> CuResult {
+    // SAFETY: the caller's descriptor.
+    unsafe { copy_3d(p, stream, true, pt) }
+}
+both_flavours!(cuMemcpy3DAsync_v2, cuMemcpy3DAsync_v2_ptsz, memcpy_3d_async, (p: *const sys::CUDA_MEMCPY3D, stream: sys::CUstream));
+
 fn memset(
     dst: sys::CUdeviceptr,
     fill: Fill,
@@ -1802,6 +1922,82 @@ unsafe fn mem_free_async(ptr: sys::CUdeviceptr, stream: sys::CUstream, pt: bool)
 }
 both_flavours!(cuMemFreeAsync, cuMemFreeAsync_ptsz, mem_free_async,
     (ptr: sys::CUdeviceptr, stream: sys::CUstream));
+
+#[no_mangle]
+pub unsafe extern "C" fn cuMemPoolCreate(
+    out: *mut sys::CUmemoryPool,
+    props: *const sys::CUmemPoolProps,
+) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        // SAFETY: the caller's properties, if not NULL.
+        let props = unsafe { props.as_ref() }.ok_or(INVALID)?;
+        if out.is_null()
+            || props.allocType != sys::CU_MEM_ALLOCATION_TYPE_PINNED
+            || props.location.type_ != sys::CU_MEM_LOCATION_TYPE_DEVICE
+            || props.handleTypes != sys::CU_MEM_HANDLE_TYPE_NONE
+        {
+            return Err(INVALID);
+        }
+        let device = props.location.id;
+        driver::card(device).map_err(|_| INVALID)?;
+        let handle = {
+            let mut space = space();
+            // The card's default pool is its first.
+            space.default_pool(device);
+            space.new_pool(device)
+        };
+        // SAFETY: an out-pointer from the caller, checked non-NULL.
+        unsafe { put(out, handle as sys::CUmemoryPool) }
+    })();
+    status(result)
+}
+
+/// A pool's destruction: its allocations stay valid until freed (as the driver documents);
+/// its idle blocks go back now, the rest as they empty.
+#[no_mangle]
+pub extern "C" fn cuMemPoolDestroy(pool: sys::CUmemoryPool) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        let handle = pool as usize;
+        let released = {
+            let mut space = space();
+            let device = space.pool_mut(handle)?.device;
+            // A card's default pool is not the program's to destroy.
+            if space
+                .pools
+                .iter()
+                .find(|p| p.device == device)
+                .map(|p| p.handle)
+                == Some(handle)
+            {
+                return Err(INVALID);
+            }
+            space.pool_mut(handle)?.release_threshold = 0;
+            space.current_pools.retain(|(_, p)| *p != handle);
+            let idle: Vec<usize> = space
+                .slabs
+                .iter()
+                .filter(|(_, s)| s.pool == handle && s.used == 0)
+                .map(|(b, _)| *b)
+                .collect();
+            let mut released = Vec::new();
+            for base in idle {
+                space.reserved.remove(&base);
+                if let Some(slab) = space.slabs.remove(&base) {
+                    released.push(slab.chunk);
+                }
+            }
+            if !space.slabs.values().any(|s| s.pool == handle) {
+                space.pools.retain(|p| p.handle != handle);
+            }
+            released
+        };
+        drop(released);
+        Ok(())
+    })();
+    status(result)
+}
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemPoolTrimTo(pool: sys::CUmemoryPool, keep: usize) -> sys::CUresult {
