@@ -270,14 +270,64 @@ pub unsafe extern "C" fn cuModuleGetLoadingMode(
     status(driver::cards().and_then(|_| unsafe { put(mode, sys::CU_MODULE_LAZY_LOADING) }))
 }
 
+/// The function a `CUfunction` names; a `CUkernel` may stand for one (as CUDA 12 allows): its
+/// function in the current context.
 fn function(handle: sys::CUfunction) -> CuResult<Arc<Function>> {
-    let f = FUNCTIONS
-        .get(handle as usize)
-        .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+    let f = match FUNCTIONS.get(handle as usize) {
+        Some(f) => f,
+        None => kernel_function(handle as usize)?,
+    };
     MODULES
         .get(f.module)
         .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
     Ok(f)
+}
+
+/// What a kernel that uses no registers, shared, constant or local memory reports, on a card
+/// of compute capability `sm` (major * 10 + minor).
+fn attribute_value(attribute: sys::CUfunction_attribute, sm: c_int) -> CuResult<c_int> {
+    Ok(match attribute {
+        sys::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK => 1024,
+        sys::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES
+        | sys::CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES
+        | sys::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
+        | sys::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        | sys::CU_FUNC_ATTRIBUTE_CACHE_MODE_CA
+        | sys::CU_FUNC_ATTRIBUTE_CLUSTER_SIZE_MUST_BE_SET
+        | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH
+        | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT
+        | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH
+        | sys::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED
+        | sys::CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE
+        | sys::CU_FUNC_ATTRIBUTE_NUM_REGS => 0,
+        sys::CU_FUNC_ATTRIBUTE_PTX_VERSION | sys::CU_FUNC_ATTRIBUTE_BINARY_VERSION => sm,
+        sys::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT => -1,
+        _ => return Err(sys::CUDA_ERROR_INVALID_VALUE),
+    })
+}
+
+fn sm_of(device: sys::CUdevice) -> CuResult<c_int> {
+    let (major, minor) = driver::card(device)?.facts.compute_capability;
+    Ok((major * 10 + minor) as c_int)
+}
+
+/// Only the launch-shaping attributes can be set; a launch never happens.
+fn settable(attribute: sys::CUfunction_attribute) -> CuResult {
+    let ok = matches!(
+        attribute,
+        sys::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+            | sys::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
+            | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH
+            | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT
+            | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH
+            | sys::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED
+            | sys::CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(sys::CUDA_ERROR_INVALID_VALUE)
+    }
 }
 
 #[no_mangle]
@@ -291,28 +341,7 @@ pub unsafe extern "C" fn cuFuncGetAttribute(
         let m = MODULES
             .get(f.module)
             .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
-        let card = driver::card(context::get(m.ctx)?.device)?;
-        let (major, minor) = card.facts.compute_capability;
-        let sm = (major * 10 + minor) as c_int;
-        // What a kernel that uses no registers, shared, constant or local memory reports.
-        let value = match attribute {
-            sys::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK => 1024,
-            sys::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES
-            | sys::CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES
-            | sys::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
-            | sys::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-            | sys::CU_FUNC_ATTRIBUTE_CACHE_MODE_CA
-            | sys::CU_FUNC_ATTRIBUTE_CLUSTER_SIZE_MUST_BE_SET
-            | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH
-            | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT
-            | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH
-            | sys::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED
-            | sys::CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE => 0,
-            sys::CU_FUNC_ATTRIBUTE_NUM_REGS => 0,
-            sys::CU_FUNC_ATTRIBUTE_PTX_VERSION | sys::CU_FUNC_ATTRIBUTE_BINARY_VERSION => sm,
-            sys::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT => -1,
-            _ => return Err(sys::CUDA_ERROR_INVALID_VALUE),
-        };
+        let value = attribute_value(attribute, sm_of(context::get(m.ctx)?.device)?)?;
         // SAFETY: an out-pointer from the caller.
         unsafe { put(out, value) }
     })();
@@ -325,23 +354,7 @@ pub extern "C" fn cuFuncSetAttribute(
     attribute: sys::CUfunction_attribute,
     _value: c_int,
 ) -> sys::CUresult {
-    // Only the launch-shaping attributes can be set; a launch never happens.
-    let settable = matches!(
-        attribute,
-        sys::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-            | sys::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
-            | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH
-            | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT
-            | sys::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH
-            | sys::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED
-            | sys::CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE
-    );
-    let result = function(func).map(drop);
-    status(result.and(if settable {
-        Ok(())
-    } else {
-        Err(sys::CUDA_ERROR_INVALID_VALUE)
-    }))
+    status(function(func).and_then(|_| settable(attribute)))
 }
 
 #[no_mangle]
@@ -602,6 +615,149 @@ pub unsafe extern "C" fn cuLibraryGetGlobal(
         Ok(m) => unsafe { cuModuleGetGlobal_v2(dptr, bytes, m.handle as sys::CUmodule, name) },
         Err(code) => code,
     }
+}
+
+fn kernel(handle: sys::CUkernel) -> CuResult<Arc<Kernel>> {
+    driver::cards()?;
+    KERNELS
+        .get(handle as usize)
+        .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)
+}
+
+/// A kernel's function in the current context (its library loaded there on first use).
+fn kernel_function(handle: usize) -> CuResult<Arc<Function>> {
+    let k = KERNELS.get(handle).ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+    let m = library_module(k.library)?;
+    if let Some(f) = FUNCTIONS
+        .filter(|f| f.module == m.handle && f.name == k.name)
+        .first()
+    {
+        return Ok(f.clone());
+    }
+    Ok(FUNCTIONS
+        .insert(|handle| Function {
+            handle,
+            module: m.handle,
+            name: k.name.clone(),
+        })
+        .1)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuKernelGetAttribute(
+    out: *mut c_int,
+    attribute: sys::CUfunction_attribute,
+    kernel_handle: sys::CUkernel,
+    device: sys::CUdevice,
+) -> sys::CUresult {
+    let result = (|| {
+        kernel(kernel_handle)?;
+        let value = attribute_value(attribute, sm_of(device)?)?;
+        // SAFETY: an out-pointer from the caller.
+        unsafe { put(out, value) }
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub extern "C" fn cuKernelSetAttribute(
+    attribute: sys::CUfunction_attribute,
+    _value: c_int,
+    kernel_handle: sys::CUkernel,
+    device: sys::CUdevice,
+) -> sys::CUresult {
+    status(
+        kernel(kernel_handle)
+            .and_then(|_| driver::card(device))
+            .and_then(|_| settable(attribute)),
+    )
+}
+
+#[no_mangle]
+pub extern "C" fn cuKernelSetCacheConfig(
+    kernel_handle: sys::CUkernel,
+    _config: sys::CUfunc_cache,
+    device: sys::CUdevice,
+) -> sys::CUresult {
+    status(
+        kernel(kernel_handle)
+            .and_then(|_| driver::card(device))
+            .map(drop),
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuKernelGetName(
+    out: *mut *const c_char,
+    kernel_handle: sys::CUkernel,
+) -> sys::CUresult {
+    // The name lives as long as the kernel handle.
+    // SAFETY: an out-pointer from the caller.
+    status(kernel(kernel_handle).and_then(|k| unsafe { put(out, k.name.as_ptr()) }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuKernelGetLibrary(
+    out: *mut sys::CUlibrary,
+    kernel_handle: sys::CUkernel,
+) -> sys::CUresult {
+    // SAFETY: an out-pointer from the caller.
+    status(kernel(kernel_handle).and_then(|k| unsafe { put(out, k.library as sys::CUlibrary) }))
+}
+
+fn library_kernels(library: sys::CUlibrary) -> CuResult<(Arc<Library>, Vec<String>)> {
+    driver::cards()?;
+    let lib = LIBRARIES
+        .get(library as usize)
+        .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+    let image = image::parse_bytes(&lib.image_bytes).map_err(image_error)?;
+    Ok((lib, image.kernels))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuLibraryGetKernelCount(
+    count: *mut c_uint,
+    library: sys::CUlibrary,
+) -> sys::CUresult {
+    // SAFETY: an out-pointer from the caller.
+    status(library_kernels(library).and_then(|(_, k)| unsafe { put(count, k.len() as c_uint) }))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuLibraryEnumerateKernels(
+    out: *mut sys::CUkernel,
+    count: c_uint,
+    library: sys::CUlibrary,
+) -> sys::CUresult {
+    let result = (|| {
+        let (lib, names) = library_kernels(library)?;
+        if out.is_null() || (count as usize) < names.len() {
+            return Err(sys::CUDA_ERROR_INVALID_VALUE);
+        }
+        for (i, name) in names.into_iter().enumerate() {
+            let name = CString::new(name).map_err(|_| sys::CUDA_ERROR_INVALID_VALUE)?;
+            let existing = KERNELS
+                .filter(|k| k.library == lib.handle && k.name == name)
+                .first()
+                .map(|k| k.handle);
+            let handle = match existing {
+                Some(h) => h,
+                None => {
+                    KERNELS
+                        .insert(|handle| Kernel {
+                            handle,
+                            library: lib.handle,
+                            name,
+                        })
+                        .0
+                }
+            };
+            // SAFETY: the caller's array of `count` entries, `i` below it.
+            unsafe { out.add(i).write_unaligned(handle as sys::CUkernel) };
+        }
+        Ok(())
+    })();
+    status(result)
 }
 
 /// A context going away: its modules go with it (their memory goes with the context's).
