@@ -326,6 +326,9 @@ def driver_suite():
     err, f = cu.cuStreamGetFlags(s2)
     check("cuStreamGetFlags(non-blocking) is 1", f == 1, f)
     check("cuStreamQuery of the legacy stream", rc(cu.cuStreamQuery(0)) == 0)
+    check("cuStreamWriteValue32", rc(cu.cuStreamWriteValue32(s, d1, 0xCAFEF00D, 0)) == 0 and rc(cu.cuStreamSynchronize(s)) == 0)
+    cu.cuMemcpyDtoH(out, d1, 8)
+    check("the stream wrote it", out[:4].hex() == "0df0feca", out.hex())
     check("cuStreamDestroy", rc(cu.cuStreamDestroy(s)) == 0 and rc(cu.cuStreamDestroy(s2)) == 0)
     cu.cuMemFree(d8)
 
@@ -408,6 +411,8 @@ def driver_suite():
     check("an unknown kernel is NOT_FOUND", rc(cu.cuModuleGetFunction(mod, b"nope")) == 500)
     err, gp, gsize = cu.cuModuleGetGlobal(mod, b"table")
     check("cuModuleGetGlobal: real memory of the variable's size", rc(err) == 0 and gsize == 64 and rc(cu.cuMemsetD8(gp, 3, 64)) == 0, (err, gsize))
+    err, n = cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(fn, 256, 0)
+    check("occupancy: 6 blocks of 256 threads per SM (1536 threads per Ada SM)", rc(err) == 0 and n == 6, (err, n))
     err = cu.cuLaunchKernel(fn, 1, 1, 1, 32, 1, 1, 0, 0, 0, 0)
     check("cuLaunchKernel is NOT_SUPPORTED", rc(err) == 801, err)
     check("cuModuleLoadData(garbage) is INVALID_IMAGE", rc(cu.cuModuleLoadData(b"\x7fELF" + b"\0" * 60)) == 200)

@@ -766,25 +766,48 @@ fn used_bytes(card: &str) -> Result<u64, String> {
     text.trim().parse().map_err(err("used_bytes"))
 }
 
+/// A child killed (and reaped) however the test ends, so that the module can be unloaded.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn killed_process_is_cleaned_up() -> TestResult {
     let before = used_bytes("emuv")?;
     let exe = std::env::current_exe().map_err(err("own path"))?;
-    let mut holder = Command::new(exe)
-        .arg("--hold")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(err("spawn holder"))?;
+    let mut holder = Killed(
+        Command::new(exe)
+            .arg("--hold")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(err("spawn holder"))?,
+    );
     let mut line = String::new();
-    BufReader::new(holder.stdout.take().ok_or("no stdout")?)
+    BufReader::new(holder.0.stdout.take().ok_or("no stdout")?)
         .read_line(&mut line)
         .map_err(err("read holder"))?;
     check_eq("holder", line.trim(), "ready")?;
     let held = used_bytes("emuv")? - before;
     // 64 MiB, one 2 MiB chunk for both small allocations.
     check_eq("bytes the holder's CUDA allocations took", held, 66 * MIB)?;
-    holder.kill().map_err(err("kill"))?;
-    holder.wait().map_err(err("wait"))?;
+    // The kernel's process list (what emuv-smi, NVML and `cat /dev/emuv` show) has it.
+    let device = emuv::Device::open_read_only().map_err(err("open /dev/emuv"))?;
+    let listed = device.processes().map_err(err("EMUV_IOCTL_PROCESSES"))?;
+    let pid = holder.0.id();
+    let entry = listed.iter().find(|p| p.pid == Some(pid));
+    check_eq(
+        "the holder's bytes in the process list",
+        entry.map(|p| p.bytes),
+        Some(66 * MIB),
+    )?;
+    drop(device);
+    holder.0.kill().map_err(err("kill"))?;
+    holder.0.wait().map_err(err("wait"))?;
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     while used_bytes("emuv")? != before && Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));

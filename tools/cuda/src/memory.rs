@@ -1568,6 +1568,63 @@ memset_fns!(
     cuMemsetD2D32Async_ptsz
 );
 
+/// `cuStreamWriteValue32/64`: a write of `width` bytes to device memory in stream order.
+fn write_value(
+    stream: sys::CUstream,
+    addr: sys::CUdeviceptr,
+    value: u64,
+    width: usize,
+    flags: c_uint,
+    pt: bool,
+) -> CuResult {
+    context::current()?;
+    if flags & !sys::CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER != 0
+        || !(addr as usize).is_multiple_of(width)
+    {
+        return Err(INVALID);
+    }
+    let span = space().span(Side::Device, addr as usize, width)?;
+    submit(stream, pt, true, move || {
+        // SAFETY: `width` bytes at an address aligned to them, checked above, kept alive by
+        // `span`.
+        unsafe {
+            if width == 4 {
+                (span.addr as *mut u32).write_volatile(value as u32)
+            } else {
+                (span.addr as *mut u64).write_volatile(value)
+            }
+        }
+    })
+}
+
+unsafe fn write_value_32(
+    stream: sys::CUstream,
+    addr: sys::CUdeviceptr,
+    value: u32,
+    flags: c_uint,
+    pt: bool,
+) -> CuResult {
+    write_value(stream, addr, value.into(), 4, flags, pt)
+}
+both_flavours!(cuStreamWriteValue32, cuStreamWriteValue32_ptsz, write_value_32,
+    (stream: sys::CUstream, addr: sys::CUdeviceptr, value: u32, flags: c_uint));
+both_flavours!(cuStreamWriteValue32_v2, cuStreamWriteValue32_v2_ptsz, write_value_32,
+    (stream: sys::CUstream, addr: sys::CUdeviceptr, value: u32, flags: c_uint));
+
+unsafe fn write_value_64(
+    stream: sys::CUstream,
+    addr: sys::CUdeviceptr,
+    value: u64,
+    flags: c_uint,
+    pt: bool,
+) -> CuResult {
+    write_value(stream, addr, value, 8, flags, pt)
+}
+both_flavours!(cuStreamWriteValue64, cuStreamWriteValue64_ptsz, write_value_64,
+    (stream: sys::CUstream, addr: sys::CUdeviceptr, value: u64, flags: c_uint));
+both_flavours!(cuStreamWriteValue64_v2, cuStreamWriteValue64_v2_ptsz, write_value_64,
+    (stream: sys::CUstream, addr: sys::CUdeviceptr, value: u64, flags: c_uint));
+
 // --- pointer attributes ----------------------------------------------------------------------
 
 /// An attribute's value, written as NVIDIA's driver writes it (measured: 8 bytes for

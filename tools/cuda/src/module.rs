@@ -760,6 +760,142 @@ pub unsafe extern "C" fn cuLibraryEnumerateKernels(
     status(result)
 }
 
+// --- occupancy ----------------------------------------------------------------------------------
+
+/// What the card of `func`'s context allows per SM: (threads, blocks, shared memory, SMs).
+fn sm_limits(func: sys::CUfunction) -> CuResult<(i32, i32, i64, i32)> {
+    let f = function(func)?;
+    let m = MODULES
+        .get(f.module)
+        .ok_or(sys::CUDA_ERROR_INVALID_HANDLE)?;
+    let card = driver::card(context::get(m.ctx)?.device)?;
+    let attr =
+        |a: sys::CUdevice_attribute| crate::attributes::value(&card.facts, a as i32).unwrap_or(0);
+    Ok((
+        attr(sys::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR),
+        attr(sys::CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR),
+        i64::from(attr(
+            sys::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
+        )),
+        attr(sys::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+    ))
+}
+
+/// Blocks of `block_size` threads and `shared` bytes of dynamic shared memory that fit on one
+/// SM, for a kernel that uses no registers or static shared memory (what the images here hold).
+fn blocks_per_sm(limits: (i32, i32, i64, i32), block_size: i32, shared: usize) -> CuResult<i32> {
+    let (threads, blocks, smem, _) = limits;
+    if block_size <= 0 || block_size > 1024 {
+        return Err(sys::CUDA_ERROR_INVALID_VALUE);
+    }
+    let warps = (block_size + 31) / 32;
+    let by_threads = (threads / 32) / warps;
+    // Each block also holds the 1 KiB the system reserves.
+    let per_block = i64::try_from(shared)
+        .unwrap_or(i64::MAX)
+        .saturating_add(1024);
+    let by_shared = i32::try_from(smem / per_block).unwrap_or(i32::MAX);
+    Ok(blocks.min(by_threads).min(by_shared).max(0))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessor(
+    out: *mut c_int,
+    func: sys::CUfunction,
+    block_size: c_int,
+    shared: usize,
+) -> sys::CUresult {
+    // SAFETY: an out-pointer from the caller.
+    status(
+        sm_limits(func)
+            .and_then(|l| blocks_per_sm(l, block_size, shared))
+            .and_then(|n| unsafe { put(out, n) }),
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+    out: *mut c_int,
+    func: sys::CUfunction,
+    block_size: c_int,
+    shared: usize,
+    _flags: c_uint,
+) -> sys::CUresult {
+    // SAFETY: the caller's arguments.
+    unsafe { cuOccupancyMaxActiveBlocksPerMultiprocessor(out, func, block_size, shared) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuOccupancyMaxPotentialBlockSize(
+    min_grid: *mut c_int,
+    block_size_out: *mut c_int,
+    func: sys::CUfunction,
+    shared_for: sys::CUoccupancyB2DSize,
+    shared: usize,
+    limit: c_int,
+) -> sys::CUresult {
+    let result = (|| {
+        let limits = sm_limits(func)?;
+        let limit = if limit <= 0 { 1024 } else { limit.min(1024) };
+        // The block size that keeps the most threads resident, the largest of equals.
+        let mut best = (0, 0, 0);
+        let mut size = limit - limit % 32;
+        while size > 0 {
+            let smem = match shared_for {
+                // SAFETY: the caller's callback, called as the API documents.
+                Some(f) => unsafe { f(size) },
+                None => shared,
+            };
+            let blocks = blocks_per_sm(limits, size, smem)?;
+            if blocks * size > best.0 {
+                best = (blocks * size, size, blocks);
+            }
+            size -= 32;
+        }
+        // SAFETY: out-pointers from the caller.
+        unsafe {
+            put(min_grid, best.2 * limits.3)?;
+            put(block_size_out, best.1)
+        }
+    })();
+    status(result)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuOccupancyMaxPotentialBlockSizeWithFlags(
+    min_grid: *mut c_int,
+    block_size_out: *mut c_int,
+    func: sys::CUfunction,
+    shared_for: sys::CUoccupancyB2DSize,
+    shared: usize,
+    limit: c_int,
+    _flags: c_uint,
+) -> sys::CUresult {
+    // SAFETY: the caller's arguments.
+    unsafe {
+        cuOccupancyMaxPotentialBlockSize(min_grid, block_size_out, func, shared_for, shared, limit)
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cuOccupancyAvailableDynamicSMemPerBlock(
+    out: *mut usize,
+    func: sys::CUfunction,
+    blocks: c_int,
+    block_size: c_int,
+) -> sys::CUresult {
+    let result = (|| {
+        let limits = sm_limits(func)?;
+        if blocks <= 0 || blocks_per_sm(limits, block_size, 0)? < blocks {
+            return Err(sys::CUDA_ERROR_INVALID_VALUE);
+        }
+        let per_block = (limits.2 / i64::from(blocks) - 1024).max(0);
+        // SAFETY: an out-pointer from the caller.
+        unsafe { put(out, per_block as usize) }
+    })();
+    status(result)
+}
+
 /// A context going away: its modules go with it (their memory goes with the context's).
 pub fn destroy_context(ctx: usize) {
     let gone = MODULES.drain(|m| m.ctx == ctx);
