@@ -22,7 +22,7 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_races emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools emuv_cuda
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_races emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools emuv_cuda emuv_cdi
 	emuv_faults emuv_storm emuv_fuzz emuv_preempt)
 # What must show up in the results: the host tests, the KUnit suites and every program.
 EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool kunit:emuv_page_ranges kunit:emuv_report kunit:emuv_client "${PROGRAMS[@]}")
@@ -65,7 +65,7 @@ if [ "$DEBIAN" = 1 ]; then
 fi
 # The test programs do not need the kernel: build them while it compiles.
 build_tests() {
-	cargo build --quiet --release --locked -p emuv-tests -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda \
+	cargo build --quiet --release --locked -p emuv-tests -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk \
 		--examples --bins --lib --manifest-path "$top/Cargo.toml" >"$EMUV_CACHE/cargo-build.log" 2>&1 &&
 		"$here/install-nvml.sh" "$top/target/nvml" &&
 		"$here/install-cuda.sh" "$top/target/cuda" &&
@@ -93,10 +93,10 @@ timed "phase: emuv.ko" make -s -C "$MODULE_DIR" KDIR="$kdir" LLVM="$LLVM_SUFFIX"
 
 
 # On the host, as TAP: the module's copy of the ABI against include/uapi/emuv.h, NVML's struct
-# layouts, and the tools' unit tests (parsers, formats).
+# layouts, and the tools' unit tests (parsers, formats, the CUDA library's tables, CDI specs).
 host_tests() {
 	local rc=0
-	cargo test --release --locked -p emuv -p emuv-smi -p emuv-nvml --manifest-path "$top/Cargo.toml" \
+	cargo test --release --locked -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk --manifest-path "$top/Cargo.toml" \
 		>"$out/host.log" 2>&1 || rc=$?
 	{
 		echo "### BEGIN host"
