@@ -95,33 +95,32 @@ step_virtme_ng() {
 	"$VENV/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION" || die "pip install virtme-ng==$VIRTME_NG_VERSION failed"
 }
 
-# Installed exactly as pinned; re-installed when the pins change.
-step_gpu_tools() {
-	local requirements="$here/../tests/gpu-tools/requirements.txt" stamp="$GPU_TOOLS_VENV/.emuv-requirements"
-	if [ -x "$GPU_TOOLS_VENV/bin/python" ] && cmp -s "$requirements" "$stamp"; then
-		skip "GPU tools (pynvml, gpustat, nvitop)"; return
+# A venv of REQUIREMENTS, installed exactly as pinned (--no-deps); re-installed when the pins
+# change.
+#   pinned_venv VENV REQUIREMENTS WHAT
+pinned_venv() {
+	local venv=$1 requirements=$2 what=$3 stamp="$1/.emuv-requirements"
+	if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$stamp"; then
+		skip "$what"; return
 	fi
-	log "installing the GPU tools the tests run (pynvml, gpustat, nvitop) in $GPU_TOOLS_VENV"
-	rm -rf "$GPU_TOOLS_VENV"
-	python3 -m venv "$GPU_TOOLS_VENV" || die "python3 -m venv $GPU_TOOLS_VENV failed"
-	"$GPU_TOOLS_VENV/bin/pip" install -q --no-deps -r "$requirements" ||
-		die "pip install -r tests/gpu-tools/requirements.txt failed"
+	log "installing $what in $venv"
+	rm -rf "$venv"
+	python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+	"$venv/bin/pip" install -q --no-deps -r "$requirements" || die "pip install -r $requirements failed"
 	cp "$requirements" "$stamp"
 }
 
-# The same for the CUDA clients, and NVIDIA's public CUDA headers the driver is built against.
+# The GPU tools the tests run.
+step_gpu_tools() {
+	pinned_venv "$GPU_TOOLS_VENV" "$here/../tests/gpu-tools/requirements.txt" \
+		"the GPU tools the tests run (pynvml, gpustat, nvitop)"
+}
+
+# The CUDA clients the tests run, and NVIDIA's public CUDA headers the driver is built against.
 step_cuda_clients() {
-	local requirements="$here/../tests/cuda/requirements.txt" stamp="$CUDA_CLIENTS_VENV/.emuv-requirements"
 	"$here/cuda-headers.sh" >/dev/null
-	if [ -x "$CUDA_CLIENTS_VENV/bin/python" ] && cmp -s "$requirements" "$stamp"; then
-		skip "CUDA clients (cuda-python, numba-cuda)"; return
-	fi
-	log "installing the CUDA clients the tests run (cuda-python, numba-cuda) in $CUDA_CLIENTS_VENV"
-	rm -rf "$CUDA_CLIENTS_VENV"
-	python3 -m venv "$CUDA_CLIENTS_VENV" || die "python3 -m venv $CUDA_CLIENTS_VENV failed"
-	"$CUDA_CLIENTS_VENV/bin/pip" install -q --no-deps -r "$requirements" ||
-		die "pip install -r tests/cuda/requirements.txt failed"
-	cp "$requirements" "$stamp"
+	pinned_venv "$CUDA_CLIENTS_VENV" "$here/../tests/cuda/requirements.txt" \
+		"the CUDA clients the tests run (cuda-python, numba-cuda)"
 }
 
 main() {
