@@ -298,6 +298,23 @@ def driver_suite():
             o = (z * 8 + y) * 64 + 8
             want[o:o + 16] = src[o:o + 16]
     check("cuMemcpy3D moves the box and only the box", ok and host_out.raw == bytes(want))
+    # 2-D: the same 16 x 4 box, in slice 0.
+    p2 = cu.CUDA_MEMCPY2D()
+    p2.srcMemoryType, p2.dstMemoryType = MT.CU_MEMORYTYPE_HOST, MT.CU_MEMORYTYPE_DEVICE
+    p2.srcHost, p2.dstDevice = ctypes.addressof(host_in), vol
+    p2.srcXInBytes, p2.srcY, p2.srcPitch = 8, 2, 64
+    p2.dstXInBytes, p2.dstY, p2.dstPitch = 8, 2, 64
+    p2.WidthInBytes, p2.Height = 16, 4
+    whole = bytearray(64 * 8 * 4)
+    ok = rc(cu.cuMemsetD8(vol, 0, 64 * 8 * 4)) == 0 and rc(cu.cuMemcpy2D(p2)) == 0 and rc(cu.cuMemcpyDtoH(whole, vol, len(whole))) == 0
+    want2 = bytearray(64 * 8 * 4)
+    for y in range(2, 6):
+        o = y * 64 + 8
+        want2[o:o + 16] = src[o:o + 16]
+    check("cuMemcpy2D moves the rectangle and only it", ok and bytes(whole) == bytes(want2))
+    p2.dstY = 30
+    check("a 2-D copy past the allocation's end is INVALID_VALUE", rc(cu.cuMemcpy2D(p2)) == 1)
+    check("cuMemsetD2D32 on a rectangle", rc(cu.cuMemsetD2D32(vol, 64, 0x01010101, 4, 4)) == 0 and rc(cu.cuMemsetD2D32(vol, 64, 0, 4, 40)) == 1)
     big_box = c3(MT.CU_MEMORYTYPE_HOST, MT.CU_MEMORYTYPE_DEVICE, ctypes.addressof(host_in), None, None, vol, 8, 6, 1, 64, 8)
     check("a 3-D box past the allocation's end is INVALID_VALUE", rc(cu.cuMemcpy3D(big_box)) == 1)
     cu.cuMemFree(vol)

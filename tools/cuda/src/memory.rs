@@ -1238,27 +1238,6 @@ unsafe fn peer_async(
 both_flavours!(cuMemcpyPeerAsync, cuMemcpyPeerAsync_ptsz, peer_async,
     (dst: sys::CUdeviceptr, dst_ctx: sys::CUcontext, src: sys::CUdeviceptr, src_ctx: sys::CUcontext, len: usize, stream: sys::CUstream));
 
-/// A 2-D region: `height` rows of `width` bytes, `pitch` apart, from `addr`.
-#[derive(Clone, Copy)]
-struct Rows {
-    addr: usize,
-    pitch: usize,
-    width: usize,
-    height: usize,
-}
-
-impl Rows {
-    fn extent(&self) -> CuResult<usize> {
-        if self.height > 1 && self.pitch < self.width {
-            return Err(INVALID);
-        }
-        (self.height - 1)
-            .checked_mul(self.pitch)
-            .and_then(|b| b.checked_add(self.width))
-            .ok_or(INVALID)
-    }
-}
-
 fn side_of(
     memory_type: sys::CUmemorytype,
     host: *const c_void,
@@ -1284,49 +1263,26 @@ unsafe fn copy_2d(
     let p = unsafe { p.as_ref() }.ok_or(INVALID)?;
     let (src, src_side) = side_of(p.srcMemoryType, p.srcHost, p.srcDevice)?;
     let (dst, dst_side) = side_of(p.dstMemoryType, p.dstHost, p.dstDevice)?;
-    let (width, height) = (p.WidthInBytes, p.Height);
-    if width == 0 || height == 0 {
+    let (width, rows) = (p.WidthInBytes, p.Height);
+    if width == 0 || rows == 0 {
         return Ok(());
     }
-    let origin = |base: usize, x: usize, y: usize, pitch: usize| {
-        y.checked_mul(pitch)
-            .and_then(|o| o.checked_add(x))
-            .and_then(|o| base.checked_add(o))
-            .ok_or(INVALID)
-    };
-    let src_rows = Rows {
-        addr: origin(src, p.srcXInBytes, p.srcY, p.srcPitch)?,
-        pitch: p.srcPitch,
+    // A 2-D copy is a 3-D one of a single slice.
+    let from = Volume::new(src, p.srcXInBytes, p.srcY, 0, p.srcPitch, rows)?;
+    let to = Volume::new(dst, p.dstXInBytes, p.dstY, 0, p.dstPitch, rows)?;
+    let region = Region {
         width,
-        height,
+        rows,
+        depth: 1,
     };
-    let dst_rows = Rows {
-        addr: origin(dst, p.dstXInBytes, p.dstY, p.dstPitch)?,
-        pitch: p.dstPitch,
-        width,
-        height,
-    };
-    let (s, d) = {
-        let space = space();
-        (
-            space.span(src_side, src_rows.addr, src_rows.extent()?)?,
-            space.span(dst_side, dst_rows.addr, dst_rows.extent()?)?,
-        )
-    };
-    submit(stream, pt, asynchronous, move || {
-        for row in 0..height {
-            let from = Span {
-                addr: s.addr + row * src_rows.pitch,
-                _keep: Keep::None,
-            };
-            let to = Span {
-                addr: d.addr + row * dst_rows.pitch,
-                _keep: Keep::None,
-            };
-            // SAFETY: every row lies within the extents checked above, kept alive by `s`, `d`.
-            unsafe { copy_bytes(&to, &from, width) };
-        }
-    })
+    copy_volumes(
+        (from, src_side),
+        (to, dst_side),
+        region,
+        stream,
+        asynchronous,
+        pt,
+    )
 }
 
 unsafe fn memcpy_2d(p: *const sys::CUDA_MEMCPY2D, pt: bool) -> CuResult {
@@ -1346,8 +1302,8 @@ unsafe fn memcpy_2d_async(
 }
 both_flavours!(cuMemcpy2DAsync_v2, cuMemcpy2DAsync_v2_ptsz, memcpy_2d_async, (p: *const sys::CUDA_MEMCPY2D, stream: sys::CUstream));
 
-/// One side of a 3-D copy: `depth` slices of `rows` rows of `width` bytes, rows `pitch` apart
-/// and slices `slice_rows * pitch` apart, from `addr`.
+/// One side of a 2-D or 3-D copy or memset: rows `pitch` apart and slices `slice_rows * pitch`
+/// apart, from `addr`.
 #[derive(Clone, Copy)]
 struct Volume {
     addr: usize,
@@ -1420,6 +1376,35 @@ unsafe fn copy_3d(
     }
     let from = Volume::new(src, p.srcXInBytes, p.srcY, p.srcZ, p.srcPitch, p.srcHeight)?;
     let to = Volume::new(dst, p.dstXInBytes, p.dstY, p.dstZ, p.dstPitch, p.dstHeight)?;
+    let region = Region { width, rows, depth };
+    copy_volumes(
+        (from, src_side),
+        (to, dst_side),
+        region,
+        stream,
+        asynchronous,
+        pt,
+    )
+}
+
+/// What a 2-D or 3-D operation covers: `depth` slices of `rows` rows of `width` bytes.
+#[derive(Clone, Copy)]
+struct Region {
+    width: usize,
+    rows: usize,
+    depth: usize,
+}
+
+/// Copies `region` from one volume to the other, both checked first.
+fn copy_volumes(
+    (from, src_side): (Volume, Side),
+    (to, dst_side): (Volume, Side),
+    region: Region,
+    stream: sys::CUstream,
+    asynchronous: bool,
+    pt: bool,
+) -> CuResult {
+    let Region { width, rows, depth } = region;
     let (s, d) = {
         let space = space();
         (
@@ -1461,38 +1446,38 @@ unsafe fn memcpy_3d_async(
 }
 both_flavours!(cuMemcpy3DAsync_v2, cuMemcpy3DAsync_v2_ptsz, memcpy_3d_async, (p: *const sys::CUDA_MEMCPY3D, stream: sys::CUstream));
 
+/// Fills `rows` rows of `count` elements, `pitch` bytes apart, from `dst`.
 fn memset(
     dst: sys::CUdeviceptr,
     fill: Fill,
-    rows: Rows,
+    (pitch, count, rows): (usize, usize, usize),
     stream: sys::CUstream,
     asynchronous: bool,
     pt: bool,
 ) -> CuResult {
     context::current()?;
     let addr = dst as usize;
-    if rows.width == 0 || rows.height == 0 {
+    if count == 0 || rows == 0 {
         return Ok(());
     }
-    if !addr.is_multiple_of(fill.width) || !rows.pitch.is_multiple_of(fill.width) {
+    if !addr.is_multiple_of(fill.width) || !pitch.is_multiple_of(fill.width) {
         return Err(INVALID);
     }
-    let bytes = Rows {
+    let width = count.checked_mul(fill.width).ok_or(INVALID)?;
+    let at = Volume {
         addr,
-        pitch: rows.pitch,
-        width: rows.width.checked_mul(fill.width).ok_or(INVALID)?,
-        height: rows.height,
+        pitch,
+        slice_rows: rows,
     };
-    let span = space().span(Side::Device, addr, bytes.extent()?)?;
-    let count = rows.width;
+    let span = space().span(Side::Device, addr, at.extent(width, rows, 1)?)?;
     submit(stream, pt, asynchronous, move || {
-        for row in 0..bytes.height {
-            let at = Span {
-                addr: span.addr + row * bytes.pitch,
+        for row in 0..rows {
+            let here = Span {
+                addr: span.addr + at.row(0, row),
                 _keep: Keep::None,
             };
             // SAFETY: within the extent checked above, aligned as checked, kept by `span`.
-            unsafe { fill.apply(&at, count) };
+            unsafe { fill.apply(&here, count) };
         }
     })
 }
@@ -1504,22 +1489,22 @@ macro_rules! memset_fns {
         mod $module {
             use super::*;
             unsafe fn one(dst: sys::CUdeviceptr, value: $ty, count: usize, pt: bool) -> CuResult {
-                let rows = Rows { addr: 0, pitch: 0, width: count, height: 1 };
+                let rows = (0, count, 1);
                 memset(dst, Fill { value: value as u32, width: $width }, rows, std::ptr::null_mut(), false, pt)
             }
             both_flavours!($d, $d_pt, one, (dst: sys::CUdeviceptr, value: $ty, count: usize));
             unsafe fn one_async(dst: sys::CUdeviceptr, value: $ty, count: usize, stream: sys::CUstream, pt: bool) -> CuResult {
-                let rows = Rows { addr: 0, pitch: 0, width: count, height: 1 };
+                let rows = (0, count, 1);
                 memset(dst, Fill { value: value as u32, width: $width }, rows, stream, true, pt)
             }
             both_flavours!($d_async, $d_async_pt, one_async, (dst: sys::CUdeviceptr, value: $ty, count: usize, stream: sys::CUstream));
             unsafe fn two(dst: sys::CUdeviceptr, pitch: usize, value: $ty, width: usize, height: usize, pt: bool) -> CuResult {
-                let rows = Rows { addr: 0, pitch, width, height };
+                let rows = (pitch, width, height);
                 memset(dst, Fill { value: value as u32, width: $width }, rows, std::ptr::null_mut(), false, pt)
             }
             both_flavours!($d2, $d2_pt, two, (dst: sys::CUdeviceptr, pitch: usize, value: $ty, width: usize, height: usize));
             unsafe fn two_async(dst: sys::CUdeviceptr, pitch: usize, value: $ty, width: usize, height: usize, stream: sys::CUstream, pt: bool) -> CuResult {
-                let rows = Rows { addr: 0, pitch, width, height };
+                let rows = (pitch, width, height);
                 memset(dst, Fill { value: value as u32, width: $width }, rows, stream, true, pt)
             }
             both_flavours!($d2_async, $d2_async_pt, two_async, (dst: sys::CUdeviceptr, pitch: usize, value: $ty, width: usize, height: usize, stream: sys::CUstream));
