@@ -17,6 +17,16 @@ pub fn attr(name: &str) -> io::Result<String> {
     read_trimmed(Path::new(SYSFS_DIR).join(name))
 }
 
+/// The cargo target directory this test program was built into (the parent of `release/`),
+/// where the tools and libraries under test are installed beside it.
+pub fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
 /// A numeric sysfs attribute of the emulated GPU (`used_bytes`, `free_bytes`, ...).
 pub fn attr_u64(name: &str) -> Result<u64, String> {
     let text = attr(name).map_err(err(name))?;

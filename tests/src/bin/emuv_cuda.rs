@@ -13,6 +13,7 @@
 use emuv_tests::{
     err, module,
     tap::{check, check_eq, Tap},
+    target_dir,
 };
 use libloading::Library;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -30,14 +31,6 @@ const FOUR_CARDS: &str =
     "gpu_count=4 gpu_model=4090 physical_vram_mb=256 virtual_vram_mb=0 lazy_allocation=1";
 
 type TestResult = Result<(), String>;
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .to_path_buf()
-}
 
 fn cuda_dir() -> PathBuf {
     target_dir().join("cuda")

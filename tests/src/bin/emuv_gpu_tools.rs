@@ -12,6 +12,7 @@ use emuv::{Device, Tier};
 use emuv_tests::{
     attr, attr_u64, err, module,
     tap::{check, check_eq, Tap},
+    target_dir,
 };
 use libloading::{Library, Symbol};
 use nix::{
@@ -49,14 +50,6 @@ type TestResult = Result<(), String>;
 /// The driver version GPU tools must report: emuv's `driver_version` parameter.
 fn driver_version() -> Result<String, String> {
     emuv_tests::param("driver_version").map_err(err("driver_version"))
-}
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .to_path_buf()
 }
 
 fn nvml_dir() -> PathBuf {

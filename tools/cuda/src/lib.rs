@@ -84,28 +84,20 @@ pub(crate) fn logging() -> bool {
 }
 
 /// Says `message` on stderr once per process per `key`.
-pub(crate) fn say_once(key: &'static str, message: &str) {
-    static SAID: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+pub(crate) fn say_once(key: &str, message: &str) {
+    static SAID: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    if said.get_or_insert_with(HashSet::new).insert(key) {
+    if said.get_or_insert_with(HashSet::new).insert(key.to_owned()) {
         let _ = writeln!(std::io::stderr(), "emuv CUDA: {message}");
     }
 }
 
 /// Says once per name that `cuGetProcAddress` reported `name` absent (with `EMUV_CUDA_LOG`).
 pub(crate) fn log_absent(name: &str, why: &str) {
-    static SAID: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-    if !logging() {
-        return;
-    }
-    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    if said
-        .get_or_insert_with(HashSet::new)
-        .insert(name.to_owned())
-    {
-        let _ = writeln!(
-            std::io::stderr(),
-            "emuv CUDA: cuGetProcAddress({name}): {why}"
+    if logging() {
+        say_once(
+            &format!("absent {name}"),
+            &format!("cuGetProcAddress({name}): {why}"),
         );
     }
 }
