@@ -12,6 +12,7 @@
 use crate::{
     gate::AccessGate,
     glue::{
+        dmem::{DmemCharge, DmemRegion},
         mem::{BorrowedFolio, RangeTree, HUGE_PAGES},
         task::{Process, User},
         vma::Mappable,
@@ -153,9 +154,11 @@ pub(crate) struct Buffer {
     /// range is found (before the buffer can be seen by anyone else).
     handle: Atomic<u32>,
     mappings: Atomic<u32>,
-    /// Dropped after `allocation` is back in the pool (field order): the user's bytes are
-    /// charged for as long as the memory is taken.
+    /// Dropped after `allocation` is back in the pool (field order): the user's bytes, and
+    /// the cgroup's, are charged for as long as the memory is taken. Pages the pool still
+    /// scrubs or quarantines after that are the card's, charged to no one.
     _charge: UserCharge,
+    _dmem_charge: DmemCharge,
 }
 
 impl Buffer {
@@ -326,12 +329,13 @@ impl Client {
         }
     }
 
-    /// Allocates `bytes` from `pool` for this file within `limits` and the user's limit:
-    /// `ENOMEM` when a byte limit or the card is full, `ENOSPC` when the file holds as many
-    /// allocations as it may. Returns the new buffer.
+    /// Allocates `bytes` from `pool` for this file within `limits`, the user's limit and the
+    /// caller's cgroup's `dmem.max` in `region`: `ENOMEM` when a byte limit or the card is
+    /// full, `ENOSPC` when the file holds as many allocations as it may. Returns the new buffer.
     pub(crate) fn allocate(
         &self,
         pool: &Arc<VramPool>,
+        region: &DmemRegion,
         bytes: u64,
         placement: Placement,
         limits: Limits,
@@ -347,6 +351,8 @@ impl Client {
             return Err(ENOMEM);
         }
         let charge = UserCharge::new(&self.charges, self.user, rounded)?;
+        // The pool rounds to pages too, so the charge is the allocation's size exactly.
+        let dmem_charge = region.try_charge(rounded)?;
         let allocation = pool.allocate(bytes, placement)?;
         let size = allocation.size();
         let pages = (size >> PAGE_SHIFT) as usize;
@@ -357,6 +363,7 @@ impl Client {
                 handle: Atomic::new(0),
                 mappings: Atomic::new(0),
                 _charge: charge,
+                _dmem_charge: dmem_charge,
             },
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -441,24 +448,25 @@ mod tests {
         file_allocations: 4,
     };
 
-    fn client() -> Result<(Arc<VramPool>, Arc<Client>)> {
+    fn client() -> Result<(Arc<VramPool>, DmemRegion, Arc<Client>)> {
         let pool = VramPool::new(PoolConfig {
             physical_bytes: 1 << 20,
             virtual_bytes: 0,
             strategy: Strategy::Lazy,
         })?;
-        Ok((pool, Client::new(&UserCharges::new(0)?)?))
+        let region = DmemRegion::register(c"emuv/kunit", 1 << 20)?;
+        Ok((pool, region, Client::new(&UserCharges::new(0)?)?))
     }
 
     /// The interleaving a concurrent FREE and ALLOC can produce while an ALLOC's result is
     /// being copied out: the failed ALLOC must free its own buffer, not the handle's new owner.
     #[test]
     fn a_failed_alloc_frees_its_own_buffer_not_the_handles_next_owner() -> Result {
-        let (pool, client) = client()?;
-        let first = client.allocate(&pool, 4096, Placement::Any, LIMITS)?;
+        let (pool, region, client) = client()?;
+        let first = client.allocate(&pool, &region, 4096, Placement::Any, LIMITS)?;
         let handle = first.handle();
         client.free(handle)?;
-        let second = client.allocate(&pool, 4096, Placement::Any, LIMITS)?;
+        let second = client.allocate(&pool, &region, 4096, Placement::Any, LIMITS)?;
         assert_eq!(second.handle(), handle);
         assert_eq!(client.free_buffer(&first).err(), Some(ENOENT));
         assert!(Arc::ptr_eq(&client.buffer(handle)?, &second));
@@ -468,9 +476,9 @@ mod tests {
 
     #[test]
     fn handles_are_offset_ranges_and_limits_hold() -> Result {
-        let (pool, client) = client()?;
-        let a = client.allocate(&pool, 3 * 4096, Placement::Any, LIMITS)?;
-        let b = client.allocate(&pool, 4096, Placement::Any, LIMITS)?;
+        let (pool, region, client) = client()?;
+        let a = client.allocate(&pool, &region, 3 * 4096, Placement::Any, LIMITS)?;
+        let b = client.allocate(&pool, &region, 4096, Placement::Any, LIMITS)?;
         // Each allocation owns a range of page offsets; its handle is the first of them.
         assert_eq!(b.handle(), a.handle() + 3);
         assert!(Arc::ptr_eq(
@@ -480,10 +488,12 @@ mod tests {
         a.mappings_undo();
         assert_eq!(client.buffer(a.handle() + 1).err(), Some(ENOENT));
         for _ in 0..2 {
-            client.allocate(&pool, 4096, Placement::Any, LIMITS)?;
+            client.allocate(&pool, &region, 4096, Placement::Any, LIMITS)?;
         }
         assert_eq!(
-            client.allocate(&pool, 4096, Placement::Any, LIMITS).err(),
+            client
+                .allocate(&pool, &region, 4096, Placement::Any, LIMITS)
+                .err(),
             Some(ENOSPC)
         );
         Ok(())

@@ -12,7 +12,7 @@
 
 use crate::{
     client::{Limits, UserCharges},
-    device::{show_ecc_errors, show_fail, store_ecc_errors, store_fail, EmuvDevice},
+    device::{node_name, show_ecc_errors, show_fail, store_ecc_errors, store_fail, EmuvDevice},
     glue::{
         chrdev::DeviceClass,
         configfs::{placed, Item, KernelGroup, Root, RootOps},
@@ -28,7 +28,7 @@ use kernel::{
     configfs_attrs, new_mutex,
     page::PAGE_SIZE,
     prelude::*,
-    str::{kstrtobool_bytes, CString, Formatter},
+    str::{kstrtobool_bytes, Formatter},
     sync::{Arc, Mutex},
 };
 
@@ -484,11 +484,7 @@ pub(crate) fn module_card_dirs(
 ) -> Result<KVec<KernelGroup>> {
     let mut dirs = KVec::new();
     for (index, card) in cards.all()? {
-        let name = if index == 0 {
-            CString::try_from_fmt(fmt!("emuv"))?
-        } else {
-            CString::try_from_fmt(fmt!("emuv{index}"))?
-        };
+        let name = node_name(index)?;
         let group = card_group(&name, cards.clone(), settings, State::FromParameters(card))?;
         dirs.push(KernelGroup::register(subsystem, group)?, GFP_KERNEL)?;
     }

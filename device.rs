@@ -7,6 +7,7 @@ use crate::{
     client::{placement_from_uapi, Buffer, Client, Limits, UserCharges},
     glue::{
         chrdev::{FileHandler, FileMapping},
+        dmem::DmemRegion,
         sysfs::{attribute_groups, Attribute},
         vma,
     },
@@ -21,7 +22,7 @@ use kernel::{
     new_mutex,
     page::PAGE_SHIFT,
     prelude::*,
-    str::{BStr, Formatter},
+    str::{BStr, CString, Formatter},
     sync::{
         atomic::{Atomic, Relaxed},
         Arc, Mutex,
@@ -41,6 +42,9 @@ pub(crate) struct EmuvDevice {
     limits: Limits,
     /// Bytes per user across all of their files.
     user_charges: Arc<UserCharges>,
+    /// The card as a dmem cgroup region, `emuv/<node>`: every allocation is charged to the
+    /// allocating task's cgroup.
+    pub(crate) dmem: DmemRegion,
     /// Set when the card is taken away (configfs `enabled=0`): no new opens.
     removed: Atomic<bool>,
     /// Uncorrected ECC errors injected through `ecc_errors`.
@@ -63,6 +67,16 @@ impl PinnedDrop for EmuvDevice {
 struct OpenEntry {
     client: Arc<Client>,
     mapping: FileMapping,
+}
+
+/// The name of card `index`'s node, sysfs directory and configfs directory: `emuv` for card 0,
+/// `emuv<i>` for card i.
+pub(crate) fn node_name(index: u32) -> Result<CString> {
+    if index == 0 {
+        CString::try_from_fmt(fmt!("emuv"))
+    } else {
+        CString::try_from_fmt(fmt!("emuv{index}"))
+    }
 }
 
 /// Bus number of card `index` on the emulated PCI bus: 1 + index, as a real card sits behind
@@ -124,6 +138,12 @@ impl EmuvDevice {
         user_charges: Arc<UserCharges>,
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
+            dmem: {
+                let node = node_name(index)?;
+                let config = pool.config();
+                let bytes = config.physical_bytes.saturating_add(config.virtual_bytes);
+                DmemRegion::register(&CString::try_from_fmt(fmt!("emuv/{}", &*node))?, bytes)?
+            },
             index,
             model,
             pool,
@@ -333,9 +353,9 @@ impl EmuvDevice {
             return Err(EINVAL);
         }
         let placement = placement_from_uapi(req.tier)?;
-        let buffer = file
-            .client
-            .allocate(&self.pool, req.bytes, placement, self.limits)?;
+        let buffer =
+            file.client
+                .allocate(&self.pool, &self.dmem, req.bytes, placement, self.limits)?;
         let mut query = uapi::Query::default();
         buffer.query(&mut query)?;
         req.bytes = query.bytes;

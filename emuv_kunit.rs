@@ -14,6 +14,7 @@ mod client;
 mod gate;
 #[allow(dead_code)]
 mod glue {
+    pub(crate) mod dmem;
     pub(crate) mod mem;
     pub(crate) mod task;
     pub(crate) mod vma;

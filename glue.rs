@@ -10,6 +10,7 @@
 pub(crate) mod chrdev;
 #[cfg(CONFIG_CONFIGFS_FS)]
 pub(crate) mod configfs;
+pub(crate) mod dmem;
 pub(crate) mod mem;
 pub(crate) mod param;
 pub(crate) mod sysfs;

@@ -22,7 +22,7 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_races emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools emuv_cuda emuv_cdi
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_races emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools emuv_cuda emuv_cdi emuv_dmem
 	emuv_faults emuv_storm emuv_fuzz emuv_preempt)
 # What must show up in the results: the host tests, the KUnit suites and every program.
 EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool kunit:emuv_page_ranges kunit:emuv_report kunit:emuv_client "${PROGRAMS[@]}")
@@ -159,6 +159,14 @@ if [ "$DEBIAN" = 1 ] && ! timed "phase: Debian kernel: VM tests and package test
 		echo "not ok 1 Debian's kernel: prepared, booted, and its kernel log clean (see $out/console-debian.log)"
 		echo "### END debian:vm rc=1"
 	} >>"$results"
+fi
+
+# Real container runtimes (podman 5 from sid) on the test kernel, with the sid chroot as root.
+if [ "$DEBIAN" = 1 ]; then
+	EXPECTED+=(containers)
+	timed "phase: containers (podman from the sid chroot, on the test kernel)" \
+		"$here/containers.sh" "$results" "$kdir" "$MODULE_DIR" ||
+		log "the container tests failed: $results, section containers"
 fi
 
 log "results: $results, console: $out/console.log"

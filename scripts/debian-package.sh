@@ -28,15 +28,15 @@ build() {
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
 			die "apt-get install ${missing[*]} failed"
 	fi
-	cargo build --quiet --release --locked -p emuv-smi -p emuv-nvml --manifest-path "$top/Cargo.toml" ||
-		die "building emuv-smi and the NVML library failed"
+	cargo build --quiet --release --locked -p emuv-smi -p emuv-ctk -p emuv-nvml --manifest-path "$top/Cargo.toml" ||
+		die "building emuv-smi, emuv-ctk and the NVML library failed"
 	# dpkg-buildpackage writes next to the source tree: build from a copy in a directory of ours.
 	local work
 	work=$(mktemp -d /tmp/emuv-deb.XXXXXX)
 	mkdir -p "$work/emuv/target/release"
 	(cd "$top" && cp -pr Kbuild Makefile ./*.rs glue include emuv.conf debian LICENSE "$work/emuv/" &&
 		mkdir -p "$work/emuv/scripts" && cp -p scripts/debian-rust-metadata.sh "$work/emuv/scripts/" &&
-		cp -p target/release/emuv-smi target/release/libnvidia_ml.so "$work/emuv/target/release/")
+		cp -p target/release/emuv-smi target/release/emuv-ctk target/release/libnvidia_ml.so "$work/emuv/target/release/")
 	(cd "$work/emuv" && dpkg-buildpackage -b -uc -us >"$work/build.log" 2>&1) ||
 		{ tail -n 30 "$work/build.log" >&2; die "dpkg-buildpackage failed (log: $work/build.log)"; }
 	mkdir -p "$top/target/deb"
@@ -103,7 +103,7 @@ test_package() {
 	snapshot "$root" >"$pkgtest/before.txt"
 	{
 		echo "### BEGIN debian:package"
-		echo "1..9"
+		echo "1..10"
 	} >>"$results"
 	local rc=0
 	log "debian package: installing $(basename "$deb") into the $DEBIAN_RELEASE chroot (DKMS regenerates the Rust metadata and builds emuv.ko)"
@@ -142,6 +142,15 @@ test_package() {
 			setpriv --reuid=emuv-member --regid=emuv-member --init-groups emuv-smi -L | grep "RTX 4090" &&
 			emuv-nvml sh -c "test -f /usr/lib/x86_64-linux-gnu/emuv/libnvidia-ml.so.1 && echo \$LD_LIBRARY_PATH" | grep emuv &&
 			! ldconfig -p | grep libnvidia-ml'
+		t "udev keeps /var/run/cdi/emuv.json current: one card, a configfs card added, then removed" sh -c '
+			cards() { python3 -c "import json; print((len(json.load(open(\"/var/run/cdi/emuv.json\"))[\"devices\"]) - 1) // 2)"; }
+			mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
+			test "$(cards)" = 1 || { echo "after modprobe: $(cards) cards"; exit 1; }
+			mkdir /sys/kernel/config/emuv/pkgtest && echo 256 >/sys/kernel/config/emuv/pkgtest/physical_vram_mb &&
+				echo 1 >/sys/kernel/config/emuv/pkgtest/enabled && udevadm settle --timeout=60
+			test "$(cards)" = 2 || { echo "with the configfs card: $(cards) cards"; exit 1; }
+			echo 0 >/sys/kernel/config/emuv/pkgtest/enabled && rmdir /sys/kernel/config/emuv/pkgtest && udevadm settle --timeout=60
+			test "$(cards)" = 1 || { echo "after removing it: $(cards) cards"; exit 1; }'
 		rmmod emuv
 	GUEST
 	chmod +x "$pkgtest/guest.sh"
@@ -153,7 +162,7 @@ test_package() {
 	local guest_tap
 	guest_tap=$(sed -n 's/^.*PKGTAP //p' "$pkgtest/console.log")
 	echo "$guest_tap" >>"$results"
-	if [ "$(grep -c '^\(not \)\?ok ' <<<"$guest_tap")" -ne 5 ] || grep -q '^not ok' <<<"$guest_tap"; then
+	if [ "$(grep -c '^\(not \)\?ok ' <<<"$guest_tap")" -ne 6 ] || grep -q '^not ok' <<<"$guest_tap"; then
 		rc=1
 	fi
 	if [ $vm_rc -ne 0 ]; then
@@ -162,9 +171,9 @@ test_package() {
 	fi
 	log "debian package: apt-get purge"
 	if in_chroot "$root" apt-get purge -y --autoremove emuv-dkms >"$pkgtest/purge.log" 2>&1; then
-		echo "ok 7 apt-get purge --autoremove emuv-dkms" >>"$results"
+		echo "ok 8 apt-get purge --autoremove emuv-dkms" >>"$results"
 	else
-		{ tail -n 30 "$pkgtest/purge.log" | sed 's/^/# /'; echo "not ok 7 apt-get purge --autoremove emuv-dkms"; } >>"$results"
+		{ tail -n 30 "$pkgtest/purge.log" | sed 's/^/# /'; echo "not ok 8 apt-get purge --autoremove emuv-dkms"; } >>"$results"
 		rc=1
 	fi
 	local left
@@ -172,17 +181,17 @@ test_package() {
 		\( -name "emuv*" -o -name ".emuv-rust-metadata*" -o -name "*emuv*.rules" \) 2>/dev/null || true)
 	grep -q '^emuv:' "$root/etc/group" && left+=" group emuv"
 	if [ -z "$left" ]; then
-		echo "ok 8 nothing of emuv is left: module, DKMS tree, source, group, Rust metadata" >>"$results"
+		echo "ok 9 nothing of emuv is left: module, DKMS tree, source, group, Rust metadata" >>"$results"
 	else
-		{ echo "$left" | sed 's/^/# left: /'; echo "not ok 8 nothing of emuv is left"; } >>"$results"
+		{ echo "$left" | sed 's/^/# left: /'; echo "not ok 9 nothing of emuv is left"; } >>"$results"
 		rc=1
 	fi
 	local after
 	after=$(snapshot "$root" | comm -13 "$pkgtest/before.txt" -)
 	if [ -z "$after" ]; then
-		echo "ok 9 the chroot holds no file the package test added" >>"$results"
+		echo "ok 10 the chroot holds no file the package test added" >>"$results"
 	else
-		{ echo "$after" | head -n 20 | sed 's/^/# left: /'; echo "not ok 9 the chroot holds no file the package test added"; } >>"$results"
+		{ echo "$after" | head -n 20 | sed 's/^/# left: /'; echo "not ok 10 the chroot holds no file the package test added"; } >>"$results"
 		rc=1
 	fi
 	echo "### END debian:package rc=$rc" >>"$results"

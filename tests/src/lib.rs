@@ -62,6 +62,30 @@ pub fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// The cgroup v2 hierarchy, mounted if nobody did, with `controller` (unless empty) enabled
+/// for the root's children.
+pub fn cgroup_root(controller: &str) -> Result<&'static Path, String> {
+    let root = Path::new("/sys/fs/cgroup");
+    if !root.join("cgroup.controllers").exists() {
+        nix::mount::mount(
+            Some("cgroup2"),
+            root,
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(err("mount cgroup2"))?;
+    }
+    if !controller.is_empty() {
+        fs::write(
+            root.join("cgroup.subtree_control"),
+            format!("+{controller}"),
+        )
+        .map_err(err(&format!("enable the {controller} controller")))?;
+    }
+    Ok(root)
+}
+
 /// Reads one module parameter from `/sys/module/emuv/parameters/`.
 pub fn param(name: &str) -> io::Result<String> {
     read_trimmed(Path::new("/sys/module/emuv/parameters").join(name))

@@ -9,10 +9,10 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
-    err, in_child, kasan_quarantine, kernel_memory, module, settled_kernel_memory,
+    cgroup_root, err, in_child, kasan_quarantine, kernel_memory, module, settled_kernel_memory,
     tap::{check, check_eq, Tap},
 };
-use nix::{errno::Errno, mount::MsFlags};
+use nix::errno::Errno;
 use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 const MIB: u64 = 1 << 20;
@@ -244,24 +244,6 @@ fn subordinate_uids_share_the_user_slice() -> Result<(), String> {
     })
 }
 
-/// The cgroup v2 hierarchy, mounted if nobody did.
-fn cgroup_root() -> Result<&'static Path, String> {
-    let root = Path::new("/sys/fs/cgroup");
-    if !root.join("cgroup.controllers").exists() {
-        nix::mount::mount(
-            Some("cgroup2"),
-            root,
-            Some("cgroup2"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(err("mount cgroup2"))?;
-    }
-    fs::write(root.join("cgroup.subtree_control"), "+memory")
-        .map_err(err("enable the memory controller"))?;
-    Ok(root)
-}
-
 /// A `memory.stat` field of a cgroup, in bytes.
 fn memory_stat(cgroup: &Path, field: &str) -> Result<u64, String> {
     let text = fs::read_to_string(cgroup.join("memory.stat")).map_err(err("memory.stat"))?;
@@ -273,7 +255,7 @@ fn memory_stat(cgroup: &Path, field: &str) -> Result<u64, String> {
 fn charged_to_the_memcg(tap: &Tap) -> Result<(), String> {
     const ALLOCATIONS: u64 = 20_000;
     module::with_loaded("physical_vram_mb=1024", || {
-        let cgroup = cgroup_root()?.join("emuv-test");
+        let cgroup = cgroup_root("memory")?.join("emuv-test");
         let _ = fs::remove_dir(&cgroup);
         fs::create_dir(&cgroup).map_err(err("mkdir cgroup"))?;
         let cg = cgroup.clone();

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# emuv cards in real containers: boots the test kernel with the Debian sid chroot of
+# scripts/debian-kernel.sh as its root (podman 5, crun and containerd 2.1 come from sid; the
+# host's Debian 12 has podman 4), and runs tests/src/bin/emuv_containers.rs there. Writes its
+# TAP into RESULTS as section "containers".
+#
+#   scripts/containers.sh RESULTS KERNEL_DIR MODULE_DIR
+#
+# The container image is a root filesystem made from the chroot's own files: dash, Python with
+# pynvml (from the GPU tools' venv), and the libraries they and emuv's programs link; no
+# registry is asked for anything.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+
+results=${1:?usage: containers.sh RESULTS KERNEL_DIR MODULE_DIR}
+kdir=${2:?} module_dir=${3:?}
+root=$EMUV_CACHE/debian/${EMUV_DEBIAN_SUITE:-sid}-root
+work=$root/var/cache/emuv-containers
+CONTAINER_PACKAGES=(podman crun conmon containerd catatonit)
+
+section() { # RC LINES...: the section, as the summary reads it
+	local rc=$1
+	shift
+	{
+		echo "### BEGIN containers"
+		printf '%s\n' "$@"
+		echo "### END containers rc=$rc"
+	} >>"$results"
+}
+
+[ -f "$root/.emuv-root-ok" ] || {
+	section 0 "ok 1 containers # SKIP no Debian chroot (scripts/debian-kernel.sh makes it)"
+	exit 0
+}
+
+in_chroot() {
+	unshare --mount --propagation private -- sh -c '
+		root=$1; shift
+		mount -t proc proc "$root/proc" && exec chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+			HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"' sh "$root" "$@"
+}
+
+stamp=$root/.emuv-containers-v1
+if [ ! -f "$stamp" ]; then
+	log "containers: installing ${CONTAINER_PACKAGES[*]} into the chroot"
+	in_chroot apt-get install -y -qq "${CONTAINER_PACKAGES[@]}" >"$EMUV_CACHE/debian/containers-install.log" 2>&1 ||
+		die "installing ${CONTAINER_PACKAGES[*]} failed (see $EMUV_CACHE/debian/containers-install.log)"
+	touch "$stamp"
+fi
+
+# What the guest runs: emuv.ko for the test kernel, the test program, the tools and libraries
+# (laid out as in target/, where emuv-ctk finds them), and the image.
+rm -rf "$work" && mkdir -p "$work/release" "$work/rootfs"
+cp "$module_dir/emuv.ko" "$work/"
+cp "$top/target/release/emuv_containers" "$top/target/release/emuv-smi" "$top/target/release/emuv-ctk" "$work/release/"
+cp -r "$top/target/nvml" "$top/target/cuda" "$work/"
+
+# The image: the chroot's dash and Python, pynvml, and every library they or emuv's programs
+# load, found by the chroot's own ldd.
+python=$(cd "$root/usr/bin" && ls python3.[0-9]* | grep -E '^python3\.[0-9]+$' | sort -V | tail -n1)
+pynvml=$(ls "$GPU_TOOLS_VENV"/lib/python3*/site-packages/pynvml.py 2>/dev/null | head -n1)
+[ -n "$pynvml" ] || die "no pynvml.py in $GPU_TOOLS_VENV (scripts/setup.sh installs it)"
+img=$work/rootfs
+mkdir -p "$img"/{usr/bin,usr/lib/x86_64-linux-gnu,usr/lib64,usr/lib/python3/dist-packages,etc,proc,sys,dev,tmp,run,root}
+for d in bin lib lib64 sbin; do ln -s "usr/$d" "$img/$d"; done
+ln -s bin "$img/usr/sbin"
+cp -a "$root/usr/bin/dash" "$root/usr/bin/$python" "$img/usr/bin/"
+ln -s dash "$img/usr/bin/sh"
+ln -s "$python" "$img/usr/bin/python3"
+rsync -a --exclude test --exclude idlelib --exclude tkinter --exclude turtledemo --exclude ensurepip \
+	--exclude pydoc_data "$root/usr/lib/$python" "$img/usr/lib/"
+cp "$pynvml" "$img/usr/lib/python3/dist-packages/"
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$img/etc/passwd"
+printf 'root:x:0:\n' >"$img/etc/group"
+# Copied into the chroot first, so that its ldd resolves them as the container will.
+objects=(/usr/bin/dash "/usr/bin/$python" /var/cache/emuv-containers/release/emuv_containers
+	/var/cache/emuv-containers/release/emuv-smi /var/cache/emuv-containers/nvml/libnvidia-ml.so.1
+	/var/cache/emuv-containers/cuda/libcuda.so.1)
+while IFS= read -r so; do objects+=("${so#"$root"}"); done < <(find "$root/usr/lib/$python/lib-dynload" -name '*.so')
+in_chroot sh -c 'for o in "$@"; do ldd "$o"; done' sh "${objects[@]}" |
+	awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u |
+	while IFS= read -r lib; do
+		real=$(in_chroot readlink -f "$lib")
+		mkdir -p "$img$(dirname "$lib")"
+		cp -L "$root$real" "$img$lib"
+	done
+log "containers: image of $(du -sm "$img" | cut -f1) MiB ($python, dash, pynvml)"
+
+cat >"$work/guest.sh" <<'GUEST'
+#!/bin/sh
+# In the test kernel, root = the sid chroot. Prints the program's TAP lines marked CTAP.
+[ -f /sys/fs/cgroup/cgroup.controllers ] || mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
+mkdir -p /var/run/cdi /tmp/emuv-podman
+cd /var/cache/emuv-containers
+EMUV_MODULE_DIR=/var/cache/emuv-containers ./release/emuv_containers 2>&1 | sed -u 's/^/CTAP /'
+GUEST
+chmod +x "$work/guest.sh"
+
+log "containers: booting the test kernel with the chroot as root"
+vm_rc=0
+"$here/vm-run.sh" --kernel "$kdir" --root "$root" --timeout 1200 --memory 1536M \
+	--log "$work/console.log" -- /var/cache/emuv-containers/guest.sh 2>"$work/vm-run.log" || vm_rc=$?
+mapfile -t tap < <(sed -n 's/^.*CTAP //p' "$work/console.log" | tr -d '\r')
+rc=0
+if [ $vm_rc -ne 0 ]; then
+	mapfile -t tail_lines < <(tail -n 8 "$work/vm-run.log" | sed 's/^/# /')
+	tap+=("${tail_lines[@]}" "not ok 99 the containers VM finished and its kernel log is clean (see $work/console.log)")
+	rc=1
+fi
+printf '%s\n' "${tap[@]}" | grep -q '^not ok' && rc=1
+[ ${#tap[@]} -gt 0 ] || { tap=("not ok 1 the container tests printed nothing (see $work/console.log)"); rc=1; }
+section $rc "${tap[@]}"
+exit $rc
