@@ -20,7 +20,7 @@ top=$(dirname "$here")
 results=${1:?usage: containers.sh RESULTS KERNEL_DIR MODULE_DIR}
 kdir=${2:?} module_dir=${3:?}
 root=$EMUV_CACHE/debian/${EMUV_DEBIAN_SUITE:-sid}-root
-work=$root/var/cache/emuv-containers
+work=$root/tmp/emuv-containers
 CONTAINER_PACKAGES=(podman crun conmon containerd catatonit)
 
 section() { # RC LINES...: the section, as the summary reads it
@@ -72,15 +72,15 @@ ln -s bin "$img/usr/sbin"
 cp -a "$root/usr/bin/dash" "$root/usr/bin/$python" "$img/usr/bin/"
 ln -s dash "$img/usr/bin/sh"
 ln -s "$python" "$img/usr/bin/python3"
-rsync -a --exclude test --exclude idlelib --exclude tkinter --exclude turtledemo --exclude ensurepip \
-	--exclude pydoc_data "$root/usr/lib/$python" "$img/usr/lib/"
+cp -a "$root/usr/lib/$python" "$img/usr/lib/"
+rm -rf "$img/usr/lib/$python"/{test,idlelib,tkinter,turtledemo,ensurepip,pydoc_data}
 cp "$pynvml" "$img/usr/lib/python3/dist-packages/"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$img/etc/passwd"
 printf 'root:x:0:\n' >"$img/etc/group"
 # Copied into the chroot first, so that its ldd resolves them as the container will.
-objects=(/usr/bin/dash "/usr/bin/$python" /var/cache/emuv-containers/release/emuv_containers
-	/var/cache/emuv-containers/release/emuv-smi /var/cache/emuv-containers/nvml/libnvidia-ml.so.1
-	/var/cache/emuv-containers/cuda/libcuda.so.1)
+objects=(/usr/bin/dash "/usr/bin/$python" /tmp/emuv-containers/release/emuv_containers
+	/tmp/emuv-containers/release/emuv-smi /tmp/emuv-containers/nvml/libnvidia-ml.so.1
+	/tmp/emuv-containers/cuda/libcuda.so.1)
 while IFS= read -r so; do objects+=("${so#"$root"}"); done < <(find "$root/usr/lib/$python/lib-dynload" -name '*.so')
 in_chroot sh -c 'for o in "$@"; do ldd "$o"; done' sh "${objects[@]}" |
 	awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u |
@@ -96,16 +96,19 @@ cat >"$work/guest.sh" <<'GUEST'
 # In the test kernel, root = the sid chroot. Prints the program's TAP lines marked CTAP.
 [ -f /sys/fs/cgroup/cgroup.controllers ] || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
-mkdir -p /var/run/cdi /tmp/emuv-podman
-cd /var/cache/emuv-containers
-EMUV_MODULE_DIR=/var/cache/emuv-containers ./release/emuv_containers 2>&1 | sed -u 's/^/CTAP /'
+# Podman's state and the image in memory: the root is 9p, slow for both.
+mkdir -p /var/run/cdi /tmp/emuv-podman && mount -t tmpfs tmpfs /tmp/emuv-podman &&
+	cp -a /tmp/emuv-containers/rootfs /tmp/emuv-podman/rootfs
+cd /tmp/emuv-containers
+EMUV_CONTAINER_ROOTFS=/tmp/emuv-podman/rootfs EMUV_MODULE_DIR=/tmp/emuv-containers \
+	./release/emuv_containers 2>&1 | sed -u 's/^/CTAP /'
 GUEST
 chmod +x "$work/guest.sh"
 
 log "containers: booting the test kernel with the chroot as root"
 vm_rc=0
 "$here/vm-run.sh" --kernel "$kdir" --root "$root" --timeout 1200 --memory 1536M \
-	--log "$work/console.log" -- /var/cache/emuv-containers/guest.sh 2>"$work/vm-run.log" || vm_rc=$?
+	--log "$work/console.log" -- /tmp/emuv-containers/guest.sh 2>"$work/vm-run.log" || vm_rc=$?
 mapfile -t tap < <(sed -n 's/^.*CTAP //p' "$work/console.log" | tr -d '\r')
 rc=0
 if [ $vm_rc -ne 0 ]; then

@@ -51,8 +51,7 @@ fn tool(name: &str) -> PathBuf {
 
 /// The container image: a root filesystem made from the chroot (`scripts/containers.sh`).
 fn image() -> String {
-    std::env::var("EMUV_CONTAINER_ROOTFS")
-        .unwrap_or_else(|_| "/var/cache/emuv-containers/rootfs".into())
+    std::env::var("EMUV_CONTAINER_ROOTFS").unwrap_or_else(|_| "/tmp/emuv-containers/rootfs".into())
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -336,7 +335,7 @@ const APPS: [&str; 3] = [
     "-i",
 ];
 
-fn processes_by_namespace() -> TestResult {
+fn processes_by_namespace(tap: &Tap) -> TestResult {
     let holder = Holder::start("emuv-pids", &["--device", "emuv.dev/gpu=0"], &["64"])?;
     check_eq(
         "the holder's allocation",
@@ -363,6 +362,17 @@ fn processes_by_namespace() -> TestResult {
         compute_apps(&text(&inside.stdout)),
         vec![(1, 64)],
     )?;
+    // The two views side by side, for the record.
+    let host_smi = Command::new(tool("emuv-smi"))
+        .output()
+        .map_err(err("emuv-smi"))?;
+    let container_smi = holder.exec(&["emuv-smi"])?;
+    for (who, out) in [("host", &host_smi), ("container", &container_smi)] {
+        tap.note(format!("emuv-smi on the {who}:"));
+        for line in text(&out.stdout).lines() {
+            tap.note(line);
+        }
+    }
     podman_ok(&["kill", "emuv-pids"])?;
     holder.wait()?;
     let dev = Device::open_read_only().map_err(err("open"))?;
@@ -388,9 +398,16 @@ fn dmem_quota(tap: &Tap) -> TestResult {
         ],
         &["768", "512", "256"],
     )?;
+    let results = limited.results()?;
+    tap.note(format!(
+        "under dmem.max=emuv/emuv 1073741824: 768 MiB {}, 512 MiB more {}, 256 MiB more {}",
+        results[0],
+        results.get(1).map_or("-", String::as_str),
+        results.get(2).map_or("-", String::as_str)
+    ));
     check_eq(
         "768 MiB, 512 MiB past the 1 GiB limit, then 256 MiB",
-        limited.results()?,
+        results,
         vec!["ok".to_owned(), "ENOMEM".to_owned(), "ok".to_owned()],
     )?;
     let other = in_container_ok(&["--device", "emuv.dev/gpu=0"], &[ALLOC, "alloc", "2048"])?;
@@ -400,16 +417,9 @@ fn dmem_quota(tap: &Tap) -> TestResult {
         "results ok",
     )?;
     let cgroup = limited.cgroup()?;
-    let current = fs::read_to_string(cgroup.join("dmem.current")).map_err(err("dmem.current"))?;
-    tap.note(format!(
-        "the limited container's dmem.current: {}",
-        current.trim()
-    ));
-    check_eq(
-        "dmem.current",
-        current.trim(),
-        format!("emuv/emuv {}", GIB).as_str(),
-    )?;
+    let current = card0_line(&cgroup, "dmem.current")?;
+    tap.note(format!("the limited container's dmem.current: {current}"));
+    check_eq("dmem.current", current, format!("emuv/emuv {GIB}"))?;
     let mut args = vec!["emuv-smi"];
     args.extend_from_slice(&APPS);
     args.push("0");
@@ -427,12 +437,20 @@ fn dmem_quota(tap: &Tap) -> TestResult {
         "raising it from inside: {}",
         text(&raise.stderr).trim()
     ));
-    let max = fs::read_to_string(cgroup.join("dmem.max")).map_err(err("dmem.max"))?;
     check_eq(
         "dmem.max after the attempt",
-        max.trim(),
-        format!("emuv/emuv {GIB}").as_str(),
+        card0_line(&cgroup, "dmem.max")?,
+        format!("emuv/emuv {GIB}"),
     )
+}
+
+/// Card 0's line of one of a cgroup's dmem files.
+fn card0_line(cgroup: &Path, file: &str) -> Result<String, String> {
+    let text = fs::read_to_string(cgroup.join(file)).map_err(err(file))?;
+    text.lines()
+        .find(|l| l.starts_with("emuv/emuv "))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{file} has no emuv/emuv: {text:?}"))
 }
 
 fn spec_regenerated_while_running() -> TestResult {
@@ -471,7 +489,7 @@ fn card_lost_while_mapped() -> TestResult {
     check_eq("host cards after the loss", host_uuids()?.len(), 4)
 }
 
-fn stale_spec() -> TestResult {
+fn stale_spec(tap: &Tap) -> TestResult {
     let dir = Path::new("/sys/kernel/config/emuv/emuv-stale");
     fs::create_dir(dir).map_err(err("mkdir configfs card"))?;
     let made = (|| {
@@ -492,6 +510,7 @@ fn stale_spec() -> TestResult {
     check(!refused.status.success() && message.contains(&node), || {
         describe("a container asking for the removed card", &refused)
     })?;
+    tap.note(format!("podman on the removed card: {}", message.trim()));
     let listing = in_container_ok(&["--device", "emuv.dev/gpu=0"], &["emuv-smi", "-L"])?;
     check_eq(
         "card 0 still goes into containers",
@@ -575,10 +594,10 @@ fn main() {
             ("podman --device emuv.dev/gpu=1: emuv-smi -L and pynvml list exactly card 1, as GPU 0", &|_| one_card_by_index()),
             ("podman --device emuv.dev/gpu=all lists every card; by UUID and two by index too", &|_| all_cards_and_by_uuid()),
             ("podman --device nvidia.com/gpu=2 under --kind nvidia.com/gpu, through nvidia-smi", &|_| nvidia_kind()),
-            ("a container's allocation: the host lists it under its host PID, the container under PID 1; podman kill frees it", &|_| processes_by_namespace()),
+            ("a container's allocation: the host lists it under its host PID, the container under PID 1; podman kill frees it", &processes_by_namespace),
             ("the spec regenerated while a container runs: the running one keeps its card, new ones start", &|_| spec_regenerated_while_running()),
             ("a card lost while a container maps it: SIGBUS in the container, the host unharmed", &|_| card_lost_while_mapped()),
-            ("a stale spec naming a removed card: podman refuses it naming the node, other cards unaffected", &|_| stale_spec()),
+            ("a stale spec naming a removed card: podman refuses it naming the node, other cards unaffected", &stale_spec),
         ];
         for (name, test) in tests {
             tap.test(name, test(&tap));

@@ -104,6 +104,7 @@ fn host(args: &GenerateArgs) -> Host {
             &[exe_dir.join("emuv-smi"), PathBuf::from("/usr/bin/emuv-smi")],
         ),
         as_nvidia_smi: args.nvidia_smi,
+        machine_id: Some(PathBuf::from("/etc/machine-id")).filter(|p| p.is_file()),
     }
 }
 
@@ -178,6 +179,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     cuda: None,
                     smi: None,
                     as_nvidia_smi: false,
+                    machine_id: None,
                 },
             );
             for name in qualified_names(&spec) {

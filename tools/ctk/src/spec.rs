@@ -70,6 +70,8 @@ pub struct Host {
     pub smi: Option<PathBuf>,
     /// Also put `emuv-smi` at `/usr/bin/nvidia-smi`.
     pub as_nvidia_smi: bool,
+    /// The host's `/etc/machine-id`, if it has one: the cards' UUIDs derive from it.
+    pub machine_id: Option<PathBuf>,
 }
 
 fn bind(host: &Path, container: &str) -> Mount {
@@ -158,6 +160,9 @@ pub fn generate(kind: &str, gpus: &[Gpu], host: &Host) -> Spec {
         mounts.push(bind(cuda, &format!("{CONTAINER_LIB_DIR}/libcuda.so.1")));
         mounts.push(bind(cuda, &format!("{CONTAINER_LIB_DIR}/libcuda.so")));
     }
+    if let Some(id) = &host.machine_id {
+        mounts.push(bind(id, emuv::gpus::HOST_MACHINE_ID));
+    }
     if let Some(smi) = &host.smi {
         mounts.push(bind(smi, "/usr/bin/emuv-smi"));
         if host.as_nvidia_smi {
@@ -197,6 +202,7 @@ mod tests {
             cuda: None,
             smi: Some(dir.join("emuv-smi")),
             as_nvidia_smi: true,
+            machine_id: Some(dir.join("machine-id")),
         }
     }
 
@@ -251,6 +257,7 @@ mod tests {
             [
                 "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
                 "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so",
+                "/run/emuv/machine-id",
                 "/usr/bin/emuv-smi",
                 "/usr/bin/nvidia-smi"
             ]

@@ -364,10 +364,16 @@ fn parse_hex_u16(dir: &Path, name: &str) -> io::Result<u16> {
         .map_err(|_| invalid(format!("{}/{name}: not a hex ID: {text:?}", dir.display())))
 }
 
+/// Where a container finds the host's `/etc/machine-id` (emuv-ctk's CDI spec mounts it there),
+/// so that a card has the same UUID inside a container as outside.
+pub const HOST_MACHINE_ID: &str = "/run/emuv/machine-id";
+
 /// Names of the per-host identity that the UUIDs derive from: the same on every reload, different
-/// between machines (as real GPU UUIDs are).
+/// between machines (as real GPU UUIDs are). In a container, the host's.
 fn machine_id() -> String {
-    fs::read_to_string("/etc/machine-id")
+    [HOST_MACHINE_ID, "/etc/machine-id"]
+        .iter()
+        .find_map(|path| fs::read_to_string(path).ok())
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
 }
