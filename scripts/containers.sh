@@ -9,8 +9,8 @@
 #   scripts/containers.sh RESULTS KERNEL_DIR MODULE_DIR
 #
 # The container image is a root filesystem made from the chroot's own files: dash, Python with
-# pynvml (from the GPU tools' venv), and the libraries they and emuv's programs link; no
-# registry is asked for anything.
+# pynvml (from the GPU tools' venv), catatonit, and the libraries they and emuv's programs link;
+# no registry is asked for anything (containerd gets it through podman import/save and ctr).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -21,7 +21,8 @@ results=${1:?usage: containers.sh RESULTS KERNEL_DIR MODULE_DIR}
 kdir=${2:?} module_dir=${3:?}
 root=$EMUV_CACHE/debian/${EMUV_DEBIAN_SUITE:-sid}-root
 work=$root/tmp/emuv-containers
-CONTAINER_PACKAGES=(podman crun conmon containerd catatonit)
+# iproute2: loopback up in the guest (containerd serves CRI streaming on 127.0.0.1).
+CONTAINER_PACKAGES=(podman crun conmon containerd catatonit iproute2)
 
 section() { # RC LINES...: the section, as the summary reads it
 	local rc=$1
@@ -45,7 +46,7 @@ in_chroot() {
 			HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"' sh "$root" "$@"
 }
 
-stamp=$root/.emuv-containers-v1
+stamp=$root/.emuv-containers-v2
 if [ ! -f "$stamp" ]; then
 	log "containers: installing ${CONTAINER_PACKAGES[*]} into the chroot"
 	in_chroot apt-get install -y -qq "${CONTAINER_PACKAGES[@]}" >"$EMUV_CACHE/debian/containers-install.log" 2>&1 ||
@@ -60,7 +61,7 @@ cp "$module_dir/emuv.ko" "$work/"
 cp "$top/target/release/emuv_containers" "$top/target/release/emuv-smi" "$top/target/release/emuv-ctk" "$work/release/"
 cp -r "$top/target/nvml" "$top/target/cuda" "$work/"
 
-# The image: the chroot's dash and Python, pynvml, and every library they or emuv's programs
+# The image: the chroot's dash, Python and catatonit, pynvml, and every library they or emuv's programs
 # load, found by the chroot's own ldd.
 python=$(cd "$root/usr/bin" && ls python3.[0-9]* | grep -E '^python3\.[0-9]+$' | sort -V | tail -n1)
 pynvml=$(ls "$GPU_TOOLS_VENV"/lib/python3*/site-packages/pynvml.py 2>/dev/null | head -n1)
@@ -69,7 +70,8 @@ img=$work/rootfs
 mkdir -p "$img"/{usr/bin,usr/lib/x86_64-linux-gnu,usr/lib64,usr/lib/python3/dist-packages,etc,proc,sys,dev,tmp,run,root}
 for d in bin lib lib64 sbin; do ln -s "usr/$d" "$img/$d"; done
 ln -s bin "$img/usr/sbin"
-cp -a "$root/usr/bin/dash" "$root/usr/bin/$python" "$img/usr/bin/"
+# catatonit (static): the pause process of containerd's pod sandboxes.
+cp -a "$root/usr/bin/dash" "$root/usr/bin/$python" "$root/usr/bin/catatonit" "$img/usr/bin/"
 ln -s dash "$img/usr/bin/sh"
 ln -s "$python" "$img/usr/bin/python3"
 cp -a "$root/usr/lib/$python" "$img/usr/lib/"
@@ -91,23 +93,24 @@ in_chroot sh -c 'for o in "$@"; do ldd "$o"; done' sh "${objects[@]}" |
 	done
 log "containers: image of $(du -sm "$img" | cut -f1) MiB ($python, dash, pynvml)"
 
-cat >"$work/guest.sh" <<'GUEST'
+cat >"$work/guest.sh" <<GUEST
 #!/bin/sh
 # In the test kernel, root = the sid chroot. Prints the program's TAP lines marked CTAP.
 [ -f /sys/fs/cgroup/cgroup.controllers ] || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
+ip link set lo up
 # Podman's state and the image in memory: the root is 9p, slow for both.
 mkdir -p /var/run/cdi /tmp/emuv-podman && mount -t tmpfs tmpfs /tmp/emuv-podman &&
 	cp -a /tmp/emuv-containers/rootfs /tmp/emuv-podman/rootfs
 cd /tmp/emuv-containers
-EMUV_CONTAINER_ROOTFS=/tmp/emuv-podman/rootfs EMUV_MODULE_DIR=/tmp/emuv-containers \
+EMUV_CONTAINER_ROOTFS=/tmp/emuv-podman/rootfs EMUV_MODULE_DIR=/tmp/emuv-containers ${EMUV_CONTAINERS_ONLY:+EMUV_CONTAINERS_ONLY=$EMUV_CONTAINERS_ONLY} \
 	./release/emuv_containers 2>&1 | sed -u 's/^/CTAP /'
 GUEST
 chmod +x "$work/guest.sh"
 
 log "containers: booting the test kernel with the chroot as root"
 vm_rc=0
-"$here/vm-run.sh" --kernel "$kdir" --root "$root" --timeout 1200 --memory 1536M \
+"$here/vm-run.sh" --kernel "$kdir" --root "$root" --timeout 1200 --memory 2G \
 	--log "$work/console.log" -- /tmp/emuv-containers/guest.sh 2>"$work/vm-run.log" || vm_rc=$?
 mapfile -t tap < <(sed -n 's/^.*CTAP //p' "$work/console.log" | tr -d '\r')
 rc=0

@@ -2,6 +2,7 @@
 //! Shared pieces of emuv's kselftest-style test programs: TAP 13 output with kselftest's exit
 //! codes, loading and unloading the module, and reading what the kernel reports.
 
+pub mod cri;
 pub mod fault;
 pub mod kmsg;
 pub mod module;

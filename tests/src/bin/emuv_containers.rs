@@ -20,6 +20,12 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
+    cri::{
+        CdiDevice, ContainerConfig, ContainerMetadata, Cri, ImageSpec, LinuxContainerConfig,
+        LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+        LinuxSandboxSecurityContext, Mount as CriMount, NamespaceOption, PodSandboxConfig,
+        PodSandboxMetadata, NAMESPACE_CONTAINER, NAMESPACE_NODE,
+    },
     err, module,
     tap::{check, check_eq, Tap},
 };
@@ -401,7 +407,7 @@ fn dmem_quota(tap: &Tap) -> TestResult {
     let results = limited.results()?;
     tap.note(format!(
         "under dmem.max=emuv/emuv 1073741824: 768 MiB {}, 512 MiB more {}, 256 MiB more {}",
-        results[0],
+        results.first().map_or("-", String::as_str),
         results.get(1).map_or("-", String::as_str),
         results.get(2).map_or("-", String::as_str)
     ));
@@ -520,6 +526,343 @@ fn stale_spec(tap: &Tap) -> TestResult {
     generate(&[], SPEC)
 }
 
+/// containerd 2.1, started for the tests with its state in memory and the image imported
+/// from the chroot's root filesystem; stopped on drop.
+struct Containerd {
+    child: std::process::Child,
+    cri: Cri,
+    dir: PathBuf,
+}
+
+const CONTAINERD_DIR: &str = "/tmp/emuv-podman/containerd";
+/// The image, also the pod sandbox ("pause") image: catatonit in pause mode by default.
+const CRI_IMAGE: &str = "localhost/emuv-test:1";
+
+impl Containerd {
+    fn start() -> Result<Self, String> {
+        let dir = PathBuf::from(CONTAINERD_DIR);
+        fs::create_dir_all(dir.join("logs")).map_err(err("mkdir containerd"))?;
+        let socket = dir.join("containerd.sock");
+        // Config version 3 (containerd 2.x): CDI on (the default, said here), the pause image
+        // ours, runc with cgroupfs (no systemd in the guest); snapshotters that probe for
+        // filesystems the guest lacks are left out.
+        let config = format!(
+            r#"version = 3
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs"]
+[grpc]
+  address = "{s}"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{CRI_IMAGE}"
+[plugins.'io.containerd.cri.v1.runtime']
+  enable_cdi = true
+  cdi_spec_dirs = ["/var/run/cdi"]
+"#,
+            d = dir.display(),
+            s = socket.display()
+        );
+        fs::write(dir.join("config.toml"), config).map_err(err("containerd config"))?;
+        let log = fs::File::create(dir.join("containerd.log")).map_err(err("containerd log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(log.try_clone().map_err(err("log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(err("start containerd"))?;
+        let start = Instant::now();
+        while !socket.exists() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The image: the chroot's files as one layer, through podman (import, save) into
+        // containerd's k8s.io namespace, where CRI looks.
+        let tar = dir.join("image.tar");
+        let rootfs = image();
+        let imported = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tar -C {rootfs} -c . | podman --root=/tmp/emuv-podman/root --runroot=/tmp/emuv-podman/run \
+                 --storage-driver=vfs --cgroup-manager=cgroupfs --events-backend=file import \
+                 --change 'CMD [\"/usr/bin/catatonit\", \"-P\"]' - {CRI_IMAGE} >/dev/null && \
+                 podman --root=/tmp/emuv-podman/root --runroot=/tmp/emuv-podman/run --storage-driver=vfs \
+                 save --format docker-archive -o {tar} {CRI_IMAGE} && \
+                 ctr --address {sock} -n k8s.io images import {tar} && rm -f {tar}",
+                tar = tar.display(),
+                sock = socket.display()
+            ))
+            .output()
+            .map_err(err("image import"))?;
+        // Serving can lag the socket's creation: retried for a while.
+        let cri = loop {
+            match Cri::connect(&socket).and_then(|cri| cri.version().map(|_| cri)) {
+                Ok(cri) => break cri,
+                Err(e) if start.elapsed() > Duration::from_secs(90) => {
+                    let log = fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    return Err(format!("{e}\ncontainerd's log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        let started = Self { child, cri, dir };
+        check(imported.status.success(), || {
+            describe("building and importing the image", &imported)
+        })?;
+        Ok(started)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    fn sandbox_config(&self, name: &str) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "emuv-test".into(),
+                attempt: 0,
+            }),
+            hostname: String::new(),
+            log_directory: self.dir.join("logs").join(name).display().to_string(),
+            // The node's network, as kubelet asks for hostNetwork pods: no CNI needed.
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: String::new(),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NAMESPACE_NODE,
+                        pid: NAMESPACE_CONTAINER,
+                        ipc: 0,
+                    }),
+                }),
+            }),
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pod with one container running `emuv-alloc --hold SIZES`, as kubelet would create it for
+/// a pod given `devices` by a device plugin; removed on drop.
+struct Pod<'a> {
+    containerd: &'a Containerd,
+    sandbox: String,
+    container: Result<String, String>,
+    log: PathBuf,
+}
+
+impl<'a> Pod<'a> {
+    fn start(
+        containerd: &'a Containerd,
+        name: &str,
+        devices: &[&str],
+        unified: &[(&str, &str)],
+        sizes: &[&str],
+    ) -> Result<Self, String> {
+        let sandbox_config = containerd.sandbox_config(name);
+        let sandbox = containerd.cri.run_pod_sandbox(&sandbox_config)?;
+        let mut args = vec!["alloc".to_owned(), "--hold".to_owned()];
+        args.extend(sizes.iter().map(|s| (*s).to_owned()));
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: "main".into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: CRI_IMAGE.into(),
+            }),
+            command: vec![ALLOC.into()],
+            args,
+            mounts: vec![CriMount {
+                container_path: ALLOC.into(),
+                host_path: tool("emuv_containers").display().to_string(),
+                readonly: true,
+            }],
+            log_path: "main.log".into(),
+            linux: Some(LinuxContainerConfig {
+                resources: Some(LinuxContainerResources {
+                    unified: unified
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                }),
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NAMESPACE_NODE,
+                        pid: NAMESPACE_CONTAINER,
+                        ipc: 0,
+                    }),
+                }),
+            }),
+            cdi_devices: devices
+                .iter()
+                .map(|d| CdiDevice {
+                    name: (*d).to_owned(),
+                })
+                .collect(),
+            ..ContainerConfig::default()
+        };
+        let log = containerd.dir.join("logs").join(name).join("main.log");
+        let container = containerd
+            .cri
+            .create_container(&sandbox, config, &sandbox_config)
+            .and_then(|id| containerd.cri.start_container(&id).map(|()| id));
+        let pod = Self {
+            containerd,
+            sandbox,
+            container,
+            log,
+        };
+        if pod.container.is_ok() {
+            pod.wait_for("holding")?;
+        }
+        Ok(pod)
+    }
+
+    fn id(&self) -> Result<&str, String> {
+        self.container.as_deref().map_err(Clone::clone)
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for(&self, word: &str) -> Result<(), String> {
+        let start = Instant::now();
+        while !self.output().contains(word) {
+            if start.elapsed() > Duration::from_secs(60) || self.output().contains("cannot") {
+                return Err(format!(
+                    "the pod's container never said {word:?}: {}",
+                    self.output()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// What `emuv-alloc` answered per size.
+    fn results(&self) -> Result<Vec<String>, String> {
+        let out = self.output();
+        out.lines()
+            .find_map(|l| {
+                l.split_once("results ")
+                    .map(|(_, r)| r.split(' ').map(str::to_owned).collect())
+            })
+            .ok_or_else(|| format!("no results in the container's log: {out}"))
+    }
+
+    fn host_pid(&self) -> Result<u32, String> {
+        let status = self.containerd.cri.container_status(self.id()?)?;
+        let info = status.info.get("info").ok_or("no verbose info")?;
+        let json: serde_json::Value = serde_json::from_str(info).map_err(err("info JSON"))?;
+        json["pid"]
+            .as_u64()
+            .map(|p| p as u32)
+            .ok_or_else(|| format!("no pid in {info}"))
+    }
+
+    fn exec(&self, cmd: &[&str]) -> Result<String, String> {
+        let out = self.containerd.cri.exec_sync(self.id()?, cmd)?;
+        check(out.exit_code == 0, || {
+            format!("{cmd:?} exited {}: {}", out.exit_code, text(&out.stderr))
+        })?;
+        Ok(text(&out.stdout))
+    }
+}
+
+impl Drop for Pod<'_> {
+    fn drop(&mut self) {
+        let _ = self.containerd.cri.remove_pod_sandbox(&self.sandbox);
+    }
+}
+
+fn cri_one_card(tap: &Tap, containerd: &Containerd) -> TestResult {
+    let version = containerd.cri.version()?;
+    tap.note(format!(
+        "CRI: {} {} (API {})",
+        version.runtime_name, version.runtime_version, version.runtime_api_version
+    ));
+    let host = host_uuids()?;
+    let pod = Pod::start(containerd, "emuv-one", &["emuv.dev/gpu=1"], &[], &["64"])?;
+    check_eq("its allocation", pod.results()?, vec!["ok".to_owned()])?;
+    let listing = pod.exec(&["emuv-smi", "-L"])?;
+    check_eq(
+        "the cards the pod's emuv-smi lists",
+        uuids(&listing),
+        vec![host[1].clone()],
+    )?;
+    let mut args = vec!["emuv-smi"];
+    args.extend_from_slice(&APPS);
+    args.push("0");
+    check_eq(
+        "the pod's own view of its process",
+        compute_apps(&pod.exec(&args)?),
+        vec![(1, 64)],
+    )?;
+    let pid = pod.host_pid()?;
+    let card1 = Device::open_path("/dev/emuv1", false).map_err(err("open card 1"))?;
+    let listed = card1.processes().map_err(err("PROCESSES"))?;
+    check(
+        listed
+            .iter()
+            .any(|p| p.pid == Some(pid) && p.bytes == 64 * MIB),
+        || format!("host PID {pid} with 64 MiB not among {listed:?}"),
+    )?;
+    containerd.cri.stop_container(pod.id()?)?;
+    let start = Instant::now();
+    while card1.info().map_err(err("INFO"))?.used != 0 && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check_eq(
+        "card 1's used memory after StopContainer",
+        card1.info().map_err(err("INFO"))?.used,
+        0,
+    )
+}
+
+fn cri_quota(containerd: &Containerd) -> TestResult {
+    let pod = Pod::start(
+        containerd,
+        "emuv-quota",
+        &["emuv.dev/gpu=2"],
+        &[("dmem.max", "emuv/emuv2 268435456")],
+        &["200", "100", "56"],
+    )?;
+    check_eq(
+        "200 MiB, 100 MiB past the 256 MiB limit, then 56 MiB",
+        pod.results()?,
+        vec!["ok".to_owned(), "ENOMEM".to_owned(), "ok".to_owned()],
+    )
+}
+
+fn cri_unknown_device(containerd: &Containerd) -> TestResult {
+    let pod = Pod::start(containerd, "emuv-unknown", &["emuv.dev/gpu=9"], &[], &["1"])?;
+    let refused = pod.id().err().unwrap_or_default();
+    check(refused.contains("emuv.dev/gpu=9"), || {
+        format!(
+            "CreateContainer with an unknown CDI device: {:?}",
+            pod.container
+        )
+    })?;
+    drop(pod);
+    let ok = Pod::start(containerd, "emuv-after", &["emuv.dev/gpu=0"], &[], &["1"])?;
+    check_eq(
+        "a pod after the refusal",
+        ok.results()?,
+        vec!["ok".to_owned()],
+    )
+}
+
 /// `emuv_containers alloc [--hold] MIB...` inside a container.
 fn alloc_main(args: &[String]) -> ! {
     let hold = args.first().is_some_and(|a| a == "--hold");
@@ -569,6 +912,40 @@ fn alloc_main(args: &[String]) -> ! {
     }
 }
 
+/// podman's 8 tests and containerd's 3.
+const PLANNED: usize = 11;
+
+fn containerd_tests(tap: &mut Tap, dmem: bool) {
+    let names = [
+        "containerd 2.1 through CRI: CDI_devices [emuv.dev/gpu=1] gives a pod exactly card 1; the host lists its process under its host PID; StopContainer frees it",
+        "containerd through CRI: LinuxContainerResources.unified dmem.max=256 MiB, ENOMEM past it",
+        "containerd through CRI: a CDI name no spec has fails CreateContainer naming it; the next pod runs",
+    ];
+    let containerd = match Containerd::start() {
+        Ok(c) => c,
+        Err(e) => {
+            for name in names {
+                tap.test(name, Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let one = cri_one_card(tap, &containerd);
+    if one.is_err() {
+        tap.note(format!("containerd's log:\n{}", containerd.log()));
+    }
+    tap.test(names[0], one);
+    if dmem {
+        tap.test(names[1], cri_quota(&containerd));
+    } else {
+        tap.skip(
+            names[1],
+            "this kernel has no dmem cgroup controller (CONFIG_CGROUP_DMEM)",
+        );
+    }
+    tap.test(names[2], cri_unknown_device(&containerd));
+}
+
 /// One test: its TAP line's name and what it runs.
 type TestFn = dyn Fn(&Tap) -> TestResult;
 
@@ -577,10 +954,17 @@ fn main() {
     if args.first().is_some_and(|a| a == "alloc") {
         alloc_main(&args[1..]);
     }
-    let mut tap = Tap::new(8);
+    if args.first().is_some_and(|a| a == "cri-version") {
+        match Cri::connect(Path::new(&args[1])).and_then(|c| c.version()) {
+            Ok(v) => println!("{v:?}"),
+            Err(e) => println!("{e}"),
+        }
+        std::process::exit(0)
+    }
+    let mut tap = Tap::new(PLANNED);
     let podman_version = Command::new("podman").arg("--version").output();
     let Ok(version) = podman_version else {
-        for _ in 0..8 {
+        for _ in 0..PLANNED {
             tap.skip("podman", "podman is not installed in this guest");
         }
         tap.finish()
@@ -599,11 +983,19 @@ fn main() {
             ("a card lost while a container maps it: SIGBUS in the container, the host unharmed", &|_| card_lost_while_mapped()),
             ("a stale spec naming a removed card: podman refuses it naming the node, other cards unaffected", &stale_spec),
         ];
+        // EMUV_CONTAINERS_ONLY=containerd: containerd's tests only (while working on them).
+        let only_containerd = std::env::var("EMUV_CONTAINERS_ONLY").is_ok_and(|v| v == "containerd");
         for (name, test) in tests {
+            if only_containerd {
+                tap.skip(name, "EMUV_CONTAINERS_ONLY=containerd");
+                continue;
+            }
             tap.test(name, test(&tap));
         }
         let name = "podman --cgroup-conf dmem.max: 1 GiB of a 4 GiB card, ENOMEM past it while another container allocates 2 GiB; dmem.current = NVML's count; the container cannot raise it";
-        if dmem {
+        if only_containerd {
+            tap.skip(name, "EMUV_CONTAINERS_ONLY=containerd");
+        } else if dmem {
             tap.test(name, dmem_quota(&tap));
         } else {
             tap.skip(
@@ -611,6 +1003,7 @@ fn main() {
                 "this kernel has no dmem cgroup controller (CONFIG_CGROUP_DMEM)",
             );
         }
+        containerd_tests(&mut tap, dmem);
         Ok(())
     });
     if let Err(e) = result {
