@@ -164,8 +164,8 @@ fi
 # Real container runtimes (podman 5 from sid) on the test kernel, with the sid chroot as root.
 if [ "$DEBIAN" = 1 ]; then
 	EXPECTED+=(containers)
-	timed "phase: containers (podman from the sid chroot, on the test kernel)" \
-		"$here/containers.sh" "$results" "$kdir" "$MODULE_DIR" ||
+	timed "phase: containers (podman and containerd from the sid chroot, on the test kernel)" \
+		"$here/containers.sh" "$results" containers "$kdir" "$MODULE_DIR" ||
 		log "the container tests failed: $results, section containers"
 fi
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# emuv cards in real containers: boots the test kernel with the Debian sid chroot of
+# emuv cards in real containers: boots a kernel with the Debian sid chroot of
 # scripts/debian-kernel.sh as its root (podman 5, crun and containerd 2.1 come from sid; the
 # host's Debian 12 has podman 4), and runs tests/src/bin/emuv_containers.rs there. Writes its
-# TAP into RESULTS as section "containers".
+# TAP into RESULTS as section SECTION.
 #
-#   scripts/containers.sh RESULTS KERNEL_DIR MODULE_DIR
+#   scripts/containers.sh RESULTS SECTION KERNEL MODULE_DIR
+#
+# KERNEL: a kernel build tree (the test kernel) or a kernel image inside the chroot (Debian's,
+# whose modules virtme-ng takes from the chroot). MODULE_DIR holds emuv.ko built for it.
 #
 # The container image is a root filesystem made from the chroot's own files: dash, Python with
 # pynvml (from the GPU tools' venv), catatonit, and the libraries they and emuv's programs link;
@@ -17,8 +20,9 @@ top=$(dirname "$here")
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 
-results=${1:?usage: containers.sh RESULTS KERNEL_DIR MODULE_DIR}
-kdir=${2:?} module_dir=${3:?}
+results=${1:?usage: containers.sh RESULTS SECTION KERNEL MODULE_DIR}
+name=${2:?} kernel=${3:?} module_dir=${4:?}
+if [ -d "$kernel" ]; then boot=(--kernel "$kernel"); else boot=(--kimg "$kernel"); fi
 root=$EMUV_CACHE/debian/${EMUV_DEBIAN_SUITE:-sid}-root
 work=$root/tmp/emuv-containers
 # iproute2: loopback up in the guest (containerd serves CRI streaming on 127.0.0.1).
@@ -28,9 +32,9 @@ section() { # RC LINES...: the section, as the summary reads it
 	local rc=$1
 	shift
 	{
-		echo "### BEGIN containers"
+		echo "### BEGIN $name"
 		printf '%s\n' "$@"
-		echo "### END containers rc=$rc"
+		echo "### END $name rc=$rc"
 	} >>"$results"
 }
 
@@ -97,6 +101,9 @@ cat >"$work/guest.sh" <<GUEST
 #!/bin/sh
 # In the test kernel, root = the sid chroot. Prints the program's TAP lines marked CTAP.
 [ -f /sys/fs/cgroup/cgroup.controllers ] || mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# Modules on Debian's kernel: emuv links against configfs; containerd's snapshots are overlays.
+[ -d /sys/kernel/config ] || modprobe configfs 2>/dev/null
+modprobe overlay 2>/dev/null
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
 ip link set lo up
 # Podman's state and the image in memory: the root is 9p, slow for both.
@@ -108,9 +115,9 @@ EMUV_CONTAINER_ROOTFS=/tmp/emuv-podman/rootfs EMUV_MODULE_DIR=/tmp/emuv-containe
 GUEST
 chmod +x "$work/guest.sh"
 
-log "containers: booting the test kernel with the chroot as root"
+log "containers: booting $(basename "$kernel") with the chroot as root (section $name)"
 vm_rc=0
-"$here/vm-run.sh" --kernel "$kdir" --root "$root" --timeout 1200 --memory 2G \
+"$here/vm-run.sh" "${boot[@]}" --root "$root" --timeout 1200 --memory 2G \
 	--log "$work/console.log" -- /tmp/emuv-containers/guest.sh 2>"$work/vm-run.log" || vm_rc=$?
 mapfile -t tap < <(sed -n 's/^.*CTAP //p' "$work/console.log" | tr -d '\r')
 rc=0

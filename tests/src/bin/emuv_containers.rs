@@ -602,7 +602,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 Err(e) if start.elapsed() > Duration::from_secs(90) => {
                     let log = fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                    return Err(format!("{e}\ncontainerd's log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+                    return Err(format!(
+                        "{e}\ncontainerd's log ends:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }
@@ -984,7 +987,8 @@ fn main() {
             ("a stale spec naming a removed card: podman refuses it naming the node, other cards unaffected", &stale_spec),
         ];
         // EMUV_CONTAINERS_ONLY=containerd: containerd's tests only (while working on them).
-        let only_containerd = std::env::var("EMUV_CONTAINERS_ONLY").is_ok_and(|v| v == "containerd");
+        let only_containerd =
+            std::env::var("EMUV_CONTAINERS_ONLY").is_ok_and(|v| v == "containerd");
         for (name, test) in tests {
             if only_containerd {
                 tap.skip(name, "EMUV_CONTAINERS_ONLY=containerd");
