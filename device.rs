@@ -44,7 +44,7 @@ pub(crate) struct EmuvDevice {
     user_charges: Arc<UserCharges>,
     /// The card as a dmem cgroup region, `emuv/<node>`: every allocation is charged to the
     /// allocating task's cgroup.
-    pub(crate) dmem: DmemRegion,
+    dmem: DmemRegion,
     /// Set when the card is taken away (configfs `enabled=0`): no new opens.
     removed: Atomic<bool>,
     /// Uncorrected ECC errors injected through `ecc_errors`.

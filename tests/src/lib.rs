@@ -28,6 +28,22 @@ pub fn target_dir() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// A program installed beside this test program (`target/release/NAME`): emuv's tools.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    std::env::current_exe()
+        .expect("own path")
+        .with_file_name(name)
+}
+
+/// The UUIDs an `emuv-smi -L` (or `nvidia-smi -L`) listing names, in order.
+pub fn smi_uuids(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.split("(UUID: ").nth(1))
+        .map(|u| u.trim_end_matches(')').to_owned())
+        .collect()
+}
+
 /// A numeric sysfs attribute of the emulated GPU (`used_bytes`, `free_bytes`, ...).
 pub fn attr_u64(name: &str) -> Result<u64, String> {
     let text = attr(name).map_err(err(name))?;

@@ -8,8 +8,9 @@
 //! Needs `emuv-ctk` and `emuv-smi` beside this program (target/release).
 
 use emuv_tests::{
-    err, module,
+    err, module, smi_uuids,
     tap::{check, check_eq, Tap},
+    tool,
 };
 use nix::{
     mount::{mount, MsFlags},
@@ -21,16 +22,11 @@ use nix::{
     unistd::{execv, fork, ForkResult},
 };
 use serde_json::Value;
-use std::{ffi::CString, path::PathBuf, process::Command};
+use std::{ffi::CString, process::Command};
 
 const FOUR_CARDS: &str = "gpu_count=4 gpu_model=4090 physical_vram_mb=256 virtual_vram_mb=0";
 
 type TestResult = Result<(), String>;
-
-fn tool(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    exe.with_file_name(name)
-}
 
 fn run(program: &str, args: &[&str]) -> Result<std::process::Output, String> {
     Command::new(tool(program))
@@ -49,15 +45,6 @@ fn spec() -> Result<Value, String> {
         )
     })?;
     serde_json::from_slice(&out.stdout).map_err(err("the spec is JSON"))
-}
-
-/// The UUIDs `emuv-smi -L` lists, in order.
-fn smi_uuids(output: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(output)
-        .lines()
-        .filter_map(|l| l.split("(UUID: ").nth(1))
-        .map(|u| u.trim_end_matches(')').to_owned())
-        .collect()
 }
 
 fn devices(spec: &Value) -> Vec<(String, Vec<(String, String)>)> {
@@ -90,7 +77,7 @@ fn names_nodes_and_uuids() -> TestResult {
     let spec = spec()?;
     check_eq("kind", spec["kind"].as_str(), Some("emuv.dev/gpu"))?;
     let host = run("emuv-smi", &["-L"])?;
-    let uuids = smi_uuids(&host.stdout);
+    let uuids = smi_uuids(&String::from_utf8_lossy(&host.stdout));
     check_eq("cards emuv-smi lists", uuids.len(), 4)?;
     let devices = devices(&spec);
     let names: Vec<&str> = devices.iter().map(|(n, _)| n.as_str()).collect();
@@ -220,9 +207,9 @@ fn inside_container(spec: &Value, name: &str) -> Result<Vec<String>, String> {
 
 fn one_card_inside() -> TestResult {
     let spec = spec()?;
-    let host = smi_uuids(&run("emuv-smi", &["-L"])?.stdout);
+    let host = smi_uuids(&String::from_utf8_lossy(&run("emuv-smi", &["-L"])?.stdout));
     let lines = inside_container(&spec, "3")?;
-    let inside = smi_uuids(lines.join("\n").as_bytes());
+    let inside = smi_uuids(&lines.join("\n"));
     check_eq(
         "what emuv-smi sees given device 3",
         inside,
@@ -235,11 +222,11 @@ fn one_card_inside() -> TestResult {
     let by_uuid = inside_container(&spec, &host[1])?;
     check_eq(
         "given card 1 by UUID",
-        smi_uuids(by_uuid.join("\n").as_bytes()),
+        smi_uuids(&by_uuid.join("\n")),
         vec![host[1].clone()],
     )?;
     let all = inside_container(&spec, "all")?;
-    check_eq("given all", smi_uuids(all.join("\n").as_bytes()), host)
+    check_eq("given all", smi_uuids(&all.join("\n")), host)
 }
 
 fn bad_kind_refused() -> TestResult {

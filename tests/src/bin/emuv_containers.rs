@@ -26,8 +26,9 @@ use emuv_tests::{
         LinuxSandboxSecurityContext, Mount as CriMount, NamespaceOption, PodSandboxConfig,
         PodSandboxMetadata, NAMESPACE_CONTAINER, NAMESPACE_NODE,
     },
-    err, module,
+    err, module, smi_uuids,
     tap::{check, check_eq, Tap},
+    tool,
 };
 use std::{
     fs,
@@ -49,12 +50,6 @@ const ALLOC: &str = "/usr/local/bin/emuv-alloc";
 
 type TestResult = Result<(), String>;
 
-fn tool(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .expect("own path")
-        .with_file_name(name)
-}
-
 /// The container image: a root filesystem made from the chroot (`scripts/containers.sh`).
 fn image() -> String {
     std::env::var("EMUV_CONTAINER_ROOTFS").unwrap_or_else(|_| "/tmp/emuv-containers/rootfs".into())
@@ -73,16 +68,19 @@ fn describe(what: &str, out: &Output) -> String {
     )
 }
 
-/// `podman` with its state in the guest's tmpfs and no systemd or network set-up.
+/// podman's state in the guest's tmpfs, and no systemd.
+const PODMAN_OPTIONS: [&str; 5] = [
+    "--root=/tmp/emuv-podman/root",
+    "--runroot=/tmp/emuv-podman/run",
+    "--storage-driver=vfs",
+    "--cgroup-manager=cgroupfs",
+    "--events-backend=file",
+];
+
+/// `podman` with [`PODMAN_OPTIONS`].
 fn podman(args: &[&str]) -> Result<Output, String> {
     Command::new("podman")
-        .args([
-            "--root=/tmp/emuv-podman/root",
-            "--runroot=/tmp/emuv-podman/run",
-            "--storage-driver=vfs",
-            "--cgroup-manager=cgroupfs",
-            "--events-backend=file",
-        ])
+        .args(PODMAN_OPTIONS)
         .args(args)
         .output()
         .map_err(err("run podman"))
@@ -229,22 +227,13 @@ fn generate(extra: &[&str], output: &str) -> TestResult {
     })
 }
 
-/// The UUIDs an `emuv-smi -L` output lists, in order.
-fn uuids(listing: &str) -> Vec<String> {
-    listing
-        .lines()
-        .filter_map(|l| l.split("(UUID: ").nth(1))
-        .map(|u| u.trim_end_matches(')').to_owned())
-        .collect()
-}
-
 fn host_uuids() -> Result<Vec<String>, String> {
     let out = Command::new(tool("emuv-smi"))
         .arg("-L")
         .output()
         .map_err(err("emuv-smi"))?;
     check(out.status.success(), || describe("emuv-smi -L", &out))?;
-    Ok(uuids(&text(&out.stdout)))
+    Ok(smi_uuids(&text(&out.stdout)))
 }
 
 /// What pynvml sees in a container with `options`: the count and the UUIDs.
@@ -264,7 +253,7 @@ fn one_card_by_index() -> TestResult {
     )?;
     check_eq(
         "the card emuv-smi lists",
-        uuids(&listing),
+        smi_uuids(&listing),
         vec![host[1].clone()],
     )?;
     check_eq(
@@ -284,7 +273,7 @@ fn all_cards_and_by_uuid() -> TestResult {
     let listing = in_container_ok(&["--device", "emuv.dev/gpu=all"], &["emuv-smi", "-L"])?;
     check_eq(
         "=all: the cards emuv-smi lists",
-        uuids(&listing),
+        smi_uuids(&listing),
         host.clone(),
     )?;
     check_eq(
@@ -294,14 +283,14 @@ fn all_cards_and_by_uuid() -> TestResult {
     )?;
     let by_uuid = format!("emuv.dev/gpu={}", host[2]);
     let listing = in_container_ok(&["--device", &by_uuid], &["emuv-smi", "-L"])?;
-    check_eq("by UUID", uuids(&listing), vec![host[2].clone()])?;
+    check_eq("by UUID", smi_uuids(&listing), vec![host[2].clone()])?;
     let two = in_container_ok(
         &["--device", "emuv.dev/gpu=3", "--device", "emuv.dev/gpu=0"],
         &["emuv-smi", "-L"],
     )?;
     check_eq(
         "two cards, in the host's order",
-        uuids(&two),
+        smi_uuids(&two),
         vec![host[0].clone(), host[3].clone()],
     )
 }
@@ -313,7 +302,7 @@ fn nvidia_kind() -> TestResult {
     let _ = fs::remove_file(NVIDIA_SPEC);
     check_eq(
         "nvidia.com/gpu=2 through nvidia-smi",
-        uuids(&result?),
+        smi_uuids(&result?),
         vec![host[2].clone()],
     )
 }
@@ -466,7 +455,7 @@ fn spec_regenerated_while_running() -> TestResult {
     let listing = in_container_ok(&["--device", "emuv.dev/gpu=0"], &["emuv-smi", "-L"])?;
     check_eq(
         "a new container after the regeneration",
-        uuids(&listing),
+        smi_uuids(&listing),
         vec![host[0].clone()],
     )?;
     let still = holder.exec(&["emuv-smi", "-L"])?;
@@ -475,7 +464,7 @@ fn spec_regenerated_while_running() -> TestResult {
     })?;
     check_eq(
         "the running container keeps its card",
-        uuids(&text(&still.stdout)),
+        smi_uuids(&text(&still.stdout)),
         vec![host[0].clone()],
     )
 }
@@ -504,7 +493,7 @@ fn stale_spec(tap: &Tap) -> TestResult {
         generate(&[], SPEC)?;
         let index = fs::read_to_string(dir.join("index")).map_err(err("index"))?;
         let listing = in_container_ok(&["--device", "emuv.dev/gpu=4"], &["emuv-smi", "-L"])?;
-        check_eq("the new card in a container", uuids(&listing).len(), 1)?;
+        check_eq("the new card in a container", smi_uuids(&listing).len(), 1)?;
         Ok::<_, String>(index.trim().to_owned())
     })();
     let _ = fs::write(dir.join("enabled"), "0");
@@ -520,7 +509,7 @@ fn stale_spec(tap: &Tap) -> TestResult {
     let listing = in_container_ok(&["--device", "emuv.dev/gpu=0"], &["emuv-smi", "-L"])?;
     check_eq(
         "card 0 still goes into containers",
-        uuids(&listing).len(),
+        smi_uuids(&listing).len(),
         1,
     )?;
     generate(&[], SPEC)
@@ -584,12 +573,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         let imported = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "tar -C {rootfs} -c . | podman --root=/tmp/emuv-podman/root --runroot=/tmp/emuv-podman/run \
-                 --storage-driver=vfs --cgroup-manager=cgroupfs --events-backend=file import \
+                "tar -C {rootfs} -c . | podman {opts} import \
                  --change 'CMD [\"/usr/bin/catatonit\", \"-P\"]' - {CRI_IMAGE} >/dev/null && \
-                 podman --root=/tmp/emuv-podman/root --runroot=/tmp/emuv-podman/run --storage-driver=vfs \
-                 save --format docker-archive -o {tar} {CRI_IMAGE} && \
+                 podman {opts} save --format docker-archive -o {tar} {CRI_IMAGE} && \
                  ctr --address {sock} -n k8s.io images import {tar} && rm -f {tar}",
+                opts = PODMAN_OPTIONS.join(" "),
                 tar = tar.display(),
                 sock = socket.display()
             ))
@@ -800,7 +788,7 @@ fn cri_one_card(tap: &Tap, containerd: &Containerd) -> TestResult {
     let listing = pod.exec(&["emuv-smi", "-L"])?;
     check_eq(
         "the cards the pod's emuv-smi lists",
-        uuids(&listing),
+        smi_uuids(&listing),
         vec![host[1].clone()],
     )?;
     let mut args = vec!["emuv-smi"];
