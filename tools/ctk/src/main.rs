@@ -4,10 +4,11 @@
 //!   emuv-ctk cdi generate [--kind emuv.dev/gpu] [--output /var/run/cdi/emuv.json] [--nvidia-smi]
 //!   emuv-ctk cdi list [--kind ...]
 
-mod spec;
-
 use clap::{Args, Parser, Subcommand};
-use spec::{generate, qualified_names, valid_kind, Host};
+use emuv_ctk::{
+    find_host,
+    spec::{generate, qualified_names, valid_kind, Host},
+};
 use std::{
     io::{self, Write},
     path::{Path, PathBuf},
@@ -69,45 +70,6 @@ struct GenerateArgs {
     nvidia_smi: bool,
 }
 
-/// The package's library directory.
-const PACKAGE_LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu/emuv";
-
-/// `given`, else the first of `candidates` that exists.
-fn find(given: Option<PathBuf>, candidates: &[PathBuf]) -> Option<PathBuf> {
-    given.or_else(|| candidates.iter().find(|p| p.is_file()).cloned())
-}
-
-fn host(args: &GenerateArgs) -> Host {
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    let target = exe_dir.parent().map(Path::to_path_buf).unwrap_or_default();
-    let package = Path::new(PACKAGE_LIB_DIR);
-    Host {
-        nvml: find(
-            args.nvml.clone(),
-            &[
-                package.join("libnvidia-ml.so.1"),
-                target.join("nvml/libnvidia-ml.so.1"),
-            ],
-        ),
-        cuda: find(
-            args.cuda.clone(),
-            &[
-                package.join("libcuda.so.1"),
-                target.join("cuda/libcuda.so.1"),
-            ],
-        ),
-        smi: find(
-            args.smi.clone(),
-            &[exe_dir.join("emuv-smi"), PathBuf::from("/usr/bin/emuv-smi")],
-        ),
-        as_nvidia_smi: args.nvidia_smi,
-        machine_id: Some(PathBuf::from("/etc/machine-id")).filter(|p| p.is_file()),
-    }
-}
-
 fn cards() -> Vec<emuv::gpus::Gpu> {
     match emuv::gpus::list() {
         Ok(gpus) => gpus,
@@ -156,7 +118,12 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Cdi(Cdi::Generate(args)) => {
             check_kind(&args.kind.kind)?;
-            let spec = generate(&args.kind.kind, &cards(), &host(&args));
+            let spec = generate(&args.kind.kind, &cards(), &find_host(
+                    args.nvml.clone(),
+                    args.cuda.clone(),
+                    args.smi.clone(),
+                    args.nvidia_smi,
+                ));
             let mut text = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
             text.push('\n');
             match args.output.as_deref() {

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: GPL-2.0
+//! emuv in Kubernetes: kubelet's APIs (device plugins, pod resources), the device plugin's
+//! service and the exporter's metrics. The binaries (`src/bin/`) only parse flags and run these.
+
+pub mod cards;
+pub mod metrics;
+pub mod plugin;
+pub mod unix;
+
+pub mod api {
+    /// kubelet's device plugin API (`v1beta1.Registration`, `v1beta1.DevicePlugin`).
+    pub mod deviceplugin {
+        tonic::include_proto!("v1beta1");
+    }
+    /// kubelet's pod resources API (`v1.PodResourcesLister`).
+    pub mod podresources {
+        tonic::include_proto!("v1");
+    }
+}
+
+/// The device plugin API's version, the only one kubelet accepts.
+pub const API_VERSION: &str = "v1beta1";
+/// Where kubelet and its device plugins keep their sockets.
+pub const DEVICE_PLUGIN_DIR: &str = "/var/lib/kubelet/device-plugins";
+/// kubelet's registration socket, in [`DEVICE_PLUGIN_DIR`].
+pub const KUBELET_SOCKET: &str = "kubelet.sock";
+/// kubelet's pod resources socket.
+pub const POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
+/// The device health values of the API.
+pub const HEALTHY: &str = "Healthy";
+pub const UNHEALTHY: &str = "Unhealthy";
