@@ -22,10 +22,10 @@ clean:
 
 # emuv-smi and the NVML library (target/nvml/libnvidia-ml.so.1) for GPU tools: docs/gpu-tools.md;
 # the CUDA driver library (target/cuda/libcuda.so.1) for CUDA programs: docs/cuda.md;
-# emuv-ctk (CDI specs for containers).
+# emuv-ctk (CDI specs for containers); emuv-device-plugin and emuv-exporter (Kubernetes).
 tools:
 	scripts/cuda-headers.sh >/dev/null
-	cargo build --release --locked -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk
+	cargo build --release --locked -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk -p emuv-kubernetes
 	scripts/install-nvml.sh target/nvml
 	scripts/install-cuda.sh target/cuda
 

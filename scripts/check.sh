@@ -65,7 +65,7 @@ if [ "$DEBIAN" = 1 ]; then
 fi
 # The test programs do not need the kernel: build them while it compiles.
 build_tests() {
-	cargo build --quiet --release --locked -p emuv-tests -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk \
+	cargo build --quiet --release --locked -p emuv-tests -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk -p emuv-kubernetes \
 		--examples --bins --lib --manifest-path "$top/Cargo.toml" >"$EMUV_CACHE/cargo-build.log" 2>&1 &&
 		"$here/install-nvml.sh" "$top/target/nvml" &&
 		"$here/install-cuda.sh" "$top/target/cuda" &&
@@ -96,7 +96,7 @@ timed "phase: emuv.ko" make -s -C "$MODULE_DIR" KDIR="$kdir" LLVM="$LLVM_SUFFIX"
 # layouts, and the tools' unit tests (parsers, formats, the CUDA library's tables, CDI specs).
 host_tests() {
 	local rc=0
-	cargo test --release --locked -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk --manifest-path "$top/Cargo.toml" \
+	cargo test --release --locked -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk -p emuv-kubernetes --manifest-path "$top/Cargo.toml" \
 		>"$out/host.log" 2>&1 || rc=$?
 	{
 		echo "### BEGIN host"
@@ -163,8 +163,8 @@ fi
 
 # Real container runtimes (podman 5 from sid) on the test kernel, with the sid chroot as root.
 if [ "$DEBIAN" = 1 ]; then
-	EXPECTED+=(containers)
-	timed "phase: containers (podman and containerd from the sid chroot, on the test kernel)" \
+	EXPECTED+=(containers kubernetes)
+	timed "phase: containers and Kubernetes (podman, containerd, Prometheus from the sid chroot, on the test kernel)" \
 		"$here/containers.sh" "$results" containers "$kdir" "$MODULE_DIR" ||
 		log "the container tests failed: $results, section containers"
 fi

@@ -3,13 +3,17 @@
 #
 # emuv cards in real containers: boots a kernel with the Debian sid chroot of
 # scripts/debian-kernel.sh as its root (podman 5, crun and containerd 2.1 come from sid; the
-# host's Debian 12 has podman 4), and runs tests/src/bin/emuv_containers.rs there. Writes its
-# TAP into RESULTS as section SECTION.
+# host's Debian 12 has podman 4), and runs tests/src/bin/emuv_containers.rs there, then
+# tests/src/bin/emuv_kubernetes.rs (the device plugin against a kubelet harness and containerd,
+# the exporter scraped by sid's Prometheus). Writes their TAP into RESULTS as sections SECTION
+# and SECTION with "containers" replaced by "kubernetes".
 #
 #   scripts/containers.sh RESULTS SECTION KERNEL MODULE_DIR
 #
 # KERNEL: a kernel build tree (the test kernel) or a kernel image inside the chroot (Debian's,
 # whose modules virtme-ng takes from the chroot). MODULE_DIR holds emuv.ko built for it.
+#
+# EMUV_CONTAINER_PROGRAMS="containers kubernetes" (the default) picks the programs run.
 #
 # The container image is a root filesystem made from the chroot's own files: dash, Python with
 # pynvml (from the GPU tools' venv), catatonit, and the libraries they and emuv's programs link;
@@ -22,24 +26,29 @@ top=$(dirname "$here")
 
 results=${1:?usage: containers.sh RESULTS SECTION KERNEL MODULE_DIR}
 name=${2:?} kernel=${3:?} module_dir=${4:?}
+k8s_name=${name/containers/kubernetes}
+[ "$k8s_name" != "$name" ] || k8s_name=$name-kubernetes
 if [ -d "$kernel" ]; then boot=(--kernel "$kernel"); else boot=(--kimg "$kernel"); fi
 root=$EMUV_CACHE/debian/${EMUV_DEBIAN_SUITE:-sid}-root
 work=$root/tmp/emuv-containers
 # iproute2: loopback up in the guest (containerd serves CRI streaming on 127.0.0.1).
 CONTAINER_PACKAGES=(podman crun conmon containerd catatonit iproute2)
+# Prometheus 3.5 and promtool, without the node exporter it recommends.
+METRICS_PACKAGES=(prometheus)
 
-section() { # RC LINES...: the section, as the summary reads it
-	local rc=$1
-	shift
+section() { # NAME RC LINES...: the section, as the summary reads it
+	local section=$1 rc=$2
+	shift 2
 	{
-		echo "### BEGIN $name"
+		echo "### BEGIN $section"
 		printf '%s\n' "$@"
-		echo "### END $name rc=$rc"
+		echo "### END $section rc=$rc"
 	} >>"$results"
 }
 
 [ -f "$root/.emuv-root-ok" ] || {
-	section 0 "ok 1 containers # SKIP no Debian chroot (scripts/debian-kernel.sh makes it)"
+	section "$name" 0 "ok 1 containers # SKIP no Debian chroot (scripts/debian-kernel.sh makes it)"
+	section "$k8s_name" 0 "ok 1 kubernetes # SKIP no Debian chroot (scripts/debian-kernel.sh makes it)"
 	exit 0
 }
 
@@ -50,11 +59,14 @@ in_chroot() {
 			HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"' sh "$root" "$@"
 }
 
-stamp=$root/.emuv-containers-v2
+stamp=$root/.emuv-containers-v3
 if [ ! -f "$stamp" ]; then
-	log "containers: installing ${CONTAINER_PACKAGES[*]} into the chroot"
-	in_chroot apt-get install -y -qq "${CONTAINER_PACKAGES[@]}" >"$EMUV_CACHE/debian/containers-install.log" 2>&1 ||
-		die "installing ${CONTAINER_PACKAGES[*]} failed (see $EMUV_CACHE/debian/containers-install.log)"
+	log "containers: installing ${CONTAINER_PACKAGES[*]} ${METRICS_PACKAGES[*]} into the chroot"
+	{
+		in_chroot apt-get install -y -qq "${CONTAINER_PACKAGES[@]}" &&
+			in_chroot apt-get install -y -qq --no-install-recommends "${METRICS_PACKAGES[@]}"
+	} >"$EMUV_CACHE/debian/containers-install.log" 2>&1 ||
+		die "installing the container and metrics packages failed (see $EMUV_CACHE/debian/containers-install.log)"
 	touch "$stamp"
 fi
 
@@ -62,7 +74,8 @@ fi
 # (laid out as in target/, where emuv-ctk finds them), and the image.
 rm -rf "$work" && mkdir -p "$work/release" "$work/rootfs"
 cp "$module_dir/emuv.ko" "$work/"
-cp "$top/target/release/emuv_containers" "$top/target/release/emuv-smi" "$top/target/release/emuv-ctk" "$work/release/"
+cp "$top/target/release/emuv_containers" "$top/target/release/emuv_kubernetes" "$top/target/release/emuv-smi" \
+	"$top/target/release/emuv-ctk" "$top/target/release/emuv-device-plugin" "$top/target/release/emuv-exporter" "$work/release/"
 cp -r "$top/target/nvml" "$top/target/cuda" "$work/"
 
 # The image: the chroot's dash, Python and catatonit, pynvml, and every library they or emuv's programs
@@ -99,7 +112,8 @@ log "containers: image of $(du -sm "$img" | cut -f1) MiB ($python, dash, pynvml)
 
 cat >"$work/guest.sh" <<GUEST
 #!/bin/sh
-# In the test kernel, root = the sid chroot. Prints the program's TAP lines marked CTAP.
+# In the test kernel, root = the sid chroot. Prints the programs' TAP lines marked CTAP (containers)
+# and K8STAP (Kubernetes).
 [ -f /sys/fs/cgroup/cgroup.controllers ] || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 # Modules on Debian's kernel: emuv links against configfs; containerd's snapshots are overlays.
 [ -d /sys/kernel/config ] || modprobe configfs 2>/dev/null
@@ -110,8 +124,13 @@ ip link set lo up
 mkdir -p /var/run/cdi /tmp/emuv-podman && mount -t tmpfs tmpfs /tmp/emuv-podman &&
 	cp -a /tmp/emuv-containers/rootfs /tmp/emuv-podman/rootfs
 cd /tmp/emuv-containers
-EMUV_CONTAINER_ROOTFS=/tmp/emuv-podman/rootfs EMUV_MODULE_DIR=/tmp/emuv-containers ${EMUV_CONTAINERS_ONLY:+EMUV_CONTAINERS_ONLY=$EMUV_CONTAINERS_ONLY} \
-	./release/emuv_containers 2>&1 | sed -u 's/^/CTAP /'
+export EMUV_CONTAINER_ROOTFS=/tmp/emuv-podman/rootfs EMUV_MODULE_DIR=/tmp/emuv-containers
+case " ${EMUV_CONTAINER_PROGRAMS:-containers kubernetes} " in *" containers "*)
+	${EMUV_CONTAINERS_ONLY:+env EMUV_CONTAINERS_ONLY=$EMUV_CONTAINERS_ONLY} ./release/emuv_containers 2>&1 | sed -u 's/^/CTAP /' ;;
+esac
+case " ${EMUV_CONTAINER_PROGRAMS:-containers kubernetes} " in *" kubernetes "*)
+	./release/emuv_kubernetes 2>&1 | sed -u 's/^/K8STAP /' ;;
+esac
 GUEST
 chmod +x "$work/guest.sh"
 
@@ -119,14 +138,20 @@ log "containers: booting $(basename "$kernel") with the chroot as root (section 
 vm_rc=0
 "$here/vm-run.sh" "${boot[@]}" --root "$root" --timeout 1200 --memory 2G \
 	--log "$work/console.log" -- /tmp/emuv-containers/guest.sh 2>"$work/vm-run.log" || vm_rc=$?
-mapfile -t tap < <(sed -n 's/^.*CTAP //p' "$work/console.log" | tr -d '\r')
-rc=0
-if [ $vm_rc -ne 0 ]; then
-	mapfile -t tail_lines < <(tail -n 8 "$work/vm-run.log" | sed 's/^/# /')
-	tap+=("${tail_lines[@]}" "not ok 99 the containers VM finished and its kernel log is clean (see $work/console.log)")
-	rc=1
-fi
-printf '%s\n' "${tap[@]}" | grep -q '^not ok' && rc=1
-[ ${#tap[@]} -gt 0 ] || { tap=("not ok 1 the container tests printed nothing (see $work/console.log)"); rc=1; }
-section $rc "${tap[@]}"
-exit $rc
+
+overall=0
+for kind in CTAP:"$name" K8STAP:"$k8s_name"; do
+	prefix=${kind%%:*} section_name=${kind#*:}
+	mapfile -t tap < <(sed -n "s/^.*$prefix //p" "$work/console.log" | tr -d '\r')
+	rc=0
+	if [ $vm_rc -ne 0 ]; then
+		mapfile -t tail_lines < <(tail -n 8 "$work/vm-run.log" | sed 's/^/# /')
+		tap+=("${tail_lines[@]}" "not ok 99 the containers VM finished and its kernel log is clean (see $work/console.log)")
+		rc=1
+	fi
+	printf '%s\n' "${tap[@]}" | grep -q '^not ok' && rc=1
+	[ ${#tap[@]} -gt 0 ] || { tap=("not ok 1 $section_name: the tests printed nothing (see $work/console.log)"); rc=1; }
+	section "$section_name" $rc "${tap[@]}"
+	[ $rc -eq 0 ] || overall=1
+done
+exit $overall

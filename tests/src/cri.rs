@@ -131,6 +131,17 @@ pub struct Mount {
     pub readonly: bool,
 }
 
+/// A host device node for the container (a device plugin's `DeviceSpec`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Device {
+    #[prost(string, tag = "1")]
+    pub container_path: String,
+    #[prost(string, tag = "2")]
+    pub host_path: String,
+    #[prost(string, tag = "3")]
+    pub permissions: String,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LinuxContainerResources {
     /// cgroup v2 files written verbatim: `dmem.max` goes here.
@@ -181,6 +192,11 @@ pub struct ContainerConfig {
     pub envs: Vec<KeyValue>,
     #[prost(message, repeated, tag = "7")]
     pub mounts: Vec<Mount>,
+    #[prost(message, repeated, tag = "8")]
+    pub devices: Vec<Device>,
+    /// Where kubelet puts a device plugin's annotations (CDI names among them).
+    #[prost(map = "string, string", tag = "10")]
+    pub annotations: HashMap<String, String>,
     #[prost(string, tag = "11")]
     pub log_path: String,
     #[prost(message, optional, tag = "15")]

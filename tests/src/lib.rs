@@ -2,9 +2,11 @@
 //! Shared pieces of emuv's kselftest-style test programs: TAP 13 output with kselftest's exit
 //! codes, loading and unloading the module, and reading what the kernel reports.
 
+pub mod containerd;
 pub mod cri;
 pub mod fault;
 pub mod kmsg;
+pub mod kubelet;
 pub mod module;
 pub mod tap;
 

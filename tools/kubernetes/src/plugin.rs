@@ -54,6 +54,19 @@ pub struct Plugin {
     stopping: watch::Receiver<bool>,
 }
 
+/// `nvidia.com/gpu` as a file or annotation name part: `nvidia.com-gpu`.
+pub fn resource_slug(resource_name: &str) -> String {
+    resource_name.replace('/', "-")
+}
+
+/// The CDI annotation a container's devices go in, for runtimes that read CDI names there.
+pub fn annotation_key(resource_name: &str) -> String {
+    format!(
+        "cdi.k8s.io/emuv-device-plugin_{}",
+        resource_slug(resource_name)
+    )
+}
+
 /// The devices kubelet is told about.
 pub fn devices(cards: &[Card]) -> Vec<Device> {
     cards
@@ -124,16 +137,9 @@ impl Plugin {
                 Strategy::CdiAnnotations => {
                     // CDI's annotation key: cdi.k8s.io/<plugin>_<request>, unique per plugin
                     // and container; its value the comma-separated device names.
-                    let resource = self
-                        .config
-                        .resource_name
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default();
-                    response.annotations.insert(
-                        format!("cdi.k8s.io/emuv-device-plugin_{resource}"),
-                        names.join(","),
-                    );
+                    response
+                        .annotations
+                        .insert(annotation_key(&self.config.resource_name), names.join(","));
                 }
                 Strategy::DeviceSpecs => {
                     let gpus: Vec<_> = cards.iter().map(|c| c.gpu.clone()).collect();
@@ -413,7 +419,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            r.annotations["cdi.k8s.io/emuv-device-plugin_gpu"],
+            r.annotations["cdi.k8s.io/emuv-device-plugin_nvidia.com-gpu"],
             names.join(",")
         );
         let nodes: Vec<_> = r.devices.iter().map(|d| d.container_path.as_str()).collect();

@@ -13,7 +13,7 @@ use emuv_kubernetes::{
         DevicePluginOptions, RegisterRequest,
     },
     cards,
-    plugin::{Config, Plugin, Strategy},
+    plugin::{self, Config, Plugin, Strategy},
     unix, API_VERSION, DEVICE_PLUGIN_DIR, KUBELET_SOCKET,
 };
 use std::{
@@ -40,7 +40,8 @@ struct Cli {
     /// tests and kubelets that are told about the plugin otherwise).
     #[arg(long, default_value = KUBELET_SOCKET)]
     kubelet_socket: String,
-    /// This plugin's socket in --plugin-dir (default: emuv-<resource>.sock).
+    /// This plugin's socket in --plugin-dir (default: emuv-<domain>-<name>.sock, e.g.
+    /// emuv-nvidia.com-gpu.sock, so that plugins of different resources never share one).
     #[arg(long)]
     socket: Option<String>,
     /// The CDI kind the cards are named in: the spec emuv-ctk writes (/var/run/cdi/emuv.json).
@@ -143,6 +144,14 @@ async fn generation(
             }
         }
     }
+    // A socket someone answers on is another plugin's (two plugins of one resource, or a
+    // --socket given twice): taking it over would cut that plugin off from kubelet.
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(format!(
+            "{} is served by another process (another device plugin?)",
+            socket.display()
+        ));
+    }
     match std::fs::remove_file(&socket) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(format!("{}: {e}", socket.display()))
@@ -220,10 +229,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             cli.cdi_kind
         ));
     }
-    let endpoint = cli.socket.clone().unwrap_or_else(|| {
-        let short = cli.resource_name.rsplit('/').next().unwrap_or("gpu");
-        format!("emuv-{short}.sock")
-    });
+    let endpoint = cli
+        .socket
+        .clone()
+        .unwrap_or_else(|| format!("emuv-{}.sock", plugin::resource_slug(&cli.resource_name)));
+    // An annotation key's name part has at most 63 characters.
+    if cli.device_list_strategy.contains(&Strategy::CdiAnnotations)
+        && plugin::annotation_key(&cli.resource_name)
+            .split_once('/')
+            .is_some_and(|(_, name)| name.len() > 63)
+    {
+        return Err(format!(
+            "--resource-name {}: too long for a CDI annotation key (drop cdi-annotations from \
+             --device-list-strategy)",
+            cli.resource_name
+        ));
+    }
     if endpoint.contains('/') || endpoint.is_empty() || endpoint == cli.kubelet_socket {
         return Err(format!(
             "--socket {endpoint}: a file name in --plugin-dir other than kubelet's"
