@@ -28,15 +28,16 @@ build() {
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
 			die "apt-get install ${missing[*]} failed"
 	fi
-	cargo build --quiet --release --locked -p emuv-smi -p emuv-ctk -p emuv-nvml --manifest-path "$top/Cargo.toml" ||
-		die "building emuv-smi, emuv-ctk and the NVML library failed"
+	cargo build --quiet --release --locked -p emuv-smi -p emuv-ctk -p emuv-nvml -p emuv-kubernetes --manifest-path "$top/Cargo.toml" ||
+		die "building emuv-smi, emuv-ctk, the NVML library, the device plugin and the exporter failed"
 	# dpkg-buildpackage writes next to the source tree: build from a copy in a directory of ours.
 	local work
 	work=$(mktemp -d /tmp/emuv-deb.XXXXXX)
 	mkdir -p "$work/emuv/target/release"
 	(cd "$top" && cp -pr Kbuild Makefile ./*.rs glue include emuv.conf debian LICENSE "$work/emuv/" &&
 		mkdir -p "$work/emuv/scripts" && cp -p scripts/debian-rust-metadata.sh "$work/emuv/scripts/" &&
-		cp -p target/release/emuv-smi target/release/emuv-ctk target/release/libnvidia_ml.so "$work/emuv/target/release/")
+		cp -p target/release/emuv-smi target/release/emuv-ctk target/release/libnvidia_ml.so \
+			target/release/emuv-device-plugin target/release/emuv-exporter "$work/emuv/target/release/")
 	(cd "$work/emuv" && dpkg-buildpackage -b -uc -us >"$work/build.log" 2>&1) ||
 		{ tail -n 30 "$work/build.log" >&2; die "dpkg-buildpackage failed (log: $work/build.log)"; }
 	mkdir -p "$top/target/deb"
@@ -103,7 +104,7 @@ test_package() {
 	snapshot "$root" >"$pkgtest/before.txt"
 	{
 		echo "### BEGIN debian:package"
-		echo "1..10"
+		echo "1..11"
 	} >>"$results"
 	local rc=0
 	log "debian package: installing $(basename "$deb") into the $DEBIAN_RELEASE chroot (DKMS regenerates the Rust metadata and builds emuv.ko)"
@@ -119,7 +120,7 @@ test_package() {
 	# The guest only reads: a 9p root refuses the link() that shadow's tools lock /etc with.
 	cat >"$pkgtest/guest.sh" <<-'GUEST'
 		#!/bin/sh
-		# In Debian's kernel, root = the chroot with emuv-dkms installed. TAP lines 2..6, marked.
+		# In Debian's kernel, root = the chroot with emuv-dkms installed. TAP lines 2..8, marked.
 		rel=$(uname -r) n=1
 		t() { # NAME CMD...: one TAP line for CMD's success
 			name=$1; shift
@@ -151,6 +152,27 @@ test_package() {
 			test "$(cards)" = 2 || { echo "with the configfs card: $(cards) cards"; exit 1; }
 			echo 0 >/sys/kernel/config/emuv/pkgtest/enabled && rmdir /sys/kernel/config/emuv/pkgtest && udevadm settle --timeout=60
 			test "$(cards)" = 1 || { echo "after removing it: $(cards) cards"; exit 1; }'
+		# Loopback up (virtme-ng leaves it down) without iproute2: SIOCGIFFLAGS, SIOCSIFFLAGS.
+		python3 -c 'import fcntl, socket, struct
+s = socket.socket(); ifr = fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0))
+fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", struct.unpack("16sH14x", ifr)[1] | 1))'
+		t "the Kubernetes services: units installed, not enabled; emuv-exporter serves the card in dcgm-exporter format; emuv-device-plugin serves its socket and leaves on SIGTERM" sh -c '
+			for unit in emuv-device-plugin emuv-exporter; do
+				test -f /usr/lib/systemd/system/$unit.service || { echo "no $unit.service"; exit 1; }
+				! test -e /etc/systemd/system/multi-user.target.wants/$unit.service || { echo "$unit enabled"; exit 1; }
+			done
+			emuv-exporter --address 127.0.0.1:9400 & exporter=$!
+			metrics=$(python3 -c "import time, urllib.request
+for _ in range(100):
+    try: print(urllib.request.urlopen(\"http://127.0.0.1:9400/metrics\").read().decode()); break
+    except OSError: time.sleep(0.1)")
+			kill $exporter
+			echo "$metrics" | grep "^DCGM_FI_DEV_FB_USED{.*modelName=\"NVIDIA GeForce RTX 4090\"" || { echo "$metrics" | head; exit 1; }
+			mkdir -p /tmp/emuv-plugins && { mountpoint -q /tmp/emuv-plugins || mount -t tmpfs tmpfs /tmp/emuv-plugins; }
+			emuv-device-plugin --plugin-dir /tmp/emuv-plugins --kubelet-socket "" & plugin=$!
+			for _ in $(seq 50); do test -S /tmp/emuv-plugins/emuv-nvidia.com-gpu.sock && break; sleep 0.1; done
+			test -S /tmp/emuv-plugins/emuv-nvidia.com-gpu.sock || { echo "no plugin socket"; exit 1; }
+			kill $plugin && wait $plugin && ! test -e /tmp/emuv-plugins/emuv-nvidia.com-gpu.sock'
 		rmmod emuv
 	GUEST
 	chmod +x "$pkgtest/guest.sh"
@@ -162,7 +184,7 @@ test_package() {
 	local guest_tap
 	guest_tap=$(sed -n 's/^.*PKGTAP //p' "$pkgtest/console.log")
 	echo "$guest_tap" >>"$results"
-	if [ "$(grep -c '^\(not \)\?ok ' <<<"$guest_tap")" -ne 6 ] || grep -q '^not ok' <<<"$guest_tap"; then
+	if [ "$(grep -c '^\(not \)\?ok ' <<<"$guest_tap")" -ne 7 ] || grep -q '^not ok' <<<"$guest_tap"; then
 		rc=1
 	fi
 	if [ $vm_rc -ne 0 ]; then
@@ -171,9 +193,9 @@ test_package() {
 	fi
 	log "debian package: apt-get purge"
 	if in_chroot "$root" apt-get purge -y --autoremove emuv-dkms >"$pkgtest/purge.log" 2>&1; then
-		echo "ok 8 apt-get purge --autoremove emuv-dkms" >>"$results"
+		echo "ok 9 apt-get purge --autoremove emuv-dkms" >>"$results"
 	else
-		{ tail -n 30 "$pkgtest/purge.log" | sed 's/^/# /'; echo "not ok 8 apt-get purge --autoremove emuv-dkms"; } >>"$results"
+		{ tail -n 30 "$pkgtest/purge.log" | sed 's/^/# /'; echo "not ok 9 apt-get purge --autoremove emuv-dkms"; } >>"$results"
 		rc=1
 	fi
 	local left
@@ -181,17 +203,17 @@ test_package() {
 		\( -name "emuv*" -o -name ".emuv-rust-metadata*" -o -name "*emuv*.rules" \) 2>/dev/null || true)
 	grep -q '^emuv:' "$root/etc/group" && left+=" group emuv"
 	if [ -z "$left" ]; then
-		echo "ok 9 nothing of emuv is left: module, DKMS tree, source, group, Rust metadata" >>"$results"
+		echo "ok 10 nothing of emuv is left: module, DKMS tree, source, group, Rust metadata" >>"$results"
 	else
-		{ echo "$left" | sed 's/^/# left: /'; echo "not ok 9 nothing of emuv is left"; } >>"$results"
+		{ echo "$left" | sed 's/^/# left: /'; echo "not ok 10 nothing of emuv is left"; } >>"$results"
 		rc=1
 	fi
 	local after
 	after=$(snapshot "$root" | comm -13 "$pkgtest/before.txt" -)
 	if [ -z "$after" ]; then
-		echo "ok 10 the chroot holds no file the package test added" >>"$results"
+		echo "ok 11 the chroot holds no file the package test added" >>"$results"
 	else
-		{ echo "$after" | head -n 20 | sed 's/^/# left: /'; echo "not ok 10 the chroot holds no file the package test added"; } >>"$results"
+		{ echo "$after" | head -n 20 | sed 's/^/# left: /'; echo "not ok 11 the chroot holds no file the package test added"; } >>"$results"
 		rc=1
 	fi
 	echo "### END debian:package rc=$rc" >>"$results"

@@ -478,10 +478,14 @@ fn prometheus_config(dir: &Path) -> Result<PathBuf, String> {
 }
 
 fn exporter_and_prometheus(tap: &Tap, ctx: &mut Ctx) -> TestResult {
-    // Four cards holding 100 (already), 200, 300 and 400 MiB; one pod holds a card.
+    // Four cards holding 100, 200, 300 and 400 MiB; one pod holds a card.
     let mut held = Vec::new();
-    for (i, mib) in [(1u32, 200u64), (2, 300), (3, 400)] {
-        let dev = Device::open_path(format!("/dev/emuv{i}"), true).map_err(err("open"))?;
+    for (i, mib) in [(0u32, 100u64), (1, 200), (2, 300), (3, 400)] {
+        let node = match i {
+            0 => "/dev/emuv".to_owned(),
+            i => format!("/dev/emuv{i}"),
+        };
+        let dev = Device::open_path(node, true).map_err(err("open"))?;
         dev.alloc(mib * MIB, Tier::Any).map_err(err("alloc"))?;
         held.push(dev);
     }
@@ -589,7 +593,7 @@ fn exporter_and_prometheus(tap: &Tap, ctx: &mut Ctx) -> TestResult {
     }
     let used: Vec<u64> = (0..4).map(|g| nvml.get(&g).map(|c| c.1).unwrap_or(0)).collect();
     check(
-        used.windows(2).all(|w| w[0] < w[1]) && used[0] >= 100,
+        used.windows(2).all(|w| w[0] < w[1]) && used[0] >= 100 && used[3] < 500,
         || format!("the cards hold 100 < 200 < 300 < 400 MiB: {used:?}"),
     )?;
     tap.note(format!("{panel}:\n{}", table.join("\n")));
@@ -756,13 +760,22 @@ fn bad_requests(ctx: &mut Ctx) -> TestResult {
 
 fn kubelet_restart(tap: &Tap, ctx: &mut Ctx) -> TestResult {
     let before = ctx.kubelet.registrations();
+    // A client that opens an HTTP/2 connection and never goes on: it must not keep the
+    // plugin's old server from stopping, and so the plugin from registering again.
+    let mut idle = std::os::unix::net::UnixStream::connect(plugin_dir().join(PLUGIN_SOCKET))
+        .map_err(err("connect"))?;
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .map_err(err("preface"))?;
     ctx.kubelet.restart()?;
     let took = ctx
         .kubelet
         .wait_registration(RESOURCE, before, Duration::from_secs(10))?;
     ctx.kubelet
         .wait_devices(RESOURCE, Duration::from_secs(10), all_healthy(4))?;
-    tap.note(format!("registered again {took:?} after the restart"));
+    drop(idle);
+    tap.note(format!(
+        "registered again {took:?} after the restart, a stalled client connected"
+    ));
     check_eq(
         "the plugin directory",
         plugin_files(),
@@ -904,7 +917,7 @@ fn main() {
         ("health: a lost card is Unhealthy in ListAndWatch within 1 s and Healthy within 1 s of its recovery; Allocate refuses it meanwhile", &health),
         ("a configfs card appears as a fifth device and goes when it is removed", &|_, c| configfs_card(c)),
         ("bad requests (unknown IDs, a card twice, more cards than exist, bad sizes) are gRPC errors; garbage on the socket is survived", &|_, c| bad_requests(c)),
-        ("kubelet restart (every socket but the checkpoint deleted, a new kubelet.sock): the plugin serves a new socket and registers again; one stream", &kubelet_restart),
+        ("kubelet restart (every socket but the checkpoint deleted, a new kubelet.sock), a stalled client connected: the plugin serves a new socket and registers again; one stream", &kubelet_restart),
         ("100 random restart/allocate/lose/prefer/garbage cycles: no crash, no leaked socket, stream, file descriptor or thread", &random_cycles),
     ];
     let mut tap = Tap::new(tests.len());

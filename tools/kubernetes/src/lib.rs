@@ -29,3 +29,19 @@ pub const POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.s
 /// The device health values of the API.
 pub const HEALTHY: &str = "Healthy";
 pub const UNHEALTHY: &str = "Unhealthy";
+
+/// Reads `deploy/kubernetes/emuv.yaml` for the tests (the binaries' too, through `#[path]`).
+#[cfg(test)]
+pub mod manifest;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_manifest_mounts_the_sockets_where_the_binaries_look() {
+        let manifest = super::manifest::TEXT;
+        assert!(manifest.contains(&format!("mountPath: {}", super::DEVICE_PLUGIN_DIR)));
+        let pod_resources_dir = std::path::Path::new(super::POD_RESOURCES_SOCKET).parent().unwrap();
+        assert!(manifest.contains(&format!("mountPath: {}", pod_resources_dir.display())));
+        assert!(manifest.contains(&format!("mountPath: {}", emuv::gpus::HOST_MACHINE_ID)));
+    }
+}

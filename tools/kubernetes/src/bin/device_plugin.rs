@@ -105,21 +105,35 @@ enum End {
     Terminate,
 }
 
-async fn terminated() {
+/// A flag that turns true on SIGTERM or SIGINT. The handlers are installed once, before any
+/// wait: a signal that came between two waits on fresh handlers would be lost (and, the
+/// default action replaced, never end the process).
+fn termination() -> Result<watch::Receiver<bool>, String> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+    let (sender, receiver) = watch::channel(false);
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!("emuv-device-plugin: {name}: stopping");
+        let _ = sender.send(true);
+    });
+    Ok(receiver)
+}
+
+async fn terminated(flag: &watch::Receiver<bool>) {
+    let mut flag = flag.clone();
+    if flag.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
+
+/// How long a stopping server may take to let its connections go before it is dropped: a
+/// client that never finishes its connection must not keep the plugin from serving again.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one socket until kubelet restarts (or the socket is deleted) or a signal comes.
 async fn generation(
@@ -127,6 +141,7 @@ async fn generation(
     config: &Config,
     cards: &watch::Receiver<Vec<cards::Card>>,
     endpoint: &str,
+    termination: &watch::Receiver<bool>,
 ) -> Result<End, String> {
     let socket = cli.plugin_dir.join(endpoint);
     let kubelet = (!cli.kubelet_socket.is_empty()).then(|| cli.plugin_dir.join(&cli.kubelet_socket));
@@ -140,7 +155,7 @@ async fn generation(
             }
             tokio::select! {
                 _ = tokio::time::sleep(SOCKET_CHECK) => {}
-                _ = terminated() => return Ok(End::Terminate),
+                _ = terminated(termination) => return Ok(End::Terminate),
             }
         }
     }
@@ -182,9 +197,15 @@ async fn generation(
             ),
             Err(e) => {
                 eprintln!("emuv-device-plugin: registration failed: {e}; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
                 let _ = stop.send(true);
-                let _ = server.await;
+                stop_server(server).await;
+                if unix::identity(&socket) == ours {
+                    let _ = std::fs::remove_file(&socket);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = terminated(termination) => return Ok(End::Terminate),
+                }
                 return Ok(End::Restart("registration failed"));
             }
         }
@@ -194,7 +215,7 @@ async fn generation(
     let end = loop {
         tokio::select! {
             _ = tokio::time::sleep(SOCKET_CHECK) => {}
-            _ = terminated() => break End::Terminate,
+            _ = terminated(termination) => break End::Terminate,
         }
         if unix::identity(&socket) != ours {
             break End::Restart("its socket was deleted");
@@ -204,15 +225,28 @@ async fn generation(
         }
     };
     let _ = stop.send(true);
-    match server.await {
-        Ok(Err(e)) => eprintln!("emuv-device-plugin: server: {}", unix::error_chain(&e)),
-        Err(e) => eprintln!("emuv-device-plugin: server task: {e}"),
-        Ok(Ok(())) => {}
-    }
+    stop_server(server).await;
     if unix::identity(&socket) == ours {
         let _ = std::fs::remove_file(&socket);
     }
     Ok(end)
+}
+
+type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Waits for a stopping server, at most [`SHUTDOWN_GRACE`].
+async fn stop_server(mut server: ServerTask) {
+    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+        Ok(Ok(Err(e))) => eprintln!("emuv-device-plugin: server: {}", unix::error_chain(&e)),
+        Ok(Err(e)) => eprintln!("emuv-device-plugin: server task: {e}"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => {
+            eprintln!(
+                "emuv-device-plugin: connections still open after {SHUTDOWN_GRACE:?}: dropped"
+            );
+            server.abort();
+        }
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
@@ -260,8 +294,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         emuv::gpus::Roots::default(),
         Duration::from_millis(cli.poll_ms.clamp(10, 10_000)),
     );
+    let termination = termination()?;
     loop {
-        match generation(&cli, &config, &cards, &endpoint).await? {
+        match generation(&cli, &config, &cards, &endpoint, &termination).await? {
             End::Terminate => return Ok(()),
             End::Restart(why) => eprintln!("emuv-device-plugin: {why}: serving again"),
         }
@@ -291,8 +326,21 @@ fn main() -> ExitCode {
 }
 
 #[cfg(test)]
+#[path = "../manifest.rs"]
+mod manifest;
+
+#[cfg(test)]
 mod tests {
-    use super::valid_resource_name;
+    use super::manifest;
+    use super::{valid_resource_name, Cli};
+    use clap::Parser;
+
+    #[test]
+    fn the_daemonset_args_are_accepted() {
+        let args = manifest::args("emuv-device-plugin");
+        let cli = Cli::try_parse_from(&args).unwrap();
+        assert!(valid_resource_name(&cli.resource_name));
+    }
 
     #[test]
     fn resource_names() {

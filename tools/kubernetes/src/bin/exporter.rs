@@ -171,8 +171,21 @@ fn main() -> ExitCode {
 }
 
 #[cfg(test)]
+#[path = "../manifest.rs"]
+mod manifest;
+
+#[cfg(test)]
 mod tests {
-    use super::parse_address;
+    use super::manifest;
+    use super::{parse_address, Cli};
+    use clap::Parser;
+
+    #[test]
+    fn the_daemonset_args_are_accepted() {
+        let args = manifest::args("emuv-exporter");
+        let cli = Cli::try_parse_from(&args).unwrap();
+        assert_eq!(parse_address(&cli.address).unwrap().port(), 9400);
+    }
 
     #[test]
     fn addresses() {
