@@ -255,11 +255,16 @@ impl<'a> Pod<'a> {
                 host_path: tool("emuv_containers").display().to_string(),
                 readonly: true,
             })
-            .chain(edits.mounts.iter().map(|(container, host, readonly)| Mount {
-                container_path: container.clone(),
-                host_path: host.clone(),
-                readonly: *readonly,
-            }))
+            .chain(
+                edits
+                    .mounts
+                    .iter()
+                    .map(|(container, host, readonly)| Mount {
+                        container_path: container.clone(),
+                        host_path: host.clone(),
+                        readonly: *readonly,
+                    }),
+            )
             .collect(),
             devices: edits
                 .devices
@@ -365,4 +370,3 @@ impl Drop for Pod<'_> {
         let _ = self.containerd.cri.remove_pod_sandbox(&self.sandbox);
     }
 }
-

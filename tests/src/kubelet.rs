@@ -137,7 +137,9 @@ impl Registration for Shared {
             )));
         }
         if r.endpoint.contains('/') || r.endpoint.is_empty() {
-            return Err(tonic::Status::invalid_argument("endpoint is not a file name"));
+            return Err(tonic::Status::invalid_argument(
+                "endpoint is not a file name",
+            ));
         }
         let socket = self.dir.join(&r.endpoint);
         let channel = unix::channel(&socket, PLUGIN_DEADLINE)
@@ -157,7 +159,10 @@ impl Registration for Shared {
             .await?
             .into_inner();
         let generation = {
-            let mut state = self.state.lock().map_err(|_| tonic::Status::internal("lock"))?;
+            let mut state = self
+                .state
+                .lock()
+                .map_err(|_| tonic::Status::internal("lock"))?;
             state.registrations += 1;
             let generation = state.registrations;
             state.endpoints.insert(
@@ -195,7 +200,9 @@ impl Registration for Shared {
                 });
             }
             shared.open_streams.fetch_sub(1, Ordering::SeqCst);
-            shared.log(format!("ListAndWatch {resource}: stream {generation} ended"));
+            shared.log(format!(
+                "ListAndWatch {resource}: stream {generation} ended"
+            ));
         });
         Ok(tonic::Response::new(Empty {}))
     }
@@ -207,7 +214,10 @@ impl PodResourcesLister for Shared {
         &self,
         _: tonic::Request<ListPodResourcesRequest>,
     ) -> Result<tonic::Response<ListPodResourcesResponse>, tonic::Status> {
-        let state = self.state.lock().map_err(|_| tonic::Status::internal("lock"))?;
+        let state = self
+            .state
+            .lock()
+            .map_err(|_| tonic::Status::internal("lock"))?;
         let pod_resources = state
             .assignments
             .iter()
@@ -223,7 +233,9 @@ impl PodResourcesLister for Shared {
                 }],
             })
             .collect();
-        Ok(tonic::Response::new(ListPodResourcesResponse { pod_resources }))
+        Ok(tonic::Response::new(ListPodResourcesResponse {
+            pod_resources,
+        }))
     }
 }
 
@@ -354,7 +366,11 @@ impl Kubelet {
     }
 
     pub fn registrations(&self) -> usize {
-        self.shared.state.lock().map(|s| s.registrations).unwrap_or(0)
+        self.shared
+            .state
+            .lock()
+            .map(|s| s.registrations)
+            .unwrap_or(0)
     }
 
     /// The registered endpoint of `resource`: its socket and registration number.
@@ -486,7 +502,10 @@ impl Kubelet {
                 devices_ids: ids.to_vec(),
             }],
         };
-        let response = self.runtime.block_on(client.allocate(request))?.into_inner();
+        let response = self
+            .runtime
+            .block_on(client.allocate(request))?
+            .into_inner();
         response
             .container_responses
             .into_iter()
@@ -538,8 +557,9 @@ impl Kubelet {
             if preferred.len() == count && preferred.iter().all(|p| available.contains(p)) {
                 chosen = preferred;
             } else {
-                self.shared
-                    .log(format!("GetPreferredAllocation's {preferred:?} not valid: ignored"));
+                self.shared.log(format!(
+                    "GetPreferredAllocation's {preferred:?} not valid: ignored"
+                ));
             }
         }
         let response = self

@@ -3,7 +3,10 @@
 //! protoc so that the build needs nothing installed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/deviceplugin-v1beta1.proto", "proto/podresources-v1.proto"];
+    let protos = [
+        "proto/deviceplugin-v1beta1.proto",
+        "proto/podresources-v1.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

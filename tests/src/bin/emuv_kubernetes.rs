@@ -23,8 +23,9 @@
 use emuv::{Device, Tier};
 use emuv_tests::{
     containerd::{describe, text, Containerd, Pod},
-    err, module, smi_uuids,
+    err,
     kubelet::{Kubelet, CHECKPOINT},
+    module, smi_uuids,
     tap::{check, check_eq, Tap},
     tool,
 };
@@ -200,20 +201,22 @@ fn registration(tap: &Tap, ctx: &mut Ctx) -> TestResult {
     ctx.kubelet
         .wait_registration(RESOURCE, 0, Duration::from_secs(30))?;
     let (socket, _) = ctx.kubelet.endpoint(RESOURCE).ok_or("no endpoint")?;
-    check_eq(
-        "its endpoint",
-        socket,
-        plugin_dir().join(PLUGIN_SOCKET),
-    )?;
+    check_eq("its endpoint", socket, plugin_dir().join(PLUGIN_SOCKET))?;
     let log = ctx.kubelet.log().join("\n");
     check(
-        log.contains("Register version=v1beta1 endpoint=emuv-nvidia.com-gpu.sock resource=nvidia.com/gpu")
-            && log.contains("get_preferred_allocation_available: true"),
+        log.contains(
+            "Register version=v1beta1 endpoint=emuv-nvidia.com-gpu.sock resource=nvidia.com/gpu",
+        ) && log.contains("get_preferred_allocation_available: true"),
         || format!("the registration: {log}"),
     )?;
     ctx.kubelet
         .wait_devices(RESOURCE, Duration::from_secs(10), all_healthy(4))?;
-    let ids: Vec<String> = ctx.kubelet.devices(RESOURCE).into_iter().map(|d| d.id).collect();
+    let ids: Vec<String> = ctx
+        .kubelet
+        .devices(RESOURCE)
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     check_eq("the devices, by UUID", ids, ctx.uuids.clone())?;
     ctx.baseline = (ctx.plugin.fds(), ctx.plugin.threads());
     tap.note(format!(
@@ -234,8 +237,14 @@ fn cdi_pods(tap: &Tap, ctx: &mut Ctx) -> TestResult {
     card0
         .alloc(100 * MIB, Tier::Any)
         .map_err(err("100 MiB on card 0"))?;
-    let (chosen, edits) = ctx.kubelet.admit("emuv-test", "one-gpu", "main", RESOURCE, 1)?;
-    check_eq("the preferred card", chosen.clone(), vec![ctx.uuids[1].clone()])?;
+    let (chosen, edits) = ctx
+        .kubelet
+        .admit("emuv-test", "one-gpu", "main", RESOURCE, 1)?;
+    check_eq(
+        "the preferred card",
+        chosen.clone(),
+        vec![ctx.uuids[1].clone()],
+    )?;
     check_eq(
         "the CDI names",
         edits.cdi_devices.clone(),
@@ -243,7 +252,10 @@ fn cdi_pods(tap: &Tap, ctx: &mut Ctx) -> TestResult {
     )?;
     check_eq(
         "the CDI annotation",
-        edits.annotations.get("cdi.k8s.io/emuv-device-plugin_nvidia.com-gpu").cloned(),
+        edits
+            .annotations
+            .get("cdi.k8s.io/emuv-device-plugin_nvidia.com-gpu")
+            .cloned(),
         Some(format!("emuv.dev/gpu={}", ctx.uuids[1])),
     )?;
     let pod = Pod::start_with(containerd, "k8s-one", &edits, &["64"])?;
@@ -253,7 +265,9 @@ fn cdi_pods(tap: &Tap, ctx: &mut Ctx) -> TestResult {
         smi_uuids(&pod.exec(&["emuv-smi", "-L"])?),
         chosen,
     )?;
-    let (two, edits) = ctx.kubelet.admit("emuv-test", "two-gpus", "main", RESOURCE, 2)?;
+    let (two, edits) = ctx
+        .kubelet
+        .admit("emuv-test", "two-gpus", "main", RESOURCE, 2)?;
     check_eq(
         "two cards, the held one left out",
         two.clone(),
@@ -291,14 +305,17 @@ fn device_specs_pod(ctx: &mut Ctx) -> TestResult {
         .map_err(|e| format!("{e}\n{}", second.log()))?;
     ctx.kubelet
         .wait_devices(EMUV_RESOURCE, Duration::from_secs(10), all_healthy(4))?;
-    let (chosen, edits) =
-        ctx.kubelet
-            .admit("emuv-test", "no-cdi", "main", EMUV_RESOURCE, 1)?;
-    check(edits.cdi_devices.is_empty() && edits.annotations.is_empty(), || {
-        format!("no CDI for device specs: {edits:?}")
-    })?;
+    let (chosen, edits) = ctx
+        .kubelet
+        .admit("emuv-test", "no-cdi", "main", EMUV_RESOURCE, 1)?;
     check(
-        edits.envs.contains(&("NVIDIA_VISIBLE_DEVICES".into(), "void".into())),
+        edits.cdi_devices.is_empty() && edits.annotations.is_empty(),
+        || format!("no CDI for device specs: {edits:?}"),
+    )?;
+    check(
+        edits
+            .envs
+            .contains(&("NVIDIA_VISIBLE_DEVICES".into(), "void".into())),
         || format!("the environment: {:?}", edits.envs),
     )?;
     check(
@@ -308,10 +325,9 @@ fn device_specs_pod(ctx: &mut Ctx) -> TestResult {
             .any(|(c, _, ro)| c == "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1" && *ro),
         || format!("NVML among the mounts: {:?}", edits.mounts),
     )?;
-    check(
-        plugin_files().contains("emuv-emuv.dev-gpu.sock"),
-        || format!("the second plugin's socket among {:?}", plugin_files()),
-    )?;
+    check(plugin_files().contains("emuv-emuv.dev-gpu.sock"), || {
+        format!("the second plugin's socket among {:?}", plugin_files())
+    })?;
     // A second plugin of the same resource finds its socket served and leaves it alone.
     let out = Command::new(tool("emuv-device-plugin"))
         .args(["--plugin-dir", &plugin_dir().display().to_string()])
@@ -335,7 +351,9 @@ fn device_specs_pod(ctx: &mut Ctx) -> TestResult {
     drop(pod);
     ctx.kubelet.forget("no-cdi");
     let status = second.stop()?;
-    check(status.success(), || format!("the second plugin exited {status}"))?;
+    check(status.success(), || {
+        format!("the second plugin exited {status}")
+    })?;
     let files = plugin_files();
     // The stopped plugin removed its socket; the first one's is still there.
     check_eq(
@@ -384,7 +402,10 @@ fn url_encode(text: &str) -> String {
 
 /// An instant query through Prometheus' HTTP API: each series' labels and value.
 fn query(promql: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
-    let (status, body) = http_get(PROMETHEUS, &format!("/api/v1/query?query={}", url_encode(promql)))?;
+    let (status, body) = http_get(
+        PROMETHEUS,
+        &format!("/api/v1/query?query={}", url_encode(promql)),
+    )?;
     check(status == 200, || format!("{promql}: HTTP {status}: {body}"))?;
     let json: serde_json::Value = serde_json::from_str(&body).map_err(err("query JSON"))?;
     let series = json["data"]["result"]
@@ -444,11 +465,11 @@ fn nvml_memory() -> Result<BTreeMap<u32, (String, u64, u64)>, String> {
     let rootfs = emuv_tests::containerd::image();
     let out = Command::new("python3")
         .args(["-c", script])
-        .env("PYTHONPATH", format!("{rootfs}/usr/lib/python3/dist-packages"))
         .env(
-            "LD_LIBRARY_PATH",
-            emuv_tests::target_dir().join("nvml"),
+            "PYTHONPATH",
+            format!("{rootfs}/usr/lib/python3/dist-packages"),
         )
+        .env("LD_LIBRARY_PATH", emuv_tests::target_dir().join("nvml"))
         .output()
         .map_err(err("python3"))?;
     check(out.status.success(), || describe("pynvml", &out))?;
@@ -537,7 +558,10 @@ fn exporter_and_prometheus(tap: &Tap, ctx: &mut Ctx) -> TestResult {
     let inherent = |line: &str| {
         line.ends_with("label names should be written in 'snake_case' not 'camelCase'")
             || (line.ends_with("counter metrics should have \"_total\" suffix")
-                && line.split_whitespace().next().is_some_and(|m| m.ends_with("_TOTAL")))
+                && line
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|m| m.ends_with("_TOTAL")))
     };
     let other: Vec<&str> = findings.lines().filter(|l| !inherent(l)).collect();
     check(
@@ -570,28 +594,60 @@ fn exporter_and_prometheus(tap: &Tap, ctx: &mut Ctx) -> TestResult {
     )?;
     // Dashboard 12239's "GPU Framebuffer Mem Used" panel, its variables at "All".
     let panel = r#"DCGM_FI_DEV_FB_USED{instance=~".*", gpu=~".*"}"#;
-    let series = query_until(panel, Duration::from_secs(120), |r| r.len() == 4).map_err(|e| {
-        format!("{e}\nprometheus:\n{}", prometheus.log().lines().rev().take(10).collect::<Vec<_>>().join("\n"))
-    })?;
+    let mut series =
+        query_until(panel, Duration::from_secs(120), |r| r.len() == 4).map_err(|e| {
+            format!(
+                "{e}\nprometheus:\n{}",
+                prometheus
+                    .log()
+                    .lines()
+                    .rev()
+                    .take(10)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
+    series.sort_by_key(|(labels, _)| labels["gpu"].parse::<u32>().unwrap_or(u32::MAX));
     let nvml = nvml_memory()?;
-    let mut table = vec!["gpu UUID                                     FB_USED  NVML used  FB_FREE  NVML free".to_owned()];
+    let mut table = vec![
+        "gpu UUID                                     FB_USED  NVML used  FB_FREE  NVML free"
+            .to_owned(),
+    ];
     let free = query("DCGM_FI_DEV_FB_FREE")?;
     for (labels, value) in &series {
         let gpu: u32 = labels["gpu"].parse().map_err(err("gpu label"))?;
-        let (uuid, used, nvml_free) = nvml.get(&gpu).ok_or_else(|| format!("NVML has no GPU {gpu}"))?;
+        let (uuid, used, nvml_free) = nvml
+            .get(&gpu)
+            .ok_or_else(|| format!("NVML has no GPU {gpu}"))?;
         check_eq("the UUID label", &labels["UUID"], uuid)?;
-        check_eq(&format!("GPU {gpu}'s FB_USED against NVML"), *value as u64, *used)?;
+        check_eq(
+            &format!("GPU {gpu}'s FB_USED against NVML"),
+            *value as u64,
+            *used,
+        )?;
         let fb_free = free
             .iter()
             .find(|(l, _)| l["gpu"] == labels["gpu"])
             .map(|(_, v)| *v as u64)
             .ok_or("no FB_FREE")?;
-        check_eq(&format!("GPU {gpu}'s FB_FREE against NVML"), fb_free, *nvml_free)?;
-        check_eq("modelName", labels["modelName"].as_str(), "NVIDIA GeForce RTX 4090")?;
+        check_eq(
+            &format!("GPU {gpu}'s FB_FREE against NVML"),
+            fb_free,
+            *nvml_free,
+        )?;
+        check_eq(
+            "modelName",
+            labels["modelName"].as_str(),
+            "NVIDIA GeForce RTX 4090",
+        )?;
         check_eq("Hostname", labels["Hostname"].as_str(), "emuv-node")?;
-        table.push(format!("{gpu}   {uuid} {value:7}  {used:9}  {fb_free:7}  {nvml_free:9}"));
+        table.push(format!(
+            "{gpu}   {uuid} {value:7}  {used:9}  {fb_free:7}  {nvml_free:9}"
+        ));
     }
-    let used: Vec<u64> = (0..4).map(|g| nvml.get(&g).map(|c| c.1).unwrap_or(0)).collect();
+    let used: Vec<u64> = (0..4)
+        .map(|g| nvml.get(&g).map(|c| c.1).unwrap_or(0))
+        .collect();
     check(
         used.windows(2).all(|w| w[0] < w[1]) && used[0] >= 100 && used[3] < 500,
         || format!("the cards hold 100 < 200 < 300 < 400 MiB: {used:?}"),
@@ -614,13 +670,21 @@ fn exporter_and_prometheus(tap: &Tap, ctx: &mut Ctx) -> TestResult {
     ));
     // A card lost: its Xid is 79, its framebuffer no longer read.
     set_fail(3, "lost")?;
-    let lost = query_until(r#"DCGM_FI_DEV_XID_ERRORS{gpu="3"}"#, Duration::from_secs(60), |r| {
-        r.len() == 1 && r[0].1 == 79.0
-    });
+    let lost = query_until(
+        r#"DCGM_FI_DEV_XID_ERRORS{gpu="3"}"#,
+        Duration::from_secs(60),
+        |r| r.len() == 1 && r[0].1 == 79.0,
+    );
     let gone = lost.as_ref().map_err(Clone::clone).and_then(|_| {
-        query_until(r#"DCGM_FI_DEV_FB_USED{gpu="3"}"#, Duration::from_secs(60), |r| r.is_empty())
+        query_until(
+            r#"DCGM_FI_DEV_FB_USED{gpu="3"}"#,
+            Duration::from_secs(60),
+            |r| r.is_empty(),
+        )
     });
     let xids = query("DCGM_FI_DEV_XID_ERRORS");
+    // A lost card comes back only once nothing holds memory on it (EBUSY before).
+    drop(held);
     set_fail(3, "none")?;
     lost?;
     gone?;
@@ -632,7 +696,6 @@ fn exporter_and_prometheus(tap: &Tap, ctx: &mut Ctx) -> TestResult {
             .collect::<Vec<_>>()
     ));
     ctx.kubelet.forget("trainer-0");
-    drop(held);
     Ok(())
 }
 
@@ -640,19 +703,29 @@ fn health(tap: &Tap, ctx: &mut Ctx) -> TestResult {
     let card2 = ctx.uuids[2].clone();
     set_fail(2, "lost")?;
     let id = card2.clone();
-    let lost = ctx.kubelet.wait_devices(RESOURCE, Duration::from_secs(5), move |d| {
-        d.iter().any(|d| d.id == id && d.health == "Unhealthy")
-    });
+    let lost = ctx
+        .kubelet
+        .wait_devices(RESOURCE, Duration::from_secs(5), move |d| {
+            d.iter().any(|d| d.id == id && d.health == "Unhealthy")
+        });
     let refused = ctx.kubelet.allocate(RESOURCE, &[card2.clone()]);
     set_fail(2, "none")?;
     let lost = lost?;
     let id = card2.clone();
-    let back = ctx.kubelet.wait_devices(RESOURCE, Duration::from_secs(5), move |d| {
-        d.iter().any(|d| d.id == id && d.health == "Healthy")
+    let back = ctx
+        .kubelet
+        .wait_devices(RESOURCE, Duration::from_secs(5), move |d| {
+            d.iter().any(|d| d.id == id && d.health == "Healthy")
+        })?;
+    tap.note(format!(
+        "Unhealthy after {lost:?}, Healthy again after {back:?}"
+    ));
+    check(lost <= HEALTH_DEADLINE, || {
+        format!("Unhealthy only after {lost:?}")
     })?;
-    tap.note(format!("Unhealthy after {lost:?}, Healthy again after {back:?}"));
-    check(lost <= HEALTH_DEADLINE, || format!("Unhealthy only after {lost:?}"))?;
-    check(back <= HEALTH_DEADLINE, || format!("Healthy only after {back:?}"))?;
+    check(back <= HEALTH_DEADLINE, || {
+        format!("Healthy only after {back:?}")
+    })?;
     match refused {
         Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(()),
         other => Err(format!("Allocate of the lost card: {other:?}")),
@@ -663,7 +736,11 @@ fn configfs_card(ctx: &mut Ctx) -> TestResult {
     let dir = Path::new("/sys/kernel/config/emuv/k8s");
     fs::create_dir(dir).map_err(err("mkdir configfs card"))?;
     let made = (|| {
-        for (attr, value) in [("physical_vram_mb", "64"), ("virtual_vram_mb", "0"), ("enabled", "1")] {
+        for (attr, value) in [
+            ("physical_vram_mb", "64"),
+            ("virtual_vram_mb", "0"),
+            ("enabled", "1"),
+        ] {
             fs::write(dir.join(attr), value).map_err(err(attr))?;
         }
         let index: u32 = fs::read_to_string(dir.join("index"))
@@ -678,18 +755,20 @@ fn configfs_card(ctx: &mut Ctx) -> TestResult {
             .map(|g| g.uuid())
             .ok_or("the new card is not listed")?;
         let id = uuid.clone();
-        ctx.kubelet.wait_devices(RESOURCE, Duration::from_secs(5), move |d| {
-            d.len() == 5 && d.iter().any(|d| d.id == id && d.health == "Healthy")
-        })?;
+        ctx.kubelet
+            .wait_devices(RESOURCE, Duration::from_secs(5), move |d| {
+                d.len() == 5 && d.iter().any(|d| d.id == id && d.health == "Healthy")
+            })?;
         Ok::<_, String>(uuid)
     })();
     let _ = fs::write(dir.join("enabled"), "0");
     let removed = fs::remove_dir(dir).map_err(err("rmdir configfs card"));
     let uuid = made?;
     removed?;
-    ctx.kubelet.wait_devices(RESOURCE, Duration::from_secs(5), move |d| {
-        d.len() == 4 && !d.iter().any(|d| d.id == uuid)
-    })?;
+    ctx.kubelet
+        .wait_devices(RESOURCE, Duration::from_secs(5), move |d| {
+            d.len() == 4 && !d.iter().any(|d| d.id == uuid)
+        })?;
     Ok(())
 }
 
@@ -698,7 +777,9 @@ fn garbage(seed: u64) -> TestResult {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut stream = std::os::unix::net::UnixStream::connect(plugin_dir().join(PLUGIN_SOCKET))
         .map_err(err("connect"))?;
-    let bytes: Vec<u8> = (0..rng.random_range(1..4096)).map(|_| rng.random()).collect();
+    let bytes: Vec<u8> = (0..rng.random_range(1..4096))
+        .map(|_| rng.random())
+        .collect();
     let _ = stream.write_all(&bytes);
     Ok(())
 }
@@ -712,7 +793,10 @@ fn bad_requests(ctx: &mut Ctx) -> TestResult {
     let real = ctx.uuids.clone();
     check_eq(
         "Allocate of an unknown ID",
-        code(k.allocate(RESOURCE, &["GPU-00000000-0000-0000-0000-000000000000".into()])),
+        code(k.allocate(
+            RESOURCE,
+            &["GPU-00000000-0000-0000-0000-000000000000".into()],
+        )),
         Err(tonic::Code::NotFound),
     )?;
     check_eq(
@@ -755,7 +839,9 @@ fn bad_requests(ctx: &mut Ctx) -> TestResult {
         code(k.allocate(RESOURCE, &[real[0].clone()])),
         Ok(()),
     )?;
-    check(ctx.plugin.alive(), || format!("the plugin died: {}", ctx.plugin.log()))
+    check(ctx.plugin.alive(), || {
+        format!("the plugin died: {}", ctx.plugin.log())
+    })
 }
 
 fn kubelet_restart(tap: &Tap, ctx: &mut Ctx) -> TestResult {
@@ -870,7 +956,9 @@ fn random_cycles(tap: &Tap, ctx: &mut Ctx) -> TestResult {
                 }
                 _ => garbage(rng.random()).map_err(at)?,
             }
-            check(ctx.plugin.alive(), || at(format!("the plugin died: {}", ctx.plugin.log())))?;
+            check(ctx.plugin.alive(), || {
+                at(format!("the plugin died: {}", ctx.plugin.log()))
+            })?;
         }
         Ok(())
     })();
@@ -902,8 +990,12 @@ fn random_cycles(tap: &Tap, ctx: &mut Ctx) -> TestResult {
         "the plugin after the cycles: {fds} file descriptors (was {}), {threads} threads (was {})",
         ctx.baseline.0, ctx.baseline.1
     ));
-    check(fds <= ctx.baseline.0 + 6, || format!("{fds} file descriptors, {} at first", ctx.baseline.0))?;
-    check(threads <= ctx.baseline.1 + 2, || format!("{threads} threads, {} at first", ctx.baseline.1))
+    check(fds <= ctx.baseline.0 + 6, || {
+        format!("{fds} file descriptors, {} at first", ctx.baseline.0)
+    })?;
+    check(threads <= ctx.baseline.1 + 2, || {
+        format!("{threads} threads, {} at first", ctx.baseline.1)
+    })
 }
 
 type TestFn = dyn Fn(&Tap, &mut Ctx) -> TestResult;
@@ -933,7 +1025,9 @@ fn main() {
             .args(["cdi", "generate", "--output", SPEC])
             .output()
             .map_err(err("emuv-ctk"))?;
-        check(out.status.success(), || describe("emuv-ctk cdi generate", &out))?;
+        check(out.status.success(), || {
+            describe("emuv-ctk cdi generate", &out)
+        })?;
         let _ = fs::remove_dir_all(KUBELET_DIR);
         let kubelet = Kubelet::start(&plugin_dir(), &pod_resources())?;
         let plugin = start_plugin("plugin", &[])?;
@@ -948,7 +1042,10 @@ fn main() {
             let result = test(&tap, &mut ctx);
             if result.is_err() {
                 tap.note(format!("the plugin's log:\n{}", ctx.plugin.log()));
-                tap.note(format!("the harness's log:\n{}", ctx.kubelet.log().join("\n")));
+                tap.note(format!(
+                    "the harness's log:\n{}",
+                    ctx.kubelet.log().join("\n")
+                ));
             }
             tap.test(name, result);
         }
@@ -959,7 +1056,10 @@ fn main() {
         Ok(())
     });
     if let Err(e) = result {
-        tap.test("emuv loaded, the harness and the plugin started and stopped cleanly", Err(e));
+        tap.test(
+            "emuv loaded, the harness and the plugin started and stopped cleanly",
+            Err(e),
+        );
     }
     let _ = fs::remove_file(SPEC);
     tap.finish()

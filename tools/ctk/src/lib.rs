@@ -53,4 +53,3 @@ pub fn find_host(
         machine_id: Some(PathBuf::from("/etc/machine-id")).filter(|p| p.is_file()),
     }
 }
-

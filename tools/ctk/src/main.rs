@@ -118,12 +118,16 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Cdi(Cdi::Generate(args)) => {
             check_kind(&args.kind.kind)?;
-            let spec = generate(&args.kind.kind, &cards(), &find_host(
+            let spec = generate(
+                &args.kind.kind,
+                &cards(),
+                &find_host(
                     args.nvml.clone(),
                     args.cuda.clone(),
                     args.smi.clone(),
                     args.nvidia_smi,
-                ));
+                ),
+            );
             let mut text = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
             text.push('\n');
             match args.output.as_deref() {

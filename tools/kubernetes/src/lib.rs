@@ -40,7 +40,9 @@ mod tests {
     fn the_manifest_mounts_the_sockets_where_the_binaries_look() {
         let manifest = super::manifest::TEXT;
         assert!(manifest.contains(&format!("mountPath: {}", super::DEVICE_PLUGIN_DIR)));
-        let pod_resources_dir = std::path::Path::new(super::POD_RESOURCES_SOCKET).parent().unwrap();
+        let pod_resources_dir = std::path::Path::new(super::POD_RESOURCES_SOCKET)
+            .parent()
+            .unwrap();
         assert!(manifest.contains(&format!("mountPath: {}", pod_resources_dir.display())));
         assert!(manifest.contains(&format!("mountPath: {}", emuv::gpus::HOST_MACHINE_ID)));
     }

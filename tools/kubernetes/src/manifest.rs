@@ -13,8 +13,8 @@ pub fn args(program: &str) -> Vec<String> {
     let args = lines
         .find_map(|l| l.trim().strip_prefix("args:"))
         .expect("its args line");
-    let mut all: Vec<String> = serde_json::from_str(command.trim().trim_start_matches("command:")).unwrap();
+    let mut all: Vec<String> =
+        serde_json::from_str(command.trim().trim_start_matches("command:")).unwrap();
     all.extend(serde_json::from_str::<Vec<String>>(args.trim()).unwrap());
     all
 }
-

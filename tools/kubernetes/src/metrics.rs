@@ -37,10 +37,7 @@ const FB_RESERVED: (&str, &str) = (
     "DCGM_FI_DEV_FB_RESERVED",
     "Framebuffer memory reserved (in MiB).",
 );
-const FB_TOTAL: (&str, &str) = (
-    "DCGM_FI_DEV_FB_TOTAL",
-    "Total framebuffer memory (in MiB).",
-);
+const FB_TOTAL: (&str, &str) = ("DCGM_FI_DEV_FB_TOTAL", "Total framebuffer memory (in MiB).");
 const GPU_UTIL: (&str, &str) = ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).");
 const MEM_COPY_UTIL: (&str, &str) = ("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).");
 const XID_ERRORS: (&str, &str) = (
@@ -146,7 +143,9 @@ pub fn render(cards: &[Card], node: &Node) -> Result<String, prometheus::Error> 
         let mib = |bytes: u64| (bytes / MIB) as f64;
         free.with_label_values(&labels).set(mib(memory.free));
         used.with_label_values(&labels).set(mib(memory.used));
-        reserved.with_label_values(&labels).set(mib(memory.reserved));
+        reserved
+            .with_label_values(&labels)
+            .set(mib(memory.reserved));
         total.with_label_values(&labels).set(mib(memory.total));
         // Nothing executes on an emulated card: its engines and copy engines are idle.
         gpu_util.with_label_values(&labels).set(0.0);

@@ -382,7 +382,10 @@ mod tests {
         let cards = cards(&tree);
         let ids: Vec<String> = cards.iter().map(|c| c.uuid.clone()).collect();
         // Card 1 has the most free memory; card 2 is lost and comes last.
-        assert_eq!(prefer(&cards, &ids, &[], 2).unwrap(), [ids[1].clone(), ids[0].clone()]);
+        assert_eq!(
+            prefer(&cards, &ids, &[], 2).unwrap(),
+            [ids[1].clone(), ids[0].clone()]
+        );
         assert_eq!(
             prefer(&cards, &ids, &[ids[2].clone()], 2).unwrap(),
             [ids[2].clone(), ids[1].clone()]
@@ -422,7 +425,11 @@ mod tests {
             r.annotations["cdi.k8s.io/emuv-device-plugin_nvidia.com-gpu"],
             names.join(",")
         );
-        let nodes: Vec<_> = r.devices.iter().map(|d| d.container_path.as_str()).collect();
+        let nodes: Vec<_> = r
+            .devices
+            .iter()
+            .map(|d| d.container_path.as_str())
+            .collect();
         assert_eq!(nodes, ["/dev/emuv", "/dev/emuv3"]);
         assert!(r.mounts.iter().any(|m| m.read_only
             && m.container_path.ends_with("/libnvidia-ml.so.1")

@@ -49,7 +49,12 @@ struct Cli {
     cdi_kind: String,
     /// How Allocate hands the cards over: CDI names in CRI's field and in annotations by
     /// default; device-specs for runtimes without CDI (nodes, library mounts, environment).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "cdi-cri,cdi-annotations")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cdi-cri,cdi-annotations"
+    )]
     device_list_strategy: Vec<Strategy>,
     /// How often the card list is re-read besides the kernel's notifications, in milliseconds.
     #[arg(long, default_value_t = 200)]
@@ -144,7 +149,8 @@ async fn generation(
     termination: &watch::Receiver<bool>,
 ) -> Result<End, String> {
     let socket = cli.plugin_dir.join(endpoint);
-    let kubelet = (!cli.kubelet_socket.is_empty()).then(|| cli.plugin_dir.join(&cli.kubelet_socket));
+    let kubelet =
+        (!cli.kubelet_socket.is_empty()).then(|| cli.plugin_dir.join(&cli.kubelet_socket));
     // Wait for kubelet before serving, as its restart would delete the socket anyway.
     if let Some(kubelet) = &kubelet {
         let mut said = false;
@@ -210,7 +216,11 @@ async fn generation(
             }
         }
     } else {
-        eprintln!("emuv-device-plugin: serving {} on {}", cli.resource_name, socket.display());
+        eprintln!(
+            "emuv-device-plugin: serving {} on {}",
+            cli.resource_name,
+            socket.display()
+        );
     }
     let end = loop {
         tokio::select! {

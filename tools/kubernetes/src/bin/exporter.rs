@@ -12,12 +12,17 @@ use axum::{
 };
 use clap::Parser;
 use emuv_kubernetes::{
-    api::podresources::{pod_resources_lister_client::PodResourcesListerClient, ListPodResourcesRequest},
+    api::podresources::{
+        pod_resources_lister_client::PodResourcesListerClient, ListPodResourcesRequest,
+    },
     cards::{self, Card},
     metrics::{render, Holder, Node},
     unix, POD_RESOURCES_SOCKET,
 };
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc,
+    time::Duration,
+};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -113,8 +118,9 @@ fn parse_address(address: &str) -> Result<SocketAddr, String> {
         Some(port) => format!("0.0.0.0:{port}"),
         None => address.to_owned(),
     };
-    full.parse()
-        .map_err(|_| format!("--address {address}: expected [HOST]:PORT, e.g. :9400 or 127.0.0.1:9400"))
+    full.parse().map_err(|_| {
+        format!("--address {address}: expected [HOST]:PORT, e.g. :9400 or 127.0.0.1:9400")
+    })
 }
 
 fn hostname() -> String {
