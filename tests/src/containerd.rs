@@ -294,7 +294,6 @@ impl<'a> Pod<'a> {
                 .iter()
                 .map(|name| CdiDevice { name: name.clone() })
                 .collect(),
-            ..ContainerConfig::default()
         };
         let log = containerd.dir.join("logs").join(name).join("main.log");
         let container = containerd

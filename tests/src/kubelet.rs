@@ -52,6 +52,9 @@ pub const CHECKPOINT: &str = "kubelet_internal_checkpoint";
 /// How long one call to a plugin may take.
 const PLUGIN_DEADLINE: Duration = Duration::from_secs(10);
 
+/// A call's failure as kubelet sees it (boxed: `Status` is large).
+pub type CallError = Box<tonic::Status>;
+
 /// One registered plugin: its endpoint and the devices its stream last listed.
 pub struct Endpoint {
     pub socket: PathBuf,
@@ -450,14 +453,16 @@ impl Kubelet {
         }
     }
 
-    fn client(&self, resource: &str) -> Result<(DevicePluginClient<Channel>, bool), tonic::Status> {
+    fn client(&self, resource: &str) -> Result<(DevicePluginClient<Channel>, bool), CallError> {
         let state = self
             .shared
             .state
             .lock()
-            .map_err(|_| tonic::Status::internal("lock"))?;
+            .map_err(|_| Box::new(tonic::Status::internal("lock")))?;
         let endpoint = state.endpoints.get(resource).ok_or_else(|| {
-            tonic::Status::unavailable(format!("no plugin registered for {resource}"))
+            Box::new(tonic::Status::unavailable(format!(
+                "no plugin registered for {resource}"
+            )))
         })?;
         Ok((endpoint.client.clone(), endpoint.preferred_allocation))
     }
@@ -469,7 +474,7 @@ impl Kubelet {
         available: &[String],
         must_include: &[String],
         size: i32,
-    ) -> Result<Vec<String>, tonic::Status> {
+    ) -> Result<Vec<String>, CallError> {
         let (mut client, _) = self.client(resource)?;
         let request = PreferredAllocationRequest {
             container_requests: vec![ContainerPreferredAllocationRequest {
@@ -495,7 +500,7 @@ impl Kubelet {
         &self,
         resource: &str,
         ids: &[String],
-    ) -> Result<ContainerAllocateResponse, tonic::Status> {
+    ) -> Result<ContainerAllocateResponse, CallError> {
         let (mut client, _) = self.client(resource)?;
         let request = AllocateRequest {
             container_requests: vec![ContainerAllocateRequest {
@@ -510,7 +515,7 @@ impl Kubelet {
             .container_responses
             .into_iter()
             .next()
-            .ok_or_else(|| tonic::Status::internal("Allocate answered no container"))
+            .ok_or_else(|| Box::new(tonic::Status::internal("Allocate answered no container")))
     }
 
     /// Admits a pod's container asking `count` devices of `resource`: picks them as kubelet

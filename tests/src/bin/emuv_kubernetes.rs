@@ -400,8 +400,11 @@ fn url_encode(text: &str) -> String {
         .collect()
 }
 
-/// An instant query through Prometheus' HTTP API: each series' labels and value.
-fn query(promql: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+/// An instant query's answer: each series' labels and value.
+type Series = Vec<(BTreeMap<String, String>, f64)>;
+
+/// An instant query through Prometheus' HTTP API.
+fn query(promql: &str) -> Result<Series, String> {
     let (status, body) = http_get(
         PROMETHEUS,
         &format!("/api/v1/query?query={}", url_encode(promql)),
@@ -436,7 +439,7 @@ fn query_until(
     promql: &str,
     timeout: Duration,
     done: impl Fn(&[(BTreeMap<String, String>, f64)]) -> bool,
-) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+) -> Result<Series, String> {
     let start = Instant::now();
     loop {
         let result = query(promql);
@@ -683,17 +686,23 @@ fn exporter_and_prometheus(tap: &Tap, ctx: &mut Ctx) -> TestResult {
         )
     });
     let xids = query("DCGM_FI_DEV_XID_ERRORS");
+    let used_while_lost = query(panel);
     // A lost card comes back only once nothing holds memory on it (EBUSY before).
     drop(held);
     set_fail(3, "none")?;
     lost?;
     gone?;
     let xids = xids?;
+    let mut used_while_lost: Vec<(String, f64)> = used_while_lost?
+        .iter()
+        .map(|(l, v)| (l["gpu"].clone(), *v))
+        .collect();
+    used_while_lost.sort_by(|a, b| a.0.cmp(&b.0));
+    tap.note(format!("with card 3 lost, {panel}: {used_while_lost:?}"));
+    let mut xids: Vec<(String, f64)> = xids.iter().map(|(l, v)| (l["gpu"].clone(), *v)).collect();
+    xids.sort_by(|a, b| a.0.cmp(&b.0));
     tap.note(format!(
-        "with card 3 lost, DCGM_FI_DEV_XID_ERRORS: {:?}",
-        xids.iter()
-            .map(|(l, v)| (l["gpu"].clone(), *v))
-            .collect::<Vec<_>>()
+        "with card 3 lost, DCGM_FI_DEV_XID_ERRORS: {xids:?}"
     ));
     ctx.kubelet.forget("trainer-0");
     Ok(())
@@ -708,7 +717,7 @@ fn health(tap: &Tap, ctx: &mut Ctx) -> TestResult {
         .wait_devices(RESOURCE, Duration::from_secs(5), move |d| {
             d.iter().any(|d| d.id == id && d.health == "Unhealthy")
         });
-    let refused = ctx.kubelet.allocate(RESOURCE, &[card2.clone()]);
+    let refused = ctx.kubelet.allocate(RESOURCE, std::slice::from_ref(&card2));
     set_fail(2, "none")?;
     let lost = lost?;
     let id = card2.clone();
@@ -784,7 +793,7 @@ fn garbage(seed: u64) -> TestResult {
     Ok(())
 }
 
-fn code<T>(r: Result<T, tonic::Status>) -> Result<(), tonic::Code> {
+fn code<T>(r: Result<T, emuv_tests::kubelet::CallError>) -> Result<(), tonic::Code> {
     r.map(|_| ()).map_err(|s| s.code())
 }
 

@@ -2365,7 +2365,7 @@ mod tests {
         let mut bits = vec![0u64; 64];
         let mut first_free = 0;
         let mut used = 0;
-        let mut take =
+        let take =
             |bits: &mut Vec<u64>, count: usize, first_free: &mut usize, used: &mut usize| {
                 let at = find_run(bits, UNITS, *used, count, *first_free).unwrap();
                 for u in at..at + count {

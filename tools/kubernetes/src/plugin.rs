@@ -79,23 +79,47 @@ pub fn devices(cards: &[Card]) -> Vec<Device> {
         .collect()
 }
 
+/// Why a request is refused: the gRPC code and message it becomes.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl Refusal {
+    fn invalid(message: String) -> Self {
+        Refusal {
+            code: tonic::Code::InvalidArgument,
+            message,
+        }
+    }
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Self {
+        Status::new(refusal.code, refusal.message)
+    }
+}
+
 /// The cards `ids` name, in request order; an error names the first ID that is not a card's or
 /// is given twice.
-fn resolve<'a>(cards: &'a [Card], ids: &[String]) -> Result<Vec<&'a Card>, Status> {
+fn resolve<'a>(cards: &'a [Card], ids: &[String]) -> Result<Vec<&'a Card>, Refusal> {
     let mut seen = HashSet::new();
     ids.iter()
         .map(|id| {
             if !seen.insert(id.as_str()) {
-                return Err(Status::invalid_argument(format!(
-                    "device {id} is requested twice"
+                return Err(Refusal::invalid(format!(
+                    "device {} is requested twice",
+                    printable(id)
                 )));
             }
-            cards.iter().find(|c| &c.uuid == id).ok_or_else(|| {
-                Status::not_found(format!(
+            cards.iter().find(|c| &c.uuid == id).ok_or_else(|| Refusal {
+                code: tonic::Code::NotFound,
+                message: format!(
                     "no emulated GPU has the ID {:?} (this node has {})",
                     printable(id),
                     cards.len()
-                ))
+                ),
             })
         })
         .collect()
@@ -181,19 +205,19 @@ pub fn prefer(
     available: &[String],
     must_include: &[String],
     size: i32,
-) -> Result<Vec<String>, Status> {
+) -> Result<Vec<String>, Refusal> {
     let available_cards = resolve(cards, available)?;
     let required = resolve(cards, must_include)?;
     let size = usize::try_from(size)
-        .map_err(|_| Status::invalid_argument(format!("allocation size {size} is negative")))?;
+        .map_err(|_| Refusal::invalid(format!("allocation size {size} is negative")))?;
     if size > available_cards.len() {
-        return Err(Status::invalid_argument(format!(
+        return Err(Refusal::invalid(format!(
             "{size} devices asked for, {} available",
             available_cards.len()
         )));
     }
     if required.len() > size {
-        return Err(Status::invalid_argument(format!(
+        return Err(Refusal::invalid(format!(
             "{} devices must be included in an allocation of {size}",
             required.len()
         )));
@@ -202,7 +226,7 @@ pub fn prefer(
         .iter()
         .find(|r| !available_cards.iter().any(|a| a.uuid == r.uuid))
     {
-        return Err(Status::invalid_argument(format!(
+        return Err(Refusal::invalid(format!(
             "device {} must be included but is not available",
             missing.uuid
         )));
@@ -289,7 +313,7 @@ impl DevicePlugin for Plugin {
                 )
                 .map(|device_i_ds| ContainerPreferredAllocationResponse { device_i_ds })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, Refusal>>()?;
         Ok(Response::new(PreferredAllocationResponse {
             container_responses,
         }))
@@ -309,7 +333,7 @@ impl DevicePlugin for Plugin {
             if r.devices_ids.is_empty() {
                 return Err(Status::invalid_argument("a container asks for no device"));
             }
-            let given = resolve(&cards, &r.devices_ids)?;
+            let given = resolve(&cards, &r.devices_ids).map_err(Status::from)?;
             // kubelet gives only healthy devices; a card lost since then is refused, and
             // the list kubelet holds already says so.
             if let Some(lost) = given.iter().find(|c| c.lost) {
@@ -447,13 +471,11 @@ mod tests {
         let cards = cards(&tree);
         let id = cards[0].uuid.clone();
         assert_eq!(
-            resolve(&cards, &["x\n".repeat(100)]).unwrap_err().code(),
+            resolve(&cards, &["x\n".repeat(100)]).unwrap_err().code,
             tonic::Code::NotFound
         );
         assert_eq!(
-            resolve(&cards, &[id.clone(), id.clone()])
-                .unwrap_err()
-                .code(),
+            resolve(&cards, &[id.clone(), id.clone()]).unwrap_err().code,
             tonic::Code::InvalidArgument
         );
         let p = plugin(cards, vec![Strategy::CdiCri]);
@@ -461,19 +483,19 @@ mod tests {
             .build()
             .unwrap();
         let allocate = |ids: Vec<String>| {
-            runtime.block_on(p.allocate(Request::new(AllocateRequest {
-                container_requests: vec![crate::api::deviceplugin::ContainerAllocateRequest {
-                    devices_ids: ids,
-                }],
-            })))
+            runtime
+                .block_on(p.allocate(Request::new(AllocateRequest {
+                    container_requests: vec![crate::api::deviceplugin::ContainerAllocateRequest {
+                        devices_ids: ids,
+                    }],
+                })))
+                .map(|_| ())
+                .map_err(|s| s.code())
         };
         assert_eq!(
-            allocate(vec![id]).unwrap_err().code(),
+            allocate(vec![id]).unwrap_err(),
             tonic::Code::FailedPrecondition
         );
-        assert_eq!(
-            allocate(vec![]).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
+        assert_eq!(allocate(vec![]).unwrap_err(), tonic::Code::InvalidArgument);
     }
 }
