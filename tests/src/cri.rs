@@ -7,11 +7,7 @@
 //! `k8s.io/cri-api/pkg/apis/runtime/v1/api.proto`; protobuf skips the rest.
 
 use std::{collections::HashMap, path::Path};
-use tonic::{
-    codec::ProstCodec,
-    codegen::http::uri::PathAndQuery,
-    transport::{Channel, Endpoint},
-};
+use tonic::{codec::ProstCodec, codegen::http::uri::PathAndQuery, transport::Channel};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct VersionRequest {
@@ -291,6 +287,11 @@ pub struct ExecSyncResponse {
     pub exit_code: i32,
 }
 
+/// How long one CRI call may take before it is a failure: containerd's slowest, a first
+/// RunPodSandbox under TCG, takes seconds; a call that hangs (seen under a contended host) must
+/// fail the test clearly rather than run the VM into its timeout.
+const CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// A connection to a CRI endpoint on a Unix socket, with a runtime to drive it from blocking
 /// tests.
 pub struct Cri {
@@ -305,29 +306,7 @@ impl Cri {
             .enable_all()
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?;
-        let path = socket.to_path_buf();
-        // The URI is required but unused: the connector dials the socket.
-        let channel = runtime
-            .block_on(async move {
-                Endpoint::from_static("http://[::]:0")
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        let path = path.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(path).await?;
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                        }
-                    }))
-                    .await
-            })
-            .map_err(|e| {
-                let mut text = format!("connect to {}: {e}", socket.display());
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    text += &format!(": {s}");
-                    source = s.source();
-                }
-                text
-            })?;
+        let channel = runtime.block_on(emuv_kubernetes::unix::channel(socket, CALL_DEADLINE))?;
         Ok(Self { runtime, channel })
     }
 

@@ -2365,18 +2365,17 @@ mod tests {
         let mut bits = vec![0u64; 64];
         let mut first_free = 0;
         let mut used = 0;
-        let take =
-            |bits: &mut Vec<u64>, count: usize, first_free: &mut usize, used: &mut usize| {
-                let at = find_run(bits, UNITS, *used, count, *first_free).unwrap();
-                for u in at..at + count {
-                    bits[u / 64] |= 1 << (u % 64);
-                }
-                *used += count;
-                if at == *first_free {
-                    *first_free = at + count;
-                }
-                at
-            };
+        let take = |bits: &mut Vec<u64>, count: usize, first_free: &mut usize, used: &mut usize| {
+            let at = find_run(bits, UNITS, *used, count, *first_free).unwrap();
+            for u in at..at + count {
+                bits[u / 64] |= 1 << (u % 64);
+            }
+            *used += count;
+            if at == *first_free {
+                *first_free = at + count;
+            }
+            at
+        };
         assert_eq!(take(&mut bits, 1, &mut first_free, &mut used), 0);
         assert_eq!(take(&mut bits, 8, &mut first_free, &mut used), 1);
         assert_eq!(take(&mut bits, 128, &mut first_free, &mut used), 9);
