@@ -53,6 +53,16 @@ pub const PODMAN_OPTIONS: [&str; 5] = [
 /// Where the allocating program (this binary) is inside a container.
 pub const ALLOC: &str = "/usr/local/bin/emuv-alloc";
 
+/// The UUIDs of the host's cards, in index order, as `emuv-smi -L` lists them.
+pub fn host_uuids() -> Result<Vec<String>, String> {
+    let out = Command::new(tool("emuv-smi"))
+        .arg("-L")
+        .output()
+        .map_err(err("emuv-smi"))?;
+    check(out.status.success(), || describe("emuv-smi -L", &out))?;
+    Ok(crate::smi_uuids(&text(&out.stdout)))
+}
+
 pub struct Containerd {
     child: std::process::Child,
     pub cri: Cri,

@@ -20,7 +20,7 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
-    containerd::{describe, image, text, Containerd, Pod, ALLOC, PODMAN_OPTIONS},
+    containerd::{describe, host_uuids, image, text, Containerd, Pod, ALLOC, PODMAN_OPTIONS},
     cri::Cri,
     err, module, smi_uuids,
     tap::{check, check_eq, Tap},
@@ -191,15 +191,6 @@ fn generate(extra: &[&str], output: &str) -> TestResult {
     check(out.status.success(), || {
         describe("emuv-ctk cdi generate", &out)
     })
-}
-
-fn host_uuids() -> Result<Vec<String>, String> {
-    let out = Command::new(tool("emuv-smi"))
-        .arg("-L")
-        .output()
-        .map_err(err("emuv-smi"))?;
-    check(out.status.success(), || describe("emuv-smi -L", &out))?;
-    Ok(smi_uuids(&text(&out.stdout)))
 }
 
 /// What pynvml sees in a container with `options`: the count and the UUIDs.

@@ -22,7 +22,7 @@
 
 use emuv::{Device, Tier};
 use emuv_tests::{
-    containerd::{describe, text, Containerd, Pod},
+    containerd::{describe, host_uuids, text, Containerd, Pod},
     err,
     kubelet::{Kubelet, CHECKPOINT},
     module, smi_uuids,
@@ -162,15 +162,6 @@ fn start_plugin(name: &str, args: &[&str]) -> Result<Daemon, String> {
         &all,
         &Path::new(KUBELET_DIR).join(format!("{name}.log")),
     )
-}
-
-fn host_uuids() -> Result<Vec<String>, String> {
-    let out = Command::new(tool("emuv-smi"))
-        .arg("-L")
-        .output()
-        .map_err(err("emuv-smi"))?;
-    check(out.status.success(), || describe("emuv-smi -L", &out))?;
-    Ok(smi_uuids(&text(&out.stdout)))
 }
 
 /// The files in the plugin directory.

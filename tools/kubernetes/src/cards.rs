@@ -33,7 +33,7 @@ impl Card {
 }
 
 /// The cards of `roots` now, in kernel-index order; none when emuv is not loaded.
-fn read(roots: &Roots, last_xid: &mut HashMap<String, u32>) -> Vec<Card> {
+pub(crate) fn read(roots: &Roots, last_xid: &mut HashMap<String, u32>) -> Vec<Card> {
     let gpus = roots.list().unwrap_or_default();
     gpus.into_iter()
         .map(|gpu| {

@@ -18,6 +18,32 @@ pub mod api {
     }
 }
 
+/// Runs a daemon's `run` on a two-thread runtime: its error on stderr as `name: error` and exit
+/// status 2, as both binaries report failures.
+pub fn run_daemon(
+    name: &str,
+    run: impl std::future::Future<Output = Result<(), String>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 /// The device plugin API's version, the only one kubelet accepts.
 pub const API_VERSION: &str = "v1beta1";
 /// Where kubelet and its device plugins keep their sockets.

@@ -168,17 +168,7 @@ mod tests {
     use emuv::gpus::fake::Tree;
 
     fn cards(tree: &Tree) -> Vec<Card> {
-        tree.roots()
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|gpu| Card {
-                uuid: gpu.uuid(),
-                lost: gpu.is_lost(),
-                last_xid: if gpu.is_lost() { 79 } else { 0 },
-                gpu,
-            })
-            .collect()
+        crate::cards::read(&tree.roots(), &mut Default::default())
     }
 
     fn line<'a>(text: &'a str, name: &str, uuid: &str) -> Option<&'a str> {

@@ -364,17 +364,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn cards(tree: &Tree) -> Vec<Card> {
-        tree.roots()
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|gpu| Card {
-                uuid: gpu.uuid(),
-                lost: gpu.is_lost(),
-                last_xid: 0,
-                gpu,
-            })
-            .collect()
+        crate::cards::read(&tree.roots(), &mut Default::default())
     }
 
     fn plugin(cards: Vec<Card>, strategies: Vec<Strategy>) -> Plugin {

@@ -314,25 +314,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("emuv-device-plugin: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("emuv-device-plugin: {e}");
-            ExitCode::from(2)
-        }
-    }
+    emuv_kubernetes::run_daemon("emuv-device-plugin", run(Cli::parse()))
 }
 
 #[cfg(test)]
