@@ -15,6 +15,10 @@ VENV=$EMUV_CACHE/venv
 GPU_TOOLS_VENV=$EMUV_CACHE/gpu-tools
 # The CUDA clients (cuda-python, numba-cuda) the CUDA tests run against emuv's libcuda.so.1.
 CUDA_CLIENTS_VENV=$EMUV_CACHE/cuda-clients
+# NVIDIA's CUDA 13 compiler (nvcc) from its wheels, for the CUDA C programs the runtime tests build.
+NVCC_VENV=$EMUV_CACHE/cuda-nvcc
+# PyTorch's CUDA 13 wheel and what libtorch_cuda.so loads, run unchanged on emuv's runtime.
+TORCH_VENV=$EMUV_CACHE/torch
 
 export PATH="$HOME/.cargo/bin:$VENV/bin:$PATH"
 export LIBCLANG_PATH=/usr/lib/llvm${LLVM_SUFFIX}/lib

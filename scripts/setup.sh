@@ -123,6 +123,15 @@ step_cuda_clients() {
 		"the CUDA clients the tests run (cuda-python, numba-cuda)"
 }
 
+# nvcc (tests/cudart/requirements.txt) and PyTorch (tests/torch/requirements.txt): the runtime's
+# clients. PyTorch's CUDA wheels are about 2.5 GB, downloaded once into pip's cache.
+step_runtime_clients() {
+	pinned_venv "$NVCC_VENV" "$here/../tests/cudart/requirements.txt" \
+		"NVIDIA's CUDA compiler (nvcc) for the runtime tests"
+	pinned_venv "$TORCH_VENV" "$here/../tests/torch/requirements.txt" \
+		"PyTorch (CUDA 13) and the libraries libtorch_cuda.so loads"
+}
+
 main() {
 	need_root
 	case ${1:-all} in
@@ -137,6 +146,7 @@ main() {
 		timed "setup: virtme-ng" step_virtme_ng
 		timed "setup: GPU tools" step_gpu_tools
 		timed "setup: CUDA clients" step_cuda_clients
+		timed "setup: CUDA runtime clients" step_runtime_clients
 		wait "$src_pid" || die "kernel source step failed"
 		;;
 	debian)
@@ -146,6 +156,7 @@ main() {
 		timed "setup: virtme-ng" step_virtme_ng
 		timed "setup: GPU tools" step_gpu_tools
 		timed "setup: CUDA clients" step_cuda_clients
+		timed "setup: CUDA runtime clients" step_runtime_clients
 		;;
 	*) "step_$1" ;;
 	esac
