@@ -22,7 +22,7 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_races emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools emuv_cuda emuv_cdi emuv_dmem
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_races emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools emuv_cuda emuv_cudart emuv_cdi emuv_dmem
 	emuv_faults emuv_storm emuv_fuzz emuv_preempt)
 # What must show up in the results: the host tests, the KUnit suites and every program.
 EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool kunit:emuv_page_ranges kunit:emuv_report kunit:emuv_client "${PROGRAMS[@]}")
@@ -65,10 +65,11 @@ if [ "$DEBIAN" = 1 ]; then
 fi
 # The test programs do not need the kernel: build them while it compiles.
 build_tests() {
-	cargo build --quiet --release --locked -p emuv-tests -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk -p emuv-kubernetes \
+	cargo build --quiet --release --locked -p emuv-tests -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-cudart -p emuv-ctk -p emuv-kubernetes \
 		--examples --bins --lib --manifest-path "$top/Cargo.toml" >"$EMUV_CACHE/cargo-build.log" 2>&1 &&
 		"$here/install-nvml.sh" "$top/target/nvml" &&
 		"$here/install-cuda.sh" "$top/target/cuda" &&
+		"$here/build-cudart-tests.sh" "$top/target/cudart" >>"$EMUV_CACHE/cargo-build.log" 2>&1 &&
 		mkdir -p "$top/target/examples" &&
 		cp "$top/target/release/examples/vram_fill" "$top/target/examples/vram_fill_rs" &&
 		cc -Wall -Wextra -Werror -O2 -I "$top/include" -o "$top/target/examples/vram_fill_c" \
@@ -96,7 +97,7 @@ timed "phase: emuv.ko" make -s -C "$MODULE_DIR" KDIR="$kdir" LLVM="$LLVM_SUFFIX"
 # layouts, and the tools' unit tests (parsers, formats, the CUDA library's tables, CDI specs).
 host_tests() {
 	local rc=0
-	cargo test --release --locked -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk -p emuv-kubernetes --manifest-path "$top/Cargo.toml" \
+	cargo test --release --locked -p emuv -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-cudart -p emuv-ctk -p emuv-kubernetes --manifest-path "$top/Cargo.toml" \
 		>"$out/host.log" 2>&1 || rc=$?
 	{
 		echo "### BEGIN host"
@@ -109,7 +110,7 @@ timed "phase: host tests" host_tests || true
 
 vm_ok=1
 timed "phase: VM tests" "$here/vm-run.sh" --kernel "$kdir" --timeout "$VM_TIMEOUT" --memory "$VM_MEMORY" --rwdir "$out" \
-	--log "$out/console.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" "${RUN_SIZES[@]}" \
+	--log "$out/console.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" EMUV_TORCH="$TORCH_VENV" "${RUN_SIZES[@]}" \
 	"$top/tests/vm/guest.sh" "$results" "$MODULE_DIR" "$top/target/release" "${PROGRAMS[@]}" \
 	2> >(tee "$out/vm-run.log" >&2) || vm_ok=0
 if [ $vm_ok -eq 0 ]; then
@@ -144,7 +145,7 @@ debian_tests() {
 	local DEBIAN_RELEASE DEBIAN_ROOT DEBIAN_KIMG DEBIAN_MODULE_DIR
 	eval "$vars"
 	"$here/vm-run.sh" --kimg "$DEBIAN_KIMG" --timeout "$VM_TIMEOUT" --memory "$VM_MEMORY" --rwdir "$out" \
-		--log "$out/console-debian.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" "${RUN_SIZES[@]}" \
+		--log "$out/console-debian.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" EMUV_TORCH="$TORCH_VENV" "${RUN_SIZES[@]}" \
 		EMUV_SECTION_PREFIX=debian: \
 		"$top/tests/vm/guest.sh" "$results" "$DEBIAN_MODULE_DIR" "$top/target/release" "${PROGRAMS[@]}" \
 		2> >(tee -a "$out/vm-run-debian.log" >&2) || return 1

@@ -453,9 +453,9 @@ pub unsafe extern "C" fn cuGetExportTable(
         "export-table",
         &format!(
             "this program uses NVIDIA's own CUDA runtime ({runtime}), which runs only on NVIDIA's \
-             driver: its calls will fail. emuv's CUDA runtime is to replace it; until then, \
-             programs on the driver API (cuda-python's cuda.bindings.driver, numba-cuda, \
-             C with -lcuda) run on emulated cards"
+             driver: its calls will fail. Run it with emuv-run, which puts emuv's runtime \
+             (libcudart.so.12, .so.13) first; programs that carry NVIDIA's runtime inside them \
+             cannot use emuv's (build with nvcc -cudart shared)"
         ),
     );
     sys::CUDA_ERROR_INVALID_VALUE

@@ -172,6 +172,9 @@ pub struct Image {
     pub kernels: Vec<String>,
     /// Variables (name, size in bytes), unique by name (first seen wins).
     pub globals: Vec<(String, u64)>,
+    /// The initial bytes of the variables a cubin initialises (`.nv.global.init`,
+    /// `.nv.constant*`): what the card holds in them once the module is loaded.
+    pub initial: Vec<(String, Vec<u8>)>,
     /// Every entry, in container order (a wrapper's further fatbins follow).
     pub kinds: Vec<EntryInfo>,
     /// Bytes the image spans from its start: the fatbin container (header and
@@ -394,6 +397,7 @@ pub fn parse_bytes_with(bytes: &[u8], opts: ParseOptions) -> Result<Image, Image
             let mut b = Builder::default();
             b.kinds.push(info);
             b.add(cubin.kernels, cubin.globals);
+            b.add_initial(cubin.initial);
             return b.finish(Format::Cubin, size);
         }
     }
@@ -484,6 +488,7 @@ struct Builder {
     kset: HashSet<String>,
     globals: Vec<(String, u64)>,
     gset: HashSet<String>,
+    initial: Vec<(String, Vec<u8>)>,
     kinds: Vec<EntryInfo>,
 }
 
@@ -501,11 +506,21 @@ impl Builder {
         }
     }
 
+    /// The initial bytes of variables, first seen wins (as for their sizes).
+    fn add_initial(&mut self, initial: Vec<(String, Vec<u8>)>) {
+        for (name, bytes) in initial {
+            if !self.initial.iter().any(|(n, _)| *n == name) {
+                self.initial.push((name, bytes));
+            }
+        }
+    }
+
     fn finish(self, format: Format, len: usize) -> Result<Image, ImageError> {
         Ok(Image {
             format,
             kernels: self.kernels,
             globals: self.globals,
+            initial: self.initial,
             kinds: self.kinds,
             len,
         })
@@ -693,6 +708,7 @@ fn parse_container(data: &[u8], opts: ParseOptions, b: &mut Builder) -> Result<(
                 let elf = payload.get(..size).ok_or(ImageError::Invalid)?;
                 let c = parse_cubin(elf)?;
                 b.add(c.kernels, c.globals);
+                b.add_initial(c.initial);
             }
             EntryKind::Ptx => {
                 let text = match payload.iter().position(|&c| c == 0) {
@@ -855,8 +871,42 @@ fn elf_extent<M: Mem + ?Sized>(m: &M) -> Result<usize, ImageError> {
 struct Cubin {
     kernels: Vec<String>,
     globals: Vec<(String, u64)>,
+    initial: Vec<(String, Vec<u8>)>,
     sm: u32,
     abi: u32,
+}
+
+/// The bytes a variable's symbol covers in its section, when the section holds data (an
+/// initialised variable; `.nv.global` is NOBITS, zero on the card).
+fn initial_bytes(
+    sections: &object::read::elf::SectionTable<'_, object::elf::FileHeader64<LE>>,
+    sym: &object::elf::Sym64<LE>,
+    index: object::read::SymbolIndex,
+    symbols: &object::read::elf::SymbolTable<'_, object::elf::FileHeader64<LE>>,
+    data: &[u8],
+) -> Result<Option<Vec<u8>>, ImageError> {
+    use object::read::elf::SectionHeader;
+    let bad = |_| ImageError::Invalid;
+    let e = LE;
+    let Some(i) = symbols.symbol_section(e, sym, index).map_err(bad)? else {
+        return Ok(None);
+    };
+    let sh = sections.section(i).map_err(bad)?;
+    if sh.sh_type(e).0 == SHT_NOBITS {
+        return Ok(None);
+    }
+    let start = sym
+        .st_value(e)
+        .checked_sub(sh.sh_addr(e))
+        .and_then(|offset| offset.checked_add(sh.sh_offset(e)))
+        .ok_or(ImageError::Invalid)?;
+    let end = start.checked_add(sym.st_size(e)).ok_or(ImageError::Invalid)?;
+    let section_end = sh.sh_offset(e).checked_add(sh.sh_size(e)).ok_or(ImageError::Invalid)?;
+    if end > section_end {
+        return Err(ImageError::Invalid);
+    }
+    let (start, end) = (usize_of(start)?, usize_of(end)?);
+    Ok(data.get(start..end).map(<[u8]>::to_vec))
 }
 
 /// Read the symbols of the cubin `data` (exactly its extent).
@@ -884,6 +934,7 @@ fn parse_cubin(data: &[u8]) -> Result<Cubin, ImageError> {
         .any(|s| is_func(s) && s.st_other().0 & STO_CUDA_ENTRY != 0);
     let mut kernels = Vec::new();
     let mut globals = Vec::new();
+    let mut initial = Vec::new();
     for (index, sym) in symbols.enumerate() {
         let ty = sym.st_type();
         if ty != object::elf::STT_FUNC && ty != object::elf::STT_OBJECT {
@@ -922,6 +973,9 @@ fn parse_cubin(data: &[u8]) -> Result<Cubin, ImageError> {
                         || s.starts_with(b".nv.managed")
                 });
             if var {
+                if let Some(bytes) = initial_bytes(&sections, sym, index, &symbols, data)? {
+                    initial.push((name.clone(), bytes));
+                }
                 globals.push((name, sym.st_size(e)));
             }
         }
@@ -929,6 +983,7 @@ fn parse_cubin(data: &[u8]) -> Result<Cubin, ImageError> {
     Ok(Cubin {
         kernels,
         globals,
+        initial,
         sm,
         abi,
     })

@@ -2281,6 +2281,14 @@ pub(crate) fn alloc_variable(ctx: &Context, size: usize) -> CuResult<usize> {
     alloc_in(ctx, size.max(1), Kind::Device)
 }
 
+/// Writes a module variable's initial bytes at its start (`alloc_variable` gave it, as large).
+pub(crate) fn fill_variable(start: usize, bytes: &[u8]) -> CuResult {
+    let span = space().span(Side::Device, start, bytes.len())?;
+    // SAFETY: `span` reaches `bytes.len()` bytes of the variable, checked by `span`.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), span.addr as *mut u8, bytes.len()) };
+    Ok(())
+}
+
 /// Frees what `alloc_variable` gave (the module's unload).
 pub(crate) fn free_variable(start: usize) {
     if let Ok(taken) = space().take(start, &[Kind::Device], false) {

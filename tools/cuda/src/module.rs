@@ -66,7 +66,21 @@ fn load(parse: impl FnOnce(ParseOptions) -> Result<Image, image::ImageError>) ->
     let mut variables = Vec::new();
     for (name, size) in &image.globals {
         let size = usize::try_from(*size).map_err(|_| sys::CUDA_ERROR_OUT_OF_MEMORY)?;
-        match memory::alloc_variable(&ctx, size) {
+        let initial = image
+            .initial
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, bytes)| bytes.as_slice());
+        let made = memory::alloc_variable(&ctx, size).and_then(|addr| {
+            match initial.map(|bytes| memory::fill_variable(addr, bytes)) {
+                Some(Err(code)) => {
+                    memory::free_variable(addr);
+                    Err(code)
+                }
+                _ => Ok(addr),
+            }
+        });
+        match made {
             Ok(addr) => variables.push((name.clone(), addr, size)),
             Err(code) => {
                 for (_, addr, _) in variables {

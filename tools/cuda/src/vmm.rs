@@ -359,3 +359,48 @@ pub unsafe extern "C" fn cuMemGetAllocationPropertiesFromHandle(
     })();
     status(result)
 }
+
+/// Sharing a physical allocation with another process: emuv's allocations belong to the
+/// process that made them (the kernel counts and frees them per process), so an export is
+/// refused, for a handle that exists, with the reason said once. PyTorch needs the function to
+/// exist (its expandable segments resolve it at start) and calls it only to share tensors
+/// between processes.
+#[no_mangle]
+pub unsafe extern "C" fn cuMemExportToShareableHandle(
+    out: *mut std::ffi::c_void,
+    handle: sys::CUmemGenericAllocationHandle,
+    _handle_type: sys::CUmemAllocationHandleType,
+    flags: u64,
+) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        if out.is_null() || flags != 0 {
+            return Err(INVALID);
+        }
+        with_vmm(|v| v.handles.get(&handle).map(drop).ok_or(INVALID))?;
+        crate::say_once(
+            "export",
+            "sharing device memory with another process (cuMemExportToShareableHandle) is not \
+             supported on emulated cards: emuv's memory belongs to the process that allocated it",
+        );
+        Err(sys::CUDA_ERROR_NOT_SUPPORTED)
+    })();
+    status(result)
+}
+
+/// The other half: no process exports, so there is nothing to import.
+#[no_mangle]
+pub unsafe extern "C" fn cuMemImportFromShareableHandle(
+    out: *mut sys::CUmemGenericAllocationHandle,
+    os_handle: *mut std::ffi::c_void,
+    _handle_type: sys::CUmemAllocationHandleType,
+) -> sys::CUresult {
+    let result = (|| {
+        driver::cards()?;
+        if out.is_null() || os_handle.is_null() {
+            return Err(INVALID);
+        }
+        Err(sys::CUDA_ERROR_NOT_SUPPORTED)
+    })();
+    status(result)
+}

@@ -249,7 +249,7 @@ pub unsafe extern "C" fn cudaDriverGetVersion(version: *mut c_int) -> sys::cudaE
         }
         // No driver: 0, as NVIDIA's runtime answers.
         let mut v = 0;
-        if let Ok(driver) = crate::driver::get() {
+        if let Ok(driver) = crate::driver::opened() {
             if let Some(get_version) = driver.cuDriverGetVersion {
                 // SAFETY: an out-pointer to a local.
                 unsafe { get_version(&mut v) };

@@ -195,9 +195,8 @@ fn open() -> Result<Driver, cudaErrorWithWhy> {
 #[allow(non_camel_case_types)]
 type cudaErrorWithWhy = (sys::cudaError_t, String);
 
-/// The driver, initialised (`cuInit`) on first use; the error every runtime call returns when it
-/// cannot be.
-pub fn get() -> RtResult<&'static Driver> {
+/// The driver, loaded but not initialised: enough for versions and error strings.
+pub fn opened() -> RtResult<&'static Driver> {
     static DRIVER: OnceLock<Result<Driver, cudaErrorWithWhy>> = OnceLock::new();
     let driver = DRIVER.get_or_init(|| {
         let driver = open()?;
@@ -215,13 +214,6 @@ pub fn get() -> RtResult<&'static Driver> {
                 ),
             ));
         }
-        if let Some(init) = driver.cuInit {
-            // SAFETY: cuInit(0), flags 0 as the API requires.
-            let rc = unsafe { init(0) };
-            if rc != sys::CUDA_SUCCESS {
-                return Err((state::from_driver(rc), format!("cuInit failed ({rc})")));
-            }
-        }
         Ok(driver)
     });
     match driver {
@@ -231,6 +223,20 @@ pub fn get() -> RtResult<&'static Driver> {
             Err(*code)
         }
     }
+}
+
+/// The driver, initialised (`cuInit`) on first use; the error every runtime call returns when it
+/// cannot be.
+pub fn get() -> RtResult<&'static Driver> {
+    static INIT: OnceLock<sys::CUresult> = OnceLock::new();
+    let driver = opened()?;
+    let rc = *INIT.get_or_init(|| match driver.cuInit {
+        // SAFETY: cuInit(0), flags 0 as the API requires.
+        Some(init) => unsafe { init(0) },
+        None => sys::CUDA_ERROR_NOT_SUPPORTED,
+    });
+    state::check(rc)?;
+    Ok(driver)
 }
 
 /// Calls the driver function `$name` with `$args`: its CUresult as an `RtResult`;

@@ -61,7 +61,7 @@ fn text(code: sys::cudaError_t) -> &'static CStr {
         return UNRECOGNIZED;
     }
     // A code shared with the driver: its text (the driver's strings are static).
-    if let Some(get_string) = driver::get().ok().and_then(|d| d.cuGetErrorString) {
+    if let Some(get_string) = driver::opened().ok().and_then(|d| d.cuGetErrorString) {
         let mut text: *const c_char = std::ptr::null();
         // SAFETY: an out-pointer to a local; the driver answers with a static string or NULL.
         if unsafe { get_string(code as sys::CUresult, &mut text) } == sys::CUDA_SUCCESS

@@ -194,6 +194,8 @@ pub fn reset_device() -> RtResult {
     let device = current_device()?;
     let handle = valid_device(device)?;
     call!(cuDevicePrimaryCtxReset(handle))?;
+    // The thread's context is gone with it: the next call makes the new one current.
+    call!(cuCtxSetCurrent(std::ptr::null_mut()))?;
     let mut primary = PRIMARY.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(contexts) = primary.as_mut() {
         // The reset released every retain, ours too.
