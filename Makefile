@@ -21,11 +21,12 @@ clean:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean
 
 # emuv-smi and the NVML library (target/nvml/libnvidia-ml.so.1) for GPU tools: docs/gpu-tools.md;
-# the CUDA driver library (target/cuda/libcuda.so.1) for CUDA programs: docs/cuda.md;
+# the CUDA driver and runtime libraries (target/cuda/libcuda.so.1, libcudart.so.13 and .so.12) for
+# CUDA programs, run with tools/emuv-run/emuv-run: docs/cuda.md, docs/cudart.md;
 # emuv-ctk (CDI specs for containers); emuv-device-plugin and emuv-exporter (Kubernetes).
 tools:
 	scripts/cuda-headers.sh >/dev/null
-	cargo build --release --locked -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-ctk -p emuv-kubernetes
+	cargo build --release --locked -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-cudart -p emuv-ctk -p emuv-kubernetes
 	scripts/install-nvml.sh target/nvml
 	scripts/install-cuda.sh target/cuda
 

@@ -28,13 +28,16 @@ build() {
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
 			die "apt-get install ${missing[*]} failed"
 	fi
-	cargo build --quiet --release --locked -p emuv-smi -p emuv-ctk -p emuv-nvml -p emuv-kubernetes --manifest-path "$top/Cargo.toml" ||
-		die "building emuv-smi, emuv-ctk, the NVML library, the device plugin and the exporter failed"
+	"$here/cuda-headers.sh" >/dev/null
+	cargo build --quiet --release --locked -p emuv-smi -p emuv-ctk -p emuv-nvml -p emuv-cuda -p emuv-cudart -p emuv-kubernetes --manifest-path "$top/Cargo.toml" ||
+		die "building emuv-smi, emuv-ctk, the NVML, CUDA driver and runtime libraries, the device plugin and the exporter failed"
 	# dpkg-buildpackage writes next to the source tree: build from a copy in a directory of ours.
 	local work
 	work=$(mktemp -d /tmp/emuv-deb.XXXXXX)
-	mkdir -p "$work/emuv/target/release"
+	mkdir -p "$work/emuv/target/release" "$work/emuv/tools/emuv-run"
+	"$here/install-cuda.sh" "$work/emuv/target/cuda"
 	(cd "$top" && cp -pr Kbuild Makefile ./*.rs glue include emuv.conf debian LICENSE "$work/emuv/" &&
+		cp -p tools/emuv-run/emuv-run "$work/emuv/tools/emuv-run/" &&
 		mkdir -p "$work/emuv/scripts" && cp -p scripts/debian-rust-metadata.sh "$work/emuv/scripts/" &&
 		cp -p target/release/emuv-smi target/release/emuv-ctk target/release/libnvidia_ml.so \
 			target/release/emuv-device-plugin target/release/emuv-exporter "$work/emuv/target/release/")
@@ -104,7 +107,7 @@ test_package() {
 	snapshot "$root" >"$pkgtest/before.txt"
 	{
 		echo "### BEGIN debian:package"
-		echo "1..11"
+		echo "1..12"
 	} >>"$results"
 	local rc=0
 	log "debian package: installing $(basename "$deb") into the $DEBIAN_RELEASE chroot (DKMS regenerates the Rust metadata and builds emuv.ko)"
@@ -120,7 +123,7 @@ test_package() {
 	# The guest only reads: a 9p root refuses the link() that shadow's tools lock /etc with.
 	cat >"$pkgtest/guest.sh" <<-'GUEST'
 		#!/bin/sh
-		# In Debian's kernel, root = the chroot with emuv-dkms installed. TAP lines 2..8, marked.
+		# In Debian's kernel, root = the chroot with emuv-dkms installed. TAP lines 2..9, marked.
 		rel=$(uname -r) n=1
 		t() { # NAME CMD...: one TAP line for CMD's success
 			name=$1; shift
@@ -143,6 +146,13 @@ test_package() {
 			setpriv --reuid=emuv-member --regid=emuv-member --init-groups emuv-smi -L | grep "RTX 4090" &&
 			emuv-nvml sh -c "test -f /usr/lib/x86_64-linux-gnu/emuv/libnvidia-ml.so.1 && echo \$LD_LIBRARY_PATH" | grep emuv &&
 			! ldconfig -p | grep libnvidia-ml'
+		t "emuv-run: a member gets emuv'"'"'s CUDA runtime (13.0) and driver, which are not on ld.so'"'"'s path" sh -c '
+			setpriv --reuid=emuv-member --regid=emuv-member --init-groups emuv-run python3 -c "import ctypes
+rt = ctypes.CDLL(\"libcudart.so.13\"); v, n, p = ctypes.c_int(), ctypes.c_int(), ctypes.c_void_p()
+codes = (rt.cudaRuntimeGetVersion(ctypes.byref(v)), rt.cudaGetDeviceCount(ctypes.byref(n)), rt.cudaMalloc(ctypes.byref(p), 1 << 20), rt.cudaFree(p))
+print(codes, v.value, n.value)
+assert codes == (0, 0, 0, 0) and v.value == 13000 and n.value == 1, codes" &&
+			! ldconfig -p | grep -E "libcuda\.|libcudart"'
 		t "udev keeps /var/run/cdi/emuv.json current: one card, a configfs card added, then removed" sh -c '
 			cards() { python3 -c "import json; print((len(json.load(open(\"/var/run/cdi/emuv.json\"))[\"devices\"]) - 1) // 2)"; }
 			mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
@@ -184,7 +194,7 @@ for _ in range(100):
 	local guest_tap
 	guest_tap=$(sed -n 's/^.*PKGTAP //p' "$pkgtest/console.log")
 	echo "$guest_tap" >>"$results"
-	if [ "$(grep -c '^\(not \)\?ok ' <<<"$guest_tap")" -ne 7 ] || grep -q '^not ok' <<<"$guest_tap"; then
+	if [ "$(grep -c '^\(not \)\?ok ' <<<"$guest_tap")" -ne 8 ] || grep -q '^not ok' <<<"$guest_tap"; then
 		rc=1
 	fi
 	if [ $vm_rc -ne 0 ]; then
@@ -193,9 +203,9 @@ for _ in range(100):
 	fi
 	log "debian package: apt-get purge"
 	if in_chroot "$root" apt-get purge -y --autoremove emuv-dkms >"$pkgtest/purge.log" 2>&1; then
-		echo "ok 9 apt-get purge --autoremove emuv-dkms" >>"$results"
+		echo "ok 10 apt-get purge --autoremove emuv-dkms" >>"$results"
 	else
-		{ tail -n 30 "$pkgtest/purge.log" | sed 's/^/# /'; echo "not ok 9 apt-get purge --autoremove emuv-dkms"; } >>"$results"
+		{ tail -n 30 "$pkgtest/purge.log" | sed 's/^/# /'; echo "not ok 10 apt-get purge --autoremove emuv-dkms"; } >>"$results"
 		rc=1
 	fi
 	local left
@@ -203,17 +213,17 @@ for _ in range(100):
 		\( -name "emuv*" -o -name ".emuv-rust-metadata*" -o -name "*emuv*.rules" \) 2>/dev/null || true)
 	grep -q '^emuv:' "$root/etc/group" && left+=" group emuv"
 	if [ -z "$left" ]; then
-		echo "ok 10 nothing of emuv is left: module, DKMS tree, source, group, Rust metadata" >>"$results"
+		echo "ok 11 nothing of emuv is left: module, DKMS tree, source, group, Rust metadata" >>"$results"
 	else
-		{ echo "$left" | sed 's/^/# left: /'; echo "not ok 10 nothing of emuv is left"; } >>"$results"
+		{ echo "$left" | sed 's/^/# left: /'; echo "not ok 11 nothing of emuv is left"; } >>"$results"
 		rc=1
 	fi
 	local after
 	after=$(snapshot "$root" | comm -13 "$pkgtest/before.txt" -)
 	if [ -z "$after" ]; then
-		echo "ok 11 the chroot holds no file the package test added" >>"$results"
+		echo "ok 12 the chroot holds no file the package test added" >>"$results"
 	else
-		{ echo "$after" | head -n 20 | sed 's/^/# left: /'; echo "not ok 11 the chroot holds no file the package test added"; } >>"$results"
+		{ echo "$after" | head -n 20 | sed 's/^/# left: /'; echo "not ok 12 the chroot holds no file the package test added"; } >>"$results"
 		rc=1
 	fi
 	echo "### END debian:package rc=$rc" >>"$results"

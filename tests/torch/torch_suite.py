@@ -94,21 +94,22 @@ def card():
     model = torch.nn.Sequential(*[torch.nn.Linear(2048, 2048) for _ in range(12)])
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     size = sum(v.numel() * v.element_size() for v in weights.values())
-    # The caching allocator would reuse the 1 GiB block freed above: start from an empty cache.
-    torch.cuda.empty_cache()
-    before, _ = torch.cuda.mem_get_info()
-    used_mib, _ = nvml_used_free_mib()
+    allocated = torch.cuda.memory_allocated()
     t0 = time.time()
     model.to("cuda")
     torch.cuda.synchronize()
     took = time.time() - t0
-    after, _ = torch.cuda.mem_get_info()
     print(f"# model.to('cuda'): {size / MIB:.0f} MiB in {took:.3f} s", flush=True)
     same = all(torch.equal(v.cpu(), weights[k]) for k, v in model.state_dict().items())
     check(f"a {size // MIB} MiB state dict loaded and compared byte for byte", same and all(p.is_cuda for p in model.parameters()))
-    check("its memory left the card's free memory", before - after >= size, (before - after, size))
+    check("memory_allocated grew by exactly its size", torch.cuda.memory_allocated() - allocated == size, (torch.cuda.memory_allocated() - allocated, size))
+    # The caching allocator serves the weights from the segment the 1 GiB tensor left, so the
+    # card's use is what PyTorch reserved (plus nothing else: no context overhead on emuv).
+    free2, total = torch.cuda.mem_get_info()
+    reserved = torch.cuda.memory_reserved()
     used_mib2, _ = nvml_used_free_mib()
-    check("NVML shows it used", used_mib2 - used_mib >= size // MIB, (used_mib, used_mib2))
+    check("the card's used memory is what PyTorch reserved", total - free2 == reserved, (total - free2, reserved))
+    check("NVML shows it", used_mib2 == reserved // MIB, (used_mib2, reserved // MIB))
 
     # A kernel: emuv runs none. PyTorch raises, and the process goes on.
     try:

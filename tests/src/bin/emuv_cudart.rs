@@ -113,10 +113,13 @@ struct TorchServer {
     stdin: ChildStdin,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    ready: bool,
 }
 
 impl TorchServer {
-    fn start() -> Result<TorchServer, String> {
+    /// Starts the server; `env` is set before PyTorch loads (its allocator back-end is chosen
+    /// then). `ready` waits for its import.
+    fn spawn(env: &[(&str, &str)]) -> Result<TorchServer, String> {
         let python = venv_python("EMUV_TORCH")?;
         let script = target_dir()
             .parent()
@@ -131,6 +134,7 @@ impl TorchServer {
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env_remove("CUDA_VISIBLE_DEVICES")
             .env_remove("PYTORCH_CUDA_ALLOC_CONF")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -156,14 +160,21 @@ impl TorchServer {
                 s.push('\n');
             }
         });
-        let mut server = TorchServer {
+        Ok(TorchServer {
             child,
             stdin,
             lines,
             stderr,
-        };
-        server.until(Duration::from_secs(900), |l| l == "### ready")?;
-        Ok(server)
+            ready: false,
+        })
+    }
+
+    fn ready(&mut self) -> TestResult {
+        if !self.ready {
+            self.until(Duration::from_secs(900), |l| l == "### ready")?;
+            self.ready = true;
+        }
+        Ok(())
     }
 
     /// Lines up to the first that `done` accepts (included), shown as notes.
@@ -226,18 +237,28 @@ impl Drop for TorchServer {
     }
 }
 
-type Server = RefCell<Option<TorchServer>>;
+/// The servers: one with PyTorch's default allocator, one with `backend:cudaMallocAsync`, both
+/// started together on first use so that their imports overlap (the guest has two CPUs).
+type Servers = RefCell<Option<(TorchServer, TorchServer)>>;
 
-/// Runs `f` with the server, started on first use.
-fn with_torch(server: &Server, f: impl FnOnce(&mut TorchServer) -> TestResult) -> TestResult {
-    let mut slot = server.borrow_mut();
+const MALLOC_ASYNC: &str = "backend:cudaMallocAsync";
+
+/// Runs `f` with the default server (`async_backend` false) or the other one.
+fn with_torch(
+    servers: &Servers,
+    async_backend: bool,
+    f: impl FnOnce(&mut TorchServer) -> TestResult,
+) -> TestResult {
+    let mut slot = servers.borrow_mut();
     if slot.is_none() {
-        *slot = Some(TorchServer::start()?);
+        let default = TorchServer::spawn(&[])?;
+        let other = TorchServer::spawn(&[("PYTORCH_CUDA_ALLOC_CONF", MALLOC_ASYNC)])?;
+        *slot = Some((default, other));
     }
-    match slot.as_mut() {
-        Some(s) => f(s),
-        None => Err("no server".into()),
-    }
+    let (default, other) = slot.as_mut().ok_or("no server")?;
+    let server = if async_backend { other } else { default };
+    server.ready()?;
+    f(server)
 }
 
 fn nvcc_program() -> TestResult {
@@ -335,7 +356,7 @@ fn uuid_of(index: usize) -> Result<String, String> {
 
 fn main() {
     type Test<'a> = Box<dyn FnOnce() -> TestResult + 'a>;
-    let server: Server = RefCell::new(None);
+    let server: Servers = RefCell::new(None);
     let (s1, s2, s3, s4, s5) = (&server, &server, &server, &server, &server);
     let tests: Vec<(&str, Test)> = vec![
         (
@@ -354,7 +375,7 @@ fn main() {
             "PyTorch on a 24 GiB RTX 4090: properties, memory, weights, OOM, a kernel refused",
             Box::new(|| {
                 module::with_loaded(TORCH_CARD, || {
-                    with_torch(s1, |t| {
+                    with_torch(s1, false, |t| {
                         let stderr = t.request("card", 25)?;
                         check(stderr.contains("emulated cards run no kernels"), || {
                             format!("emuv's message about kernels missing: {stderr}")
@@ -367,7 +388,7 @@ fn main() {
             "PyTorch: expandable segments (VMM)",
             Box::new(|| {
                 module::with_loaded(ONE_CARD, || {
-                    with_torch(s2, |t| {
+                    with_torch(s2, false, |t| {
                         let conf = "expandable_segments:True";
                         t.request(&format!("allocator {conf} PYTORCH_CUDA_ALLOC_CONF={conf}"), 4)
                             .map(drop)
@@ -379,10 +400,8 @@ fn main() {
             "PyTorch: the cudaMallocAsync back-end",
             Box::new(|| {
                 module::with_loaded(ONE_CARD, || {
-                    with_torch(s3, |t| {
-                        let conf = "backend:cudaMallocAsync";
-                        t.request(&format!("allocator {conf} PYTORCH_CUDA_ALLOC_CONF={conf}"), 4)
-                            .map(drop)
+                    with_torch(s3, true, |t| {
+                        t.request(&format!("allocator {MALLOC_ASYNC}"), 4).map(drop)
                     })
                 })
             }),
@@ -391,7 +410,7 @@ fn main() {
             "PyTorch: two cards, and CUDA_VISIBLE_DEVICES=1",
             Box::new(|| {
                 module::with_loaded(TWO_CARDS, || {
-                    with_torch(s4, |t| {
+                    with_torch(s4, false, |t| {
                         t.request(&format!("cards 2 {}", uuid_of(0)?), 3)?;
                         t.request(&format!("cards 1 {} CUDA_VISIBLE_DEVICES=1", uuid_of(1)?), 2)
                             .map(drop)
@@ -402,7 +421,7 @@ fn main() {
         (
             "PyTorch: a job killed holding 3 GiB gives all of it back",
             Box::new(move || {
-                module::with_loaded(TORCH_CARD, || with_torch(s5, killed_torch_job))
+                module::with_loaded(TORCH_CARD, || with_torch(s5, false, killed_torch_job))
             }),
         ),
     ];

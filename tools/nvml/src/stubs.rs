@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Getters that gpustat and nvitop call (or probe) and an emulated card has no value for:
 //! fans, temperature, power draw, current clocks, PCIe traffic, ECC mode, encoders, MIG,
-//! accounting. Each returns `NVML_ERROR_NOT_SUPPORTED` for a card that answers, which both
-//! tools show as N/A; a missing symbol would be `NVML_ERROR_FUNCTION_NOT_FOUND` instead, which
+//! accounting, NVLink (GeForce cards have none; PyTorch resolves its getters at start). Each
+//! returns `NVML_ERROR_NOT_SUPPORTED` for a card that answers, which both tools show as N/A; a missing symbol would be `NVML_ERROR_FUNCTION_NOT_FOUND` instead, which
 //! they report as an error.
 //!
 //! Every one takes the device first, and checks it as the other getters do (uninitialised,
@@ -55,6 +55,8 @@ not_supported! {
     nvmlDeviceGetMigDeviceHandleByIndex
     nvmlDeviceGetMigMode
     nvmlDeviceGetNumFans
+    nvmlDeviceGetNvLinkRemoteDeviceType
+    nvmlDeviceGetNvLinkRemotePciInfo_v2
     nvmlDeviceGetPcieThroughput
     nvmlDeviceGetPerformanceState
     nvmlDeviceGetPersistenceMode
