@@ -16,8 +16,10 @@ top=$(dirname "$here")
 
 kdir=$(prepare "$top")
 "$here/cuda-headers.sh" >/dev/null
-cargo build --quiet --release --locked -p emuv-tests --bin emuv_bench --bin emuv_cuda -p emuv-cuda --manifest-path "$top/Cargo.toml"
+cargo build --quiet --release --locked -p emuv-tests --manifest-path "$top/Cargo.toml"
+cargo build --quiet --release --locked -p emuv-cuda -p emuv-cudart -p emuv-nvml --manifest-path "$top/Cargo.toml"
 "$here/install-cuda.sh" "$top/target/cuda"
+"$here/install-nvml.sh" "$top/target/nvml"
 out=$(mktemp -d /tmp/emuv-bench.XXXXXX)
 # 1 GiB of anonymous memory and a 2 GiB eager pool (the life-cycle figure), one after the other.
 BENCH_MEMORY=4G
@@ -41,6 +43,21 @@ bench() {
 runs=()
 bench ours "$top" --kernel "$kdir" --memory "$BENCH_MEMORY"
 runs+=("$out/ours.json")
+
+# PyTorch on emuv's runtime (tests/torch/bench.py), on our kernel: a 24 GiB lazy RTX 4090.
+cat >"$out/torch.sh" <<GUEST
+. "$top/tests/vm/system.sh"
+insmod "$top/emuv.ko" gpu_model=4090 physical_vram_gb=24 virtual_vram_gb=0 lazy_allocation=1
+run() { EMUV_LIB_DIR="$top/target/cuda:$top/target/nvml" "$top/tools/emuv-run/emuv-run" "$TORCH_VENV/bin/python3" "\$@"; }
+alone=\$(run -c 'import time; t = time.perf_counter(); import torch; print(time.perf_counter() - t)')
+run "$top/tests/torch/bench.py" "\$alone" >"$out/torch.txt" 2>&1
+rmmod emuv
+GUEST
+chmod +x "$out/torch.sh"
+log "bench: PyTorch"
+"$here/vm-run.sh" --kernel "$kdir" --memory "$BENCH_MEMORY" --rwdir "$out" --log "$out/console-torch.log" -- "$out/torch.sh" ||
+	{ cat "$out/torch.txt" 2>/dev/null; die "the PyTorch bench failed (console log: $out/console-torch.log)"; }
+cat "$out/torch.txt" >&2
 if [ "${EMUV_DEBIAN:-1}" = 1 ]; then
 	rc=0
 	vars=$("$here/debian-kernel.sh") || rc=$?
@@ -62,6 +79,9 @@ cat "$out/table.txt"
 {
 	echo '```'
 	cat "$out/table.txt"
+	echo
+	echo "# PyTorch $(sed -n 's/^torch==//p' "$top/tests/torch/requirements.txt") on emuv's runtime, our kernel; ratio = baseline time / emuv's time"
+	cat "$out/torch.txt"
 	echo '```'
 } >"$out/table.md"
 awk -v table="$out/table.md" '

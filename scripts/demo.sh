@@ -4,7 +4,9 @@
 # `make demo`: boots Debian's stock Rust-enabled kernel (no kernel build: scripts/debian-kernel.sh
 # prepares it in a few minutes cold), loads emuv with its defaults (an RTX 4070, 12 GiB physical
 # + 2 GiB virtual, lazy), and shows what a user sees: dmesg, a program holding emulated VRAM,
-# `cat /dev/emuv`, the sysfs report, emuv-smi and gpustat.
+# `cat /dev/emuv`, the sysfs report, emuv-smi and gpustat, then an unchanged PyTorch script on the
+# card through emuv-run (examples/torch_on_emuv.py: weights loaded, mem_get_info, emuv-smi showing
+# the process, an OOM caught, a kernel refused).
 # EMUV_DEMO_KERNEL=test shows it on the project's own test kernel instead.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,8 +16,10 @@ top=$(dirname "$here")
 
 out=$(mktemp -d /tmp/emuv-demo.XXXXXX)
 build_tools() {
-	cargo build --quiet --release --locked -p emuv-smi -p emuv-nvml --manifest-path "$top/Cargo.toml" &&
+	"$here/cuda-headers.sh" >/dev/null &&
+		cargo build --quiet --release --locked -p emuv-smi -p emuv-nvml -p emuv-cuda -p emuv-cudart --manifest-path "$top/Cargo.toml" &&
 		"$here/install-nvml.sh" "$top/target/nvml" &&
+		"$here/install-cuda.sh" "$top/target/cuda" &&
 		cc -O2 -I "$top/include" -o "$out/vram_fill" "$top/examples/vram_fill.c"
 }
 if [ "${EMUV_DEMO_KERNEL:-debian}" = test ]; then
@@ -55,9 +59,14 @@ grep . /sys/module/emuv/parameters/*
 emuv-smi
 gpustat --no-color
 kill \$holder; wait \$holder
+{ set +x; } 2>/dev/null
+echo '\$ emuv-run python3 examples/torch_on_emuv.py    # PyTorch, unchanged (import takes a while under TCG)'
+EMUV_LIB_DIR="$top/target/cuda:$top/target/nvml" EMUV_SMI="$top/target/release/emuv-smi" \
+	"$top/tools/emuv-run/emuv-run" "$TORCH_VENV/bin/python3" "$top/examples/torch_on_emuv.py"
+set -x
 rmmod emuv
 GUEST
 chmod +x "$out/demo.sh"
-"$here/vm-run.sh" "${boot[@]}" --rwdir "$out" --log "$out/console.log" -- "$out/demo.sh" ||
+"$here/vm-run.sh" "${boot[@]}" --memory 3G --rwdir "$out" --log "$out/console.log" -- "$out/demo.sh" ||
 	{ cat "$out/demo.txt" 2>/dev/null; die "demo failed (console log: $out/console.log)"; }
 sed 's/^+ /$ /' "$out/demo.txt"
