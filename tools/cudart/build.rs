@@ -115,11 +115,14 @@ fn main() {
         .expect("enum cudaError in driver_types.h");
     let names: BTreeSet<String> = body
         .lines()
-        .filter_map(|line| line.trim().split_whitespace().next())
+        .filter_map(|line| line.split_whitespace().next())
         .filter(|word| word.starts_with("cuda") && word.chars().all(|c| c.is_ascii_alphanumeric()))
         .map(str::to_owned)
         .collect();
-    let table: String = names.iter().map(|n| format!("(sys::{n}, c\"{n}\"),\n")).collect();
+    let table: String = names
+        .iter()
+        .map(|n| format!("(sys::{n}, c\"{n}\"),\n"))
+        .collect();
     fs::write(out.join("error_names.rs"), format!("&[\n{table}]")).expect("write error_names.rs");
 
     // Every function cuda_runtime_api.h declares that returns cudaError_t...
@@ -135,7 +138,9 @@ fn main() {
         .split("pub fn ")
         .skip(1)
         .filter(|rest| {
-            rest.split(";").next().is_some_and(|decl| decl.contains("-> cudaError_t"))
+            rest.split(";")
+                .next()
+                .is_some_and(|decl| decl.contains("-> cudaError_t"))
         })
         .filter_map(|rest| rest.split('(').next())
         .map(|name| name.trim().to_owned())

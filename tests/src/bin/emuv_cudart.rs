@@ -178,7 +178,11 @@ impl TorchServer {
     }
 
     /// Lines up to the first that `done` accepts (included), shown as notes.
-    fn until(&mut self, limit: Duration, done: impl Fn(&str) -> bool) -> Result<Vec<String>, String> {
+    fn until(
+        &mut self,
+        limit: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, String> {
         let deadline = Instant::now() + limit;
         let mut got = Vec::new();
         loop {
@@ -199,7 +203,10 @@ impl TorchServer {
     }
 
     fn stderr_text(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn send(&mut self, request: &str) -> TestResult {
@@ -215,14 +222,22 @@ impl TorchServer {
         let rc = lines.last().cloned().unwrap_or_default();
         let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("not ok")).collect();
         let passed = lines.iter().filter(|l| l.starts_with("ok - ")).count();
-        let stderr = self.stderr_text().get(mark..).unwrap_or_default().to_owned();
+        let stderr = self
+            .stderr_text()
+            .get(mark..)
+            .unwrap_or_default()
+            .to_owned();
         check(
             rc == "### rc 0" && failed.is_empty() && passed >= min_checks,
             || {
                 format!(
                     "{request}: {rc} ({passed} checks passed, {} failed)\n{}\nstderr: {stderr}",
                     failed.len(),
-                    failed.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"),
+                    failed
+                        .iter()
+                        .map(|l| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                 )
             },
         )
@@ -263,7 +278,10 @@ fn with_torch(
 
 fn nvcc_program() -> TestResult {
     let output = run(
-        &[program("runtime_suite").to_str().unwrap_or_default(), CARD_NAME],
+        &[
+            program("runtime_suite").to_str().unwrap_or_default(),
+            CARD_NAME,
+        ],
         &[],
         Duration::from_secs(300),
     )?;
@@ -289,7 +307,8 @@ fn runtime12() -> TestResult {
 /// NVIDIA's runtime on emuv's driver: errors and emuv's message, no crash, no hang.
 fn nvidia_runtime() -> TestResult {
     let venv = std::env::var_os("EMUV_CUDA_CLIENTS").ok_or("EMUV_CUDA_CLIENTS is not set")?;
-    let lib = PathBuf::from(venv).join("lib/python3.11/site-packages/nvidia/cu13/lib/libcudart.so.13");
+    let lib =
+        PathBuf::from(venv).join("lib/python3.11/site-packages/nvidia/cu13/lib/libcudart.so.13");
     check(lib.is_file(), || format!("{} missing", lib.display()))?;
     let started = Instant::now();
     let mut cmd = Command::new("timeout");
@@ -300,11 +319,16 @@ fn nvidia_runtime() -> TestResult {
     let output = cmd.output().map_err(err("run nvidia_runtime"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("# NVIDIA's libcudart.so.13 on emuv's driver, {:?}:", started.elapsed());
+    println!(
+        "# NVIDIA's libcudart.so.13 on emuv's driver, {:?}:",
+        started.elapsed()
+    );
     for line in stdout.lines().chain(stderr.lines()) {
         println!("#   {line}");
     }
-    check(output.status.success(), || format!("{}: {stdout} {stderr}", output.status))?;
+    check(output.status.success(), || {
+        format!("{}: {stdout} {stderr}", output.status)
+    })?;
     let count = stdout
         .lines()
         .find(|l| l.starts_with("cudaGetDeviceCount "))
@@ -313,7 +337,8 @@ fn nvidia_runtime() -> TestResult {
         format!("NVIDIA's runtime should fail on emuv's driver: {count}")
     })?;
     check(
-        stderr.contains("this program uses NVIDIA's own CUDA runtime") && stderr.contains("emuv-run"),
+        stderr.contains("this program uses NVIDIA's own CUDA runtime")
+            && stderr.contains("emuv-run"),
         || format!("emuv's message missing: {stderr}"),
     )
 }
@@ -330,10 +355,16 @@ fn killed_torch_job(server: &mut TorchServer) -> TestResult {
         .and_then(|p| p.trim().parse().ok())
         .ok_or_else(|| format!("the job did not start: {lines:?}"))?;
     let used = attr_u64("used_bytes")?;
-    check(used >= 3072 * MIB, || format!("{used} bytes used while the job holds 3 GiB"))?;
+    check(used >= 3072 * MIB, || {
+        format!("{used} bytes used while the job holds 3 GiB")
+    })?;
     kill(Pid::from_raw(pid), Signal::SIGKILL).map_err(err("kill the job"))?;
     let end = server.until(Duration::from_secs(60), |l| l.starts_with("### rc "))?;
-    check_eq("the job's status", end.last().map(String::as_str), Some("### rc -9"))?;
+    check_eq(
+        "the job's status",
+        end.last().map(String::as_str),
+        Some("### rc -9"),
+    )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while attr_u64("used_bytes")? != 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -895,15 +895,18 @@ fn initial_bytes(
     if sh.sh_type(e).0 == SHT_NOBITS {
         return Ok(None);
     }
+    // Bytes outside the section (or the file) are not an initial value: the variable is zeroed.
     let start = sym
         .st_value(e)
         .checked_sub(sh.sh_addr(e))
-        .and_then(|offset| offset.checked_add(sh.sh_offset(e)))
-        .ok_or(ImageError::Invalid)?;
-    let end = start.checked_add(sym.st_size(e)).ok_or(ImageError::Invalid)?;
-    let section_end = sh.sh_offset(e).checked_add(sh.sh_size(e)).ok_or(ImageError::Invalid)?;
+        .and_then(|offset| offset.checked_add(sh.sh_offset(e)));
+    let end = start.and_then(|start| start.checked_add(sym.st_size(e)));
+    let section_end = sh.sh_offset(e).checked_add(sh.sh_size(e));
+    let (Some(start), Some(end), Some(section_end)) = (start, end, section_end) else {
+        return Ok(None);
+    };
     if end > section_end {
-        return Err(ImageError::Invalid);
+        return Ok(None);
     }
     let (start, end) = (usize_of(start)?, usize_of(end)?);
     Ok(data.get(start..end).map(<[u8]>::to_vec))

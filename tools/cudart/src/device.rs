@@ -15,7 +15,11 @@ use std::ffi::{c_char, c_int, c_uint, c_void};
 /// One attribute of `device` (a driver device handle).
 fn attribute(device: sys::CUdevice, number: u32) -> RtResult<c_int> {
     let mut value = 0;
-    call!(cuDeviceGetAttribute(&mut value, number as sys::CUdevice_attribute, device))?;
+    call!(cuDeviceGetAttribute(
+        &mut value,
+        number as sys::CUdevice_attribute,
+        device
+    ))?;
     Ok(value)
 }
 
@@ -38,12 +42,16 @@ pub unsafe extern "C" fn cudaGetDeviceCount(count: *mut c_int) -> sys::cudaError
 }
 
 #[no_mangle]
-pub extern "C" fn cudaSetDevice(device: c_int) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaSetDevice(device: c_int) -> sys::cudaError_t {
     api(|| state::set_device(device))
 }
 
 #[no_mangle]
-pub extern "C" fn cudaInitDevice(device: c_int, _device_flags: c_uint, _flags: c_uint) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaInitDevice(
+    device: c_int,
+    _device_flags: c_uint,
+    _flags: c_uint,
+) -> sys::cudaError_t {
     api(|| state::primary_context(device).map(drop))
 }
 
@@ -68,12 +76,15 @@ pub extern "C" fn cudaDeviceSynchronize() -> sys::cudaError_t {
 }
 
 #[no_mangle]
-pub extern "C" fn cudaSetDeviceFlags(flags: c_uint) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaSetDeviceFlags(flags: c_uint) -> sys::cudaError_t {
     api(|| {
         let device = state::current_device()?;
         let handle = valid_device(device)?;
         // cudaDeviceMapHost (8) is always on; the driver keeps the scheduling flags.
-        call!(cuDevicePrimaryCtxSetFlags(handle, flags & !sys::cudaDeviceMapHost))
+        call!(cuDevicePrimaryCtxSetFlags(
+            handle,
+            flags & !sys::cudaDeviceMapHost
+        ))
     })
 }
 
@@ -89,7 +100,10 @@ pub unsafe extern "C" fn cudaGetDeviceFlags(flags: *mut c_uint) -> sys::cudaErro
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaDeviceGetLimit(value: *mut usize, limit: sys::cudaLimit) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceGetLimit(
+    value: *mut usize,
+    limit: sys::cudaLimit,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         let mut v = 0;
@@ -100,7 +114,10 @@ pub unsafe extern "C" fn cudaDeviceGetLimit(value: *mut usize, limit: sys::cudaL
 }
 
 #[no_mangle]
-pub extern "C" fn cudaDeviceSetLimit(limit: sys::cudaLimit, value: usize) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceSetLimit(
+    limit: sys::cudaLimit,
+    value: usize,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuCtxSetLimit(limit as sys::CUlimit, value))
@@ -140,7 +157,10 @@ pub unsafe extern "C" fn cudaDeviceGetPCIBusId(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaDeviceGetByPCIBusId(device: *mut c_int, bus_id: *const c_char) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceGetByPCIBusId(
+    device: *mut c_int,
+    bus_id: *const c_char,
+) -> sys::cudaError_t {
     api(|| {
         if device.is_null() || bus_id.is_null() {
             return Err(sys::cudaErrorInvalidValue);
@@ -171,7 +191,10 @@ pub unsafe extern "C" fn cudaDeviceCanAccessPeer(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaDeviceEnablePeerAccess(peer: c_int, flags: c_uint) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceEnablePeerAccess(
+    peer: c_int,
+    flags: c_uint,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         let ctx = state::primary_context(peer)?;
@@ -180,7 +203,7 @@ pub extern "C" fn cudaDeviceEnablePeerAccess(peer: c_int, flags: c_uint) -> sys:
 }
 
 #[no_mangle]
-pub extern "C" fn cudaDeviceDisablePeerAccess(peer: c_int) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceDisablePeerAccess(peer: c_int) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         let ctx = state::primary_context(peer)?;
@@ -201,7 +224,12 @@ pub unsafe extern "C" fn cudaDeviceGetP2PAttribute(
         }
         let (a, b) = (valid_device(src)?, valid_device(dst)?);
         let mut v = 0;
-        call!(cuDeviceGetP2PAttribute(&mut v, attr as sys::CUdevice_P2PAttribute, a, b))?;
+        call!(cuDeviceGetP2PAttribute(
+            &mut v,
+            attr as sys::CUdevice_P2PAttribute,
+            a,
+            b
+        ))?;
         // SAFETY: the caller's out-pointer, non-NULL.
         unsafe { put(value, v) }
     })
@@ -219,13 +247,15 @@ pub unsafe extern "C" fn cudaDeviceGetStreamPriorityRange(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaDeviceGetCacheConfig(config: *mut sys::cudaFuncCache) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceGetCacheConfig(
+    config: *mut sys::cudaFuncCache,
+) -> sys::cudaError_t {
     // SAFETY: the caller's out-pointer.
     api(|| unsafe { put(config, sys::cudaFuncCachePreferNone) })
 }
 
 #[no_mangle]
-pub extern "C" fn cudaDeviceSetCacheConfig(config: sys::cudaFuncCache) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceSetCacheConfig(config: sys::cudaFuncCache) -> sys::cudaError_t {
     api(|| match config {
         sys::cudaFuncCachePreferNone
         | sys::cudaFuncCachePreferShared
@@ -445,14 +475,20 @@ unsafe fn get_properties(prop: *mut c_void, device: c_int) -> sys::cudaError_t {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaGetDeviceProperties(prop: *mut c_void, device: c_int) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaGetDeviceProperties(
+    prop: *mut c_void,
+    device: c_int,
+) -> sys::cudaError_t {
     // SAFETY: the caller's structure, of this runtime's layout.
     unsafe { get_properties(prop, device) }
 }
 
 /// CUDA 12's name for it (`cuda_runtime_api.h` 12.x maps `cudaGetDeviceProperties` here).
 #[no_mangle]
-pub unsafe extern "C" fn cudaGetDeviceProperties_v2(prop: *mut c_void, device: c_int) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaGetDeviceProperties_v2(
+    prop: *mut c_void,
+    device: c_int,
+) -> sys::cudaError_t {
     // SAFETY: as above.
     unsafe { get_properties(prop, device) }
 }

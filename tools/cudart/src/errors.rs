@@ -16,27 +16,60 @@ static TEXTS: &[(sys::cudaError_t, &CStr)] = &[
     (sys::cudaErrorMemoryAllocation, c"out of memory"),
     (sys::cudaErrorInitializationError, c"initialization error"),
     (sys::cudaErrorCudartUnloading, c"driver shutting down"),
-    (sys::cudaErrorInvalidConfiguration, c"invalid configuration argument"),
+    (
+        sys::cudaErrorInvalidConfiguration,
+        c"invalid configuration argument",
+    ),
     (sys::cudaErrorInvalidPitchValue, c"invalid pitch argument"),
     (sys::cudaErrorInvalidSymbol, c"invalid device symbol"),
     (sys::cudaErrorInvalidHostPointer, c"invalid host pointer"),
-    (sys::cudaErrorInvalidDevicePointer, c"invalid device pointer"),
+    (
+        sys::cudaErrorInvalidDevicePointer,
+        c"invalid device pointer",
+    ),
     (sys::cudaErrorInvalidTexture, c"invalid texture reference"),
-    (sys::cudaErrorInvalidMemcpyDirection, c"invalid copy direction for memcpy"),
+    (
+        sys::cudaErrorInvalidMemcpyDirection,
+        c"invalid copy direction for memcpy",
+    ),
     (
         sys::cudaErrorInsufficientDriver,
         c"CUDA driver version is insufficient for CUDA runtime version",
     ),
-    (sys::cudaErrorDevicesUnavailable, c"CUDA-capable device(s) is/are busy or unavailable"),
-    (sys::cudaErrorMissingConfiguration, c"__global__ function call is not configured"),
-    (sys::cudaErrorInvalidDeviceFunction, c"invalid device function"),
-    (sys::cudaErrorNoDevice, c"no CUDA-capable device is detected"),
+    (
+        sys::cudaErrorDevicesUnavailable,
+        c"CUDA-capable device(s) is/are busy or unavailable",
+    ),
+    (
+        sys::cudaErrorMissingConfiguration,
+        c"__global__ function call is not configured",
+    ),
+    (
+        sys::cudaErrorInvalidDeviceFunction,
+        c"invalid device function",
+    ),
+    (
+        sys::cudaErrorNoDevice,
+        c"no CUDA-capable device is detected",
+    ),
     (sys::cudaErrorInvalidDevice, c"invalid device ordinal"),
-    (sys::cudaErrorSoftwareValidityNotEstablished, c"integrity checks failed"),
-    (sys::cudaErrorInvalidKernelImage, c"device kernel image is invalid"),
+    (
+        sys::cudaErrorSoftwareValidityNotEstablished,
+        c"integrity checks failed",
+    ),
+    (
+        sys::cudaErrorInvalidKernelImage,
+        c"device kernel image is invalid",
+    ),
     (sys::cudaErrorDeviceUninitialized, c"invalid device context"),
-    (sys::cudaErrorInvalidResourceHandle, c"invalid resource handle"),
-    (sys::cudaErrorIllegalState, c"the operation cannot be performed in the present state"),
+    (
+        sys::cudaErrorInvalidResourceHandle,
+        c"invalid resource handle",
+    ),
+    (
+        sys::cudaErrorIllegalState,
+        c"the operation cannot be performed in the present state",
+    ),
     (sys::cudaErrorSymbolNotFound, c"named symbol not found"),
     (sys::cudaErrorNotReady, c"device not ready"),
     (sys::cudaErrorNotSupported, c"operation not supported"),
@@ -75,12 +108,12 @@ fn text(code: sys::cudaError_t) -> &'static CStr {
 }
 
 #[no_mangle]
-pub extern "C" fn cudaGetErrorName(code: sys::cudaError_t) -> *const c_char {
+pub unsafe extern "C" fn cudaGetErrorName(code: sys::cudaError_t) -> *const c_char {
     name(code).unwrap_or(UNRECOGNIZED).as_ptr()
 }
 
 #[no_mangle]
-pub extern "C" fn cudaGetErrorString(code: sys::cudaError_t) -> *const c_char {
+pub unsafe extern "C" fn cudaGetErrorString(code: sys::cudaError_t) -> *const c_char {
     text(code).as_ptr()
 }
 
@@ -101,8 +134,14 @@ mod tests {
 
     #[test]
     fn names_cover_the_enum() {
-        assert_eq!(name(sys::cudaErrorMemoryAllocation), Some(c"cudaErrorMemoryAllocation"));
-        assert_eq!(name(sys::cudaErrorNotSupported), Some(c"cudaErrorNotSupported"));
+        assert_eq!(
+            name(sys::cudaErrorMemoryAllocation),
+            Some(c"cudaErrorMemoryAllocation")
+        );
+        assert_eq!(
+            name(sys::cudaErrorNotSupported),
+            Some(c"cudaErrorNotSupported")
+        );
         assert_eq!(name(12345), None);
         assert!(NAMES.len() > 120, "{} names", NAMES.len());
     }
@@ -110,7 +149,10 @@ mod tests {
     #[test]
     fn texts_of_runtime_codes() {
         assert_eq!(text(sys::cudaErrorMemoryAllocation), c"out of memory");
-        assert_eq!(text(sys::cudaErrorInvalidDeviceFunction), c"invalid device function");
+        assert_eq!(
+            text(sys::cudaErrorInvalidDeviceFunction),
+            c"invalid device function"
+        );
         assert_eq!(text(12345), UNRECOGNIZED);
     }
 }

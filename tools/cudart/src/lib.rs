@@ -16,12 +16,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use std::{
-    collections::HashSet,
-    ffi::c_uint,
-    io::Write,
-    sync::Mutex,
-};
+use std::{collections::HashSet, ffi::c_uint, io::Write, sync::Mutex};
 
 /// NVIDIA's public types and constants (`cuda.h`, `cudaTypedefs.h`, `cuda_runtime_api.h` of
 /// CUDA 13), read by bindgen at build time.

@@ -56,7 +56,7 @@ pub unsafe extern "C" fn cudaMalloc(out: *mut *mut c_void, size: usize) -> sys::
 
 /// `cudaFree(NULL)` only makes sure the context exists (programs call it for that).
 #[no_mangle]
-pub extern "C" fn cudaFree(p: *mut c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaFree(p: *mut c_void) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         if p.is_null() {
@@ -86,7 +86,11 @@ pub unsafe extern "C" fn cudaMallocHost(out: *mut *mut c_void, size: usize) -> s
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaHostAlloc(out: *mut *mut c_void, size: usize, flags: c_uint) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaHostAlloc(
+    out: *mut *mut c_void,
+    size: usize,
+    flags: c_uint,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         // cudaHostAlloc* flags have the values of CU_MEMHOSTALLOC_*.
@@ -95,7 +99,7 @@ pub unsafe extern "C" fn cudaHostAlloc(out: *mut *mut c_void, size: usize, flags
 }
 
 #[no_mangle]
-pub extern "C" fn cudaFreeHost(p: *mut c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaFreeHost(p: *mut c_void) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuMemFreeHost(p))
@@ -103,7 +107,11 @@ pub extern "C" fn cudaFreeHost(p: *mut c_void) -> sys::cudaError_t {
 }
 
 #[no_mangle]
-pub extern "C" fn cudaHostRegister(p: *mut c_void, size: usize, flags: c_uint) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaHostRegister(
+    p: *mut c_void,
+    size: usize,
+    flags: c_uint,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuMemHostRegister(p, size, flags))
@@ -111,7 +119,7 @@ pub extern "C" fn cudaHostRegister(p: *mut c_void, size: usize, flags: c_uint) -
 }
 
 #[no_mangle]
-pub extern "C" fn cudaHostUnregister(p: *mut c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaHostUnregister(p: *mut c_void) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuMemHostUnregister(p))
@@ -137,7 +145,10 @@ pub unsafe extern "C" fn cudaHostGetDevicePointer(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaHostGetFlags(flags: *mut c_uint, host: *mut c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaHostGetFlags(
+    flags: *mut c_uint,
+    host: *mut c_void,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuMemHostGetFlags(flags, host))
@@ -145,7 +156,11 @@ pub unsafe extern "C" fn cudaHostGetFlags(flags: *mut c_uint, host: *mut c_void)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaMallocManaged(out: *mut *mut c_void, size: usize, flags: c_uint) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaMallocManaged(
+    out: *mut *mut c_void,
+    size: usize,
+    flags: c_uint,
+) -> sys::cudaError_t {
     api(|| {
         if out.is_null() {
             return Err(sys::cudaErrorInvalidValue);
@@ -220,7 +235,10 @@ pub unsafe extern "C" fn cudaMallocFromPoolAsync(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaFreeAsync(p: *mut c_void, stream: sys::cudaStream_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaFreeAsync(
+    p: *mut c_void,
+    stream: sys::cudaStream_t,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuMemFreeAsync(dptr(p), stream))
@@ -228,7 +246,10 @@ pub extern "C" fn cudaFreeAsync(p: *mut c_void, stream: sys::cudaStream_t) -> sy
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaDeviceGetDefaultMemPool(pool: *mut sys::cudaMemPool_t, device: c_int) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceGetDefaultMemPool(
+    pool: *mut sys::cudaMemPool_t,
+    device: c_int,
+) -> sys::cudaError_t {
     api(|| {
         let handle = state::valid_device(device)?;
         call!(cuDeviceGetDefaultMemPool(pool, handle))
@@ -236,7 +257,10 @@ pub unsafe extern "C" fn cudaDeviceGetDefaultMemPool(pool: *mut sys::cudaMemPool
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaDeviceGetMemPool(pool: *mut sys::cudaMemPool_t, device: c_int) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceGetMemPool(
+    pool: *mut sys::cudaMemPool_t,
+    device: c_int,
+) -> sys::cudaError_t {
     api(|| {
         let handle = state::valid_device(device)?;
         call!(cuDeviceGetMemPool(pool, handle))
@@ -244,7 +268,10 @@ pub unsafe extern "C" fn cudaDeviceGetMemPool(pool: *mut sys::cudaMemPool_t, dev
 }
 
 #[no_mangle]
-pub extern "C" fn cudaDeviceSetMemPool(device: c_int, pool: sys::cudaMemPool_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaDeviceSetMemPool(
+    device: c_int,
+    pool: sys::cudaMemPool_t,
+) -> sys::cudaError_t {
     api(|| {
         let handle = state::valid_device(device)?;
         call!(cuDeviceSetMemPool(handle, pool))
@@ -264,7 +291,7 @@ pub unsafe extern "C" fn cudaMemPoolCreate(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemPoolDestroy(pool: sys::cudaMemPool_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaMemPoolDestroy(pool: sys::cudaMemPool_t) -> sys::cudaError_t {
     api(|| call!(cuMemPoolDestroy(pool)))
 }
 
@@ -274,7 +301,13 @@ pub unsafe extern "C" fn cudaMemPoolSetAttribute(
     attr: sys::cudaMemPoolAttr,
     value: *mut c_void,
 ) -> sys::cudaError_t {
-    api(|| call!(cuMemPoolSetAttribute(pool, attr as sys::CUmemPool_attribute, value)))
+    api(|| {
+        call!(cuMemPoolSetAttribute(
+            pool,
+            attr as sys::CUmemPool_attribute,
+            value
+        ))
+    })
 }
 
 #[no_mangle]
@@ -283,11 +316,20 @@ pub unsafe extern "C" fn cudaMemPoolGetAttribute(
     attr: sys::cudaMemPoolAttr,
     value: *mut c_void,
 ) -> sys::cudaError_t {
-    api(|| call!(cuMemPoolGetAttribute(pool, attr as sys::CUmemPool_attribute, value)))
+    api(|| {
+        call!(cuMemPoolGetAttribute(
+            pool,
+            attr as sys::CUmemPool_attribute,
+            value
+        ))
+    })
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemPoolTrimTo(pool: sys::cudaMemPool_t, keep: usize) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaMemPoolTrimTo(
+    pool: sys::cudaMemPool_t,
+    keep: usize,
+) -> sys::cudaError_t {
     api(|| call!(cuMemPoolTrimTo(pool, keep)))
 }
 
@@ -323,7 +365,7 @@ fn copy(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemcpy(
+pub unsafe extern "C" fn cudaMemcpy(
     dst: *mut c_void,
     src: *const c_void,
     count: usize,
@@ -333,7 +375,7 @@ pub extern "C" fn cudaMemcpy(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemcpyAsync(
+pub unsafe extern "C" fn cudaMemcpyAsync(
     dst: *mut c_void,
     src: *const c_void,
     count: usize,
@@ -344,6 +386,7 @@ pub extern "C" fn cudaMemcpyAsync(
 }
 
 /// A 2D copy as the driver's `CUDA_MEMCPY2D`, both sides in the unified address space.
+#[allow(clippy::too_many_arguments)]
 fn copy_2d(
     dst: *mut c_void,
     dpitch: usize,
@@ -380,7 +423,7 @@ fn copy_2d(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemcpy2D(
+pub unsafe extern "C" fn cudaMemcpy2D(
     dst: *mut c_void,
     dpitch: usize,
     src: *const c_void,
@@ -394,7 +437,7 @@ pub extern "C" fn cudaMemcpy2D(
 
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn cudaMemcpy2DAsync(
+pub unsafe extern "C" fn cudaMemcpy2DAsync(
     dst: *mut c_void,
     dpitch: usize,
     src: *const c_void,
@@ -425,12 +468,19 @@ fn copy_peer(
     }
     match stream {
         None => call!(cuMemcpyPeer(dptr(dst), dst_ctx, dptr(src), src_ctx, count)),
-        Some(s) => call!(cuMemcpyPeerAsync(dptr(dst), dst_ctx, dptr(src), src_ctx, count, s)),
+        Some(s) => call!(cuMemcpyPeerAsync(
+            dptr(dst),
+            dst_ctx,
+            dptr(src),
+            src_ctx,
+            count,
+            s
+        )),
     }
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemcpyPeer(
+pub unsafe extern "C" fn cudaMemcpyPeer(
     dst: *mut c_void,
     dst_device: c_int,
     src: *const c_void,
@@ -441,7 +491,7 @@ pub extern "C" fn cudaMemcpyPeer(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemcpyPeerAsync(
+pub unsafe extern "C" fn cudaMemcpyPeerAsync(
     dst: *mut c_void,
     dst_device: c_int,
     src: *const c_void,
@@ -453,7 +503,12 @@ pub extern "C" fn cudaMemcpyPeerAsync(
 }
 
 /// `cudaMemset`: the value's low byte, as the runtime documents.
-fn memset(p: *mut c_void, value: c_int, count: usize, stream: Option<sys::cudaStream_t>) -> RtResult {
+fn memset(
+    p: *mut c_void,
+    value: c_int,
+    count: usize,
+    stream: Option<sys::cudaStream_t>,
+) -> RtResult {
     state::ensure_context()?;
     if count == 0 {
         return Ok(());
@@ -466,12 +521,16 @@ fn memset(p: *mut c_void, value: c_int, count: usize, stream: Option<sys::cudaSt
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemset(p: *mut c_void, value: c_int, count: usize) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaMemset(
+    p: *mut c_void,
+    value: c_int,
+    count: usize,
+) -> sys::cudaError_t {
     api(|| memset(p, value, count, None))
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemsetAsync(
+pub unsafe extern "C" fn cudaMemsetAsync(
     p: *mut c_void,
     value: c_int,
     count: usize,
@@ -500,7 +559,7 @@ fn memset_2d(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemset2D(
+pub unsafe extern "C" fn cudaMemset2D(
     p: *mut c_void,
     pitch: usize,
     value: c_int,
@@ -511,7 +570,7 @@ pub extern "C" fn cudaMemset2D(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemset2DAsync(
+pub unsafe extern "C" fn cudaMemset2DAsync(
     p: *mut c_void,
     pitch: usize,
     value: c_int,
@@ -553,7 +612,12 @@ pub unsafe extern "C" fn cudaPointerGetAttributes(
             (&mut host_pointer as *mut u64).cast(),
             (&mut managed as *mut c_int).cast(),
         ];
-        call!(cuPointerGetAttributes(5, attributes.as_mut_ptr(), data.as_mut_ptr(), dptr(p)))?;
+        call!(cuPointerGetAttributes(
+            5,
+            attributes.as_mut_ptr(),
+            data.as_mut_ptr(),
+            dptr(p)
+        ))?;
         let kind = if managed != 0 {
             sys::cudaMemoryTypeManaged
         } else {
@@ -576,7 +640,10 @@ pub unsafe extern "C" fn cudaPointerGetAttributes(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaIpcGetMemHandle(handle: *mut sys::cudaIpcMemHandle_t, p: *mut c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaIpcGetMemHandle(
+    handle: *mut sys::cudaIpcMemHandle_t,
+    p: *mut c_void,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         // cudaIpcMemHandle_t has CUipcMemHandle's layout.
@@ -605,7 +672,7 @@ pub unsafe extern "C" fn cudaIpcOpenMemHandle(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaIpcCloseMemHandle(p: *mut c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaIpcCloseMemHandle(p: *mut c_void) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuIpcCloseMemHandle(dptr(p)))

@@ -107,7 +107,7 @@ pub unsafe extern "C" fn __cudaRegisterFatBinary(wrapper: *mut c_void) -> *mut *
 }
 
 #[no_mangle]
-pub extern "C" fn __cudaRegisterFatBinaryEnd(_handle: *mut *mut c_void) {}
+pub unsafe extern "C" fn __cudaRegisterFatBinaryEnd(_handle: *mut *mut c_void) {}
 
 #[no_mangle]
 pub unsafe extern "C" fn __cudaUnregisterFatBinary(handle: *mut *mut c_void) {
@@ -226,7 +226,10 @@ pub extern "C" fn __cudaRegisterSurface() {}
 fn module(r: &mut Registry, fatbin: usize) -> RtResult<sys::CUmodule> {
     state::ensure_context()?;
     let device = state::current_device()?;
-    let entry = r.fatbins.get_mut(&fatbin).ok_or(sys::cudaErrorInvalidResourceHandle)?;
+    let entry = r
+        .fatbins
+        .get_mut(&fatbin)
+        .ok_or(sys::cudaErrorInvalidResourceHandle)?;
     if let Some(module) = entry.modules.get(&device) {
         return Ok(*module as sys::CUmodule);
     }
@@ -248,8 +251,13 @@ fn symbol_address(symbol: *const c_void) -> RtResult<(sys::CUdeviceptr, usize)> 
         };
         let module = module(r, fatbin)?;
         let (mut address, mut size) = (0, 0);
-        call!(cuModuleGetGlobal(&mut address, &mut size, module, name as *const c_char))
-            .map_err(|_| sys::cudaErrorInvalidSymbol)?;
+        call!(cuModuleGetGlobal(
+            &mut address,
+            &mut size,
+            module,
+            name as *const c_char
+        ))
+        .map_err(|_| sys::cudaErrorInvalidSymbol)?;
         Ok((address, size))
     })
 }
@@ -289,7 +297,10 @@ fn symbol_copy(
     if count == 0 {
         return Ok(());
     }
-    let (d, s) = (dst as usize as sys::CUdeviceptr, src as usize as sys::CUdeviceptr);
+    let (d, s) = (
+        dst as usize as sys::CUdeviceptr,
+        src as usize as sys::CUdeviceptr,
+    );
     match stream {
         None => call!(cuMemcpy(d, s, count)),
         Some(stream) => call!(cuMemcpyAsync(d, s, count, stream)),
@@ -297,7 +308,7 @@ fn symbol_copy(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemcpyToSymbol(
+pub unsafe extern "C" fn cudaMemcpyToSymbol(
     symbol: *const c_void,
     src: *const c_void,
     count: usize,
@@ -308,7 +319,7 @@ pub extern "C" fn cudaMemcpyToSymbol(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemcpyFromSymbol(
+pub unsafe extern "C" fn cudaMemcpyFromSymbol(
     dst: *mut c_void,
     symbol: *const c_void,
     count: usize,
@@ -319,7 +330,7 @@ pub extern "C" fn cudaMemcpyFromSymbol(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemcpyToSymbolAsync(
+pub unsafe extern "C" fn cudaMemcpyToSymbolAsync(
     symbol: *const c_void,
     src: *const c_void,
     count: usize,
@@ -327,11 +338,21 @@ pub extern "C" fn cudaMemcpyToSymbolAsync(
     kind: sys::cudaMemcpyKind,
     stream: sys::cudaStream_t,
 ) -> sys::cudaError_t {
-    api(|| symbol_copy(true, symbol, src.cast_mut(), count, offset, kind, Some(stream)))
+    api(|| {
+        symbol_copy(
+            true,
+            symbol,
+            src.cast_mut(),
+            count,
+            offset,
+            kind,
+            Some(stream),
+        )
+    })
 }
 
 #[no_mangle]
-pub extern "C" fn cudaMemcpyFromSymbolAsync(
+pub unsafe extern "C" fn cudaMemcpyFromSymbolAsync(
     dst: *mut c_void,
     symbol: *const c_void,
     count: usize,
@@ -343,7 +364,10 @@ pub extern "C" fn cudaMemcpyFromSymbolAsync(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaGetSymbolAddress(out: *mut *mut c_void, symbol: *const c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaGetSymbolAddress(
+    out: *mut *mut c_void,
+    symbol: *const c_void,
+) -> sys::cudaError_t {
     api(|| {
         let (address, _) = symbol_address(symbol)?;
         // SAFETY: the caller's out-pointer.
@@ -352,7 +376,10 @@ pub unsafe extern "C" fn cudaGetSymbolAddress(out: *mut *mut c_void, symbol: *co
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaGetSymbolSize(out: *mut usize, symbol: *const c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaGetSymbolSize(
+    out: *mut usize,
+    symbol: *const c_void,
+) -> sys::cudaError_t {
     api(|| {
         let (_, size) = symbol_address(symbol)?;
         // SAFETY: the caller's out-pointer.
@@ -364,7 +391,7 @@ pub unsafe extern "C" fn cudaGetSymbolSize(out: *mut usize, symbol: *const c_voi
 /// `__managed__` variable; gives each of the fatbinary's managed variables managed memory
 /// holding the variable's initial value, and tells the host code where it is.
 #[no_mangle]
-pub extern "C" fn __cudaInitModule(handle: *mut *mut c_void) -> c_char {
+pub unsafe extern "C" fn __cudaInitModule(handle: *mut *mut c_void) -> c_char {
     let result = with_registry(|r| -> RtResult {
         let pending: Vec<(usize, usize, usize)> = r
             .variables
@@ -380,9 +407,18 @@ pub extern "C" fn __cudaInitModule(handle: *mut *mut c_void) -> c_char {
         let module = module(r, handle as usize)?;
         for (slot, name, size) in pending {
             let (mut image, mut image_size) = (0, 0);
-            call!(cuModuleGetGlobal(&mut image, &mut image_size, module, name as *const c_char))?;
+            call!(cuModuleGetGlobal(
+                &mut image,
+                &mut image_size,
+                module,
+                name as *const c_char
+            ))?;
             let mut managed: sys::CUdeviceptr = 0;
-            call!(cuMemAllocManaged(&mut managed, size.max(1), sys::CU_MEM_ATTACH_GLOBAL))?;
+            call!(cuMemAllocManaged(
+                &mut managed,
+                size.max(1),
+                sys::CU_MEM_ATTACH_GLOBAL
+            ))?;
             call!(cuMemcpy(managed, image, size.min(image_size)))?;
             // SAFETY: as above; the program reads the variable through this pointer.
             unsafe { (slot as *mut *mut c_void).write(managed as usize as *mut c_void) };
@@ -455,7 +491,7 @@ pub unsafe extern "C" fn cudaFuncGetAttributes(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaFuncSetAttribute(
+pub unsafe extern "C" fn cudaFuncSetAttribute(
     function: *const c_void,
     _attribute: sys::cudaFuncAttribute,
     _value: c_int,
@@ -464,7 +500,10 @@ pub extern "C" fn cudaFuncSetAttribute(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaFuncSetCacheConfig(function: *const c_void, _config: sys::cudaFuncCache) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaFuncSetCacheConfig(
+    function: *const c_void,
+    _config: sys::cudaFuncCache,
+) -> sys::cudaError_t {
     api(|| driver_function(function).map(drop))
 }
 
@@ -497,12 +536,21 @@ pub unsafe extern "C" fn cudaOccupancyMaxActiveBlocksPerMultiprocessor(
 ) -> sys::cudaError_t {
     // SAFETY: the caller's arguments, passed on.
     unsafe {
-        cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(blocks, function, block_size, dynamic_shared, 0)
+        cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+            blocks,
+            function,
+            block_size,
+            dynamic_shared,
+            0,
+        )
     }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaGetFuncBySymbol(out: *mut sys::cudaFunction_t, function: *const c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaGetFuncBySymbol(
+    out: *mut sys::cudaFunction_t,
+    function: *const c_void,
+) -> sys::cudaError_t {
     api(|| {
         let f = driver_function(function)?;
         // SAFETY: the caller's out-pointer; cudaFunction_t is CUfunction.
@@ -512,7 +560,10 @@ pub unsafe extern "C" fn cudaGetFuncBySymbol(out: *mut sys::cudaFunction_t, func
 
 /// The kernel handle of a host stub is the stub's address.
 #[no_mangle]
-pub unsafe extern "C" fn cudaGetKernel(out: *mut sys::cudaKernel_t, function: *const c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaGetKernel(
+    out: *mut sys::cudaKernel_t,
+    function: *const c_void,
+) -> sys::cudaError_t {
     api(|| {
         if !is_kernel(function) {
             return Err(sys::cudaErrorInvalidDeviceFunction);
@@ -523,7 +574,10 @@ pub unsafe extern "C" fn cudaGetKernel(out: *mut sys::cudaKernel_t, function: *c
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn __cudaGetKernel(out: *mut sys::cudaKernel_t, function: *const c_void) -> sys::cudaError_t {
+pub unsafe extern "C" fn __cudaGetKernel(
+    out: *mut sys::cudaKernel_t,
+    function: *const c_void,
+) -> sys::cudaError_t {
     // SAFETY: as above.
     unsafe { cudaGetKernel(out, function) }
 }
@@ -535,7 +589,7 @@ thread_local! {
 }
 
 #[no_mangle]
-pub extern "C" fn __cudaPushCallConfiguration(
+pub unsafe extern "C" fn __cudaPushCallConfiguration(
     grid: sys::dim3,
     block: sys::dim3,
     shared: usize,
@@ -574,8 +628,14 @@ fn launch(function: *const c_void, grid: sys::dim3, block: sys::dim3) -> RtResul
         return Err(sys::cudaErrorInvalidDeviceFunction);
     }
     let threads = u64::from(block.x) * u64::from(block.y) * u64::from(block.z);
-    if threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0
-        || grid.y > 65535 || grid.z > 65535
+    if threads == 0
+        || threads > 1024
+        || block.z > 64
+        || grid.x == 0
+        || grid.y == 0
+        || grid.z == 0
+        || grid.y > 65535
+        || grid.z > 65535
     {
         return Err(sys::cudaErrorInvalidConfiguration);
     }
@@ -588,7 +648,7 @@ fn launch(function: *const c_void, grid: sys::dim3, block: sys::dim3) -> RtResul
 }
 
 #[no_mangle]
-pub extern "C" fn cudaLaunchKernel(
+pub unsafe extern "C" fn cudaLaunchKernel(
     function: *const c_void,
     grid: sys::dim3,
     block: sys::dim3,
@@ -600,7 +660,7 @@ pub extern "C" fn cudaLaunchKernel(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaLaunchCooperativeKernel(
+pub unsafe extern "C" fn cudaLaunchCooperativeKernel(
     function: *const c_void,
     grid: sys::dim3,
     block: sys::dim3,
@@ -628,7 +688,7 @@ pub unsafe extern "C" fn cudaLaunchKernelExC(
 }
 
 #[no_mangle]
-pub extern "C" fn __cudaLaunchKernel(
+pub unsafe extern "C" fn __cudaLaunchKernel(
     kernel: sys::cudaKernel_t,
     grid: sys::dim3,
     block: sys::dim3,
@@ -640,7 +700,7 @@ pub extern "C" fn __cudaLaunchKernel(
 }
 
 #[no_mangle]
-pub extern "C" fn __cudaLaunchKernel_ptsz(
+pub unsafe extern "C" fn __cudaLaunchKernel_ptsz(
     kernel: sys::cudaKernel_t,
     grid: sys::dim3,
     block: sys::dim3,
@@ -708,7 +768,7 @@ pub unsafe extern "C" fn cudaLibraryLoadFromFile(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaLibraryUnload(library: sys::cudaLibrary_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaLibraryUnload(library: sys::cudaLibrary_t) -> sys::cudaError_t {
     api(|| call!(cuLibraryUnload(library)))
 }
 
@@ -731,7 +791,10 @@ pub unsafe extern "C" fn cudaLibraryGetKernel(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaLibraryGetKernelCount(count: *mut c_uint, library: sys::cudaLibrary_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaLibraryGetKernelCount(
+    count: *mut c_uint,
+    library: sys::cudaLibrary_t,
+) -> sys::cudaError_t {
     api(|| call!(cuLibraryGetKernelCount(count, library)))
 }
 

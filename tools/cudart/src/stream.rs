@@ -24,7 +24,10 @@ pub unsafe extern "C" fn cudaStreamCreate(stream: *mut sys::cudaStream_t) -> sys
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaStreamCreateWithFlags(stream: *mut sys::cudaStream_t, flags: c_uint) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaStreamCreateWithFlags(
+    stream: *mut sys::cudaStream_t,
+    flags: c_uint,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuStreamCreate(stream, flags))
@@ -44,7 +47,7 @@ pub unsafe extern "C" fn cudaStreamCreateWithPriority(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaStreamDestroy(stream: sys::cudaStream_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaStreamDestroy(stream: sys::cudaStream_t) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuStreamDestroy(stream))
@@ -52,7 +55,7 @@ pub extern "C" fn cudaStreamDestroy(stream: sys::cudaStream_t) -> sys::cudaError
 }
 
 #[no_mangle]
-pub extern "C" fn cudaStreamSynchronize(stream: sys::cudaStream_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaStreamSynchronize(stream: sys::cudaStream_t) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuStreamSynchronize(stream))
@@ -62,7 +65,7 @@ pub extern "C" fn cudaStreamSynchronize(stream: sys::cudaStream_t) -> sys::cudaE
 /// `cudaErrorNotReady` while work is pending; not recorded as the last error, as NVIDIA's
 /// runtime leaves it.
 #[no_mangle]
-pub extern "C" fn cudaStreamQuery(stream: sys::cudaStream_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaStreamQuery(stream: sys::cudaStream_t) -> sys::cudaError_t {
     let code = api(|| {
         state::ensure_context()?;
         call!(cuStreamQuery(stream))
@@ -74,7 +77,7 @@ pub extern "C" fn cudaStreamQuery(stream: sys::cudaStream_t) -> sys::cudaError_t
 }
 
 #[no_mangle]
-pub extern "C" fn cudaStreamWaitEvent(
+pub unsafe extern "C" fn cudaStreamWaitEvent(
     stream: sys::cudaStream_t,
     event: sys::cudaEvent_t,
     flags: c_uint,
@@ -86,7 +89,10 @@ pub extern "C" fn cudaStreamWaitEvent(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaStreamGetPriority(stream: sys::cudaStream_t, priority: *mut c_int) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaStreamGetPriority(
+    stream: sys::cudaStream_t,
+    priority: *mut c_int,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuStreamGetPriority(stream, priority))
@@ -94,15 +100,18 @@ pub unsafe extern "C" fn cudaStreamGetPriority(stream: sys::cudaStream_t, priori
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaStreamGetFlags(stream: sys::cudaStream_t, flags: *mut c_uint) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaStreamGetFlags(
+    stream: sys::cudaStream_t,
+    flags: *mut c_uint,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuStreamGetFlags(stream, flags))
     })
 }
 
-/// `cudaStreamAddCallback`: the callback's arguments are the driver's (`CUstream`, `CUresult`,
-/// data), the same types and values.
+/// `cudaStreamAddCallback`: the callback's type is the driver's (`CUstream`, `CUresult`, data),
+/// with the same values.
 #[no_mangle]
 pub unsafe extern "C" fn cudaStreamAddCallback(
     stream: sys::cudaStream_t,
@@ -112,8 +121,6 @@ pub unsafe extern "C" fn cudaStreamAddCallback(
 ) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
-        // SAFETY: the two callback types differ only in the names of identical types.
-        let callback: sys::CUstreamCallback = unsafe { std::mem::transmute(callback) };
         call!(cuStreamAddCallback(stream, callback, data, flags))
     })
 }
@@ -174,7 +181,9 @@ pub unsafe extern "C" fn cudaStreamGetCaptureInfo(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaThreadExchangeStreamCaptureMode(mode: *mut sys::cudaStreamCaptureMode) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaThreadExchangeStreamCaptureMode(
+    mode: *mut sys::cudaStreamCaptureMode,
+) -> sys::cudaError_t {
     api(|| {
         if mode.is_null() {
             return Err(sys::cudaErrorInvalidValue);
@@ -188,7 +197,7 @@ pub unsafe extern "C" fn cudaThreadExchangeStreamCaptureMode(mode: *mut sys::cud
 }
 
 #[no_mangle]
-pub extern "C" fn cudaStreamBeginCapture(
+pub unsafe extern "C" fn cudaStreamBeginCapture(
     _stream: sys::cudaStream_t,
     _mode: sys::cudaStreamCaptureMode,
 ) -> sys::cudaError_t {
@@ -201,7 +210,10 @@ pub extern "C" fn cudaStreamBeginCapture(
 
 /// No stream is capturing, so there is no capture to end.
 #[no_mangle]
-pub extern "C" fn cudaStreamEndCapture(_stream: sys::cudaStream_t, _graph: *mut sys::cudaGraph_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaStreamEndCapture(
+    _stream: sys::cudaStream_t,
+    _graph: *mut sys::cudaGraph_t,
+) -> sys::cudaError_t {
     api(|| Err(sys::cudaErrorIllegalState))
 }
 
@@ -214,7 +226,10 @@ pub unsafe extern "C" fn cudaEventCreate(event: *mut sys::cudaEvent_t) -> sys::c
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn cudaEventCreateWithFlags(event: *mut sys::cudaEvent_t, flags: c_uint) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaEventCreateWithFlags(
+    event: *mut sys::cudaEvent_t,
+    flags: c_uint,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuEventCreate(event, flags))
@@ -222,7 +237,10 @@ pub unsafe extern "C" fn cudaEventCreateWithFlags(event: *mut sys::cudaEvent_t, 
 }
 
 #[no_mangle]
-pub extern "C" fn cudaEventRecord(event: sys::cudaEvent_t, stream: sys::cudaStream_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaEventRecord(
+    event: sys::cudaEvent_t,
+    stream: sys::cudaStream_t,
+) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuEventRecord(event, stream))
@@ -230,7 +248,7 @@ pub extern "C" fn cudaEventRecord(event: sys::cudaEvent_t, stream: sys::cudaStre
 }
 
 #[no_mangle]
-pub extern "C" fn cudaEventRecordWithFlags(
+pub unsafe extern "C" fn cudaEventRecordWithFlags(
     event: sys::cudaEvent_t,
     stream: sys::cudaStream_t,
     flags: c_uint,
@@ -243,7 +261,7 @@ pub extern "C" fn cudaEventRecordWithFlags(
 
 /// `cudaErrorNotReady` while the event's work is pending, not recorded as the last error.
 #[no_mangle]
-pub extern "C" fn cudaEventQuery(event: sys::cudaEvent_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaEventQuery(event: sys::cudaEvent_t) -> sys::cudaError_t {
     let code = api(|| {
         state::ensure_context()?;
         call!(cuEventQuery(event))
@@ -255,7 +273,7 @@ pub extern "C" fn cudaEventQuery(event: sys::cudaEvent_t) -> sys::cudaError_t {
 }
 
 #[no_mangle]
-pub extern "C" fn cudaEventSynchronize(event: sys::cudaEvent_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaEventSynchronize(event: sys::cudaEvent_t) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuEventSynchronize(event))
@@ -275,7 +293,7 @@ pub unsafe extern "C" fn cudaEventElapsedTime(
 }
 
 #[no_mangle]
-pub extern "C" fn cudaEventDestroy(event: sys::cudaEvent_t) -> sys::cudaError_t {
+pub unsafe extern "C" fn cudaEventDestroy(event: sys::cudaEvent_t) -> sys::cudaError_t {
     api(|| {
         state::ensure_context()?;
         call!(cuEventDestroy(event))
