@@ -22,10 +22,14 @@ top=$(dirname "$here")
 . "$here/lib.sh"
 
 # The test programs, in the order they run in the guest.
-PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_races emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools emuv_cuda emuv_cudart emuv_cdi emuv_dmem
+PROGRAMS=(emuv_load emuv_params emuv_memory emuv_alloc emuv_pages emuv_races emuv_huge emuv_limits emuv_cards emuv_configfs emuv_processes emuv_examples emuv_compat32 emuv_gpu_tools emuv_cuda emuv_cdi emuv_dmem
 	emuv_faults emuv_storm emuv_fuzz emuv_preempt)
+# The CUDA runtime's programs run in a second boot with more memory: PyTorch with a model's weights
+# does not fit the 1 GiB the others are sized for.
+RUNTIME_PROGRAMS=(emuv_cudart)
+RUNTIME_VM_MEMORY=3G
 # What must show up in the results: the host tests, the KUnit suites and every program.
-EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool kunit:emuv_page_ranges kunit:emuv_report kunit:emuv_client "${PROGRAMS[@]}")
+EXPECTED=(host kunit:emuv_gpu_db kunit:emuv_vram_pool kunit:emuv_page_ranges kunit:emuv_report kunit:emuv_client "${PROGRAMS[@]}" "${RUNTIME_PROGRAMS[@]}")
 
 case ${1:-} in
 --debug)
@@ -40,6 +44,7 @@ case ${1:-} in
 	# emuv_preempt's 4 GiB eager pool needs 5.5 GiB in the guest; KASAN's shadow and the
 	# crash kernel take 1 GiB of the VM's memory first (6G left 5103 MiB).
 	VM_MEMORY=7G
+	RUNTIME_VM_MEMORY=7G
 	DEBIAN=0
 	;;
 "")
@@ -110,7 +115,7 @@ timed "phase: host tests" host_tests || true
 
 vm_ok=1
 timed "phase: VM tests" "$here/vm-run.sh" --kernel "$kdir" --timeout "$VM_TIMEOUT" --memory "$VM_MEMORY" --rwdir "$out" \
-	--log "$out/console.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" EMUV_TORCH="$TORCH_VENV" "${RUN_SIZES[@]}" \
+	--log "$out/console.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" "${RUN_SIZES[@]}" \
 	"$top/tests/vm/guest.sh" "$results" "$MODULE_DIR" "$top/target/release" "${PROGRAMS[@]}" \
 	2> >(tee "$out/vm-run.log" >&2) || vm_ok=0
 if [ $vm_ok -eq 0 ]; then
@@ -121,6 +126,18 @@ if [ $vm_ok -eq 0 ]; then
 		tail -n 12 "$out/vm-run.log" | sed 's/^/# /'
 		echo "not ok 1 the VM finished and its kernel log is clean (see $out/console.log)"
 		echo "### END vm rc=1"
+	} >>"$results"
+fi
+if ! timed "phase: VM tests (CUDA runtime, $RUNTIME_VM_MEMORY)" "$here/vm-run.sh" --kernel "$kdir" --timeout "$VM_TIMEOUT" \
+	--memory "$RUNTIME_VM_MEMORY" --rwdir "$out" --log "$out/console-runtime.log" -- \
+	env EMUV_GUEST_KUNIT=0 EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" EMUV_TORCH="$TORCH_VENV" \
+	"$top/tests/vm/guest.sh" "$results" "$MODULE_DIR" "$top/target/release" "${RUNTIME_PROGRAMS[@]}" \
+	2> >(tee "$out/vm-run-runtime.log" >&2); then
+	{
+		echo "### BEGIN vm:runtime"
+		tail -n 12 "$out/vm-run-runtime.log" | sed 's/^/# /'
+		echo "not ok 1 the CUDA runtime's VM finished and its kernel log is clean (see $out/console-runtime.log)"
+		echo "### END vm:runtime rc=1"
 	} >>"$results"
 fi
 # Debian's stock kernel: the same programs, on the kernel users run.
@@ -140,14 +157,19 @@ debian_tests() {
 		} >>"$results"
 		return 0
 	fi
-	EXPECTED+=(debian:kunit "${PROGRAMS[@]/#/debian:}" debian:package)
+	EXPECTED+=(debian:kunit "${PROGRAMS[@]/#/debian:}" "${RUNTIME_PROGRAMS[@]/#/debian:}" debian:package)
 	[ $rc -eq 0 ] || return 1
 	local DEBIAN_RELEASE DEBIAN_ROOT DEBIAN_KIMG DEBIAN_MODULE_DIR
 	eval "$vars"
 	"$here/vm-run.sh" --kimg "$DEBIAN_KIMG" --timeout "$VM_TIMEOUT" --memory "$VM_MEMORY" --rwdir "$out" \
-		--log "$out/console-debian.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" EMUV_TORCH="$TORCH_VENV" "${RUN_SIZES[@]}" \
+		--log "$out/console-debian.log" -- env EMUV_GPU_TOOLS="$GPU_TOOLS_VENV" EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" "${RUN_SIZES[@]}" \
 		EMUV_SECTION_PREFIX=debian: \
 		"$top/tests/vm/guest.sh" "$results" "$DEBIAN_MODULE_DIR" "$top/target/release" "${PROGRAMS[@]}" \
+		2> >(tee -a "$out/vm-run-debian.log" >&2) || return 1
+	"$here/vm-run.sh" --kimg "$DEBIAN_KIMG" --timeout "$VM_TIMEOUT" --memory "$RUNTIME_VM_MEMORY" --rwdir "$out" \
+		--log "$out/console-debian-runtime.log" -- env EMUV_GUEST_KUNIT=0 EMUV_CUDA_CLIENTS="$CUDA_CLIENTS_VENV" \
+		EMUV_TORCH="$TORCH_VENV" EMUV_SECTION_PREFIX=debian: \
+		"$top/tests/vm/guest.sh" "$results" "$DEBIAN_MODULE_DIR" "$top/target/release" "${RUNTIME_PROGRAMS[@]}" \
 		2> >(tee -a "$out/vm-run-debian.log" >&2) || return 1
 	# The package test writes its own section (debian:package), failed or not.
 	timed "phase: Debian package test" "$here/debian-package.sh" test "$results" ||
