@@ -118,6 +118,13 @@ pub unsafe extern "C" fn __cudaUnregisterFatBinary(handle: *mut *mut c_void) {
         Some(fatbin)
     });
     let Some(fatbin) = removed else { return };
+    // Most fatbinaries were never loaded (a process that imported PyTorch and used no card):
+    // nothing to unload, and no driver to open at exit.
+    if fatbin.modules.is_empty() {
+        // SAFETY: the handle __cudaRegisterFatBinary made from a Box, registered until now.
+        drop(unsafe { Box::from_raw(handle) });
+        return;
+    }
     if let Ok(driver) = crate::driver::get() {
         if let Some(unload) = driver.cuModuleUnload {
             for module in fatbin.modules.values() {

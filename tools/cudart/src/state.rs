@@ -86,6 +86,17 @@ pub fn api(call: impl FnOnce() -> RtResult) -> sys::cudaError_t {
     }
 }
 
+/// `api` for the queries (`cudaStreamQuery`, `cudaEventQuery`): their `cudaErrorNotReady` is
+/// an answer, not an error, and leaves the thread's last error as it was.
+pub fn api_ready(call: impl FnOnce() -> RtResult) -> sys::cudaError_t {
+    let before = LAST_ERROR.with(Cell::get);
+    let code = api(call);
+    if code == sys::cudaErrorNotReady {
+        LAST_ERROR.with(|e| e.set(before));
+    }
+    code
+}
+
 /// Runs a call that never answers with the sticky error (error names, versions, the last
 /// error itself).
 pub fn record(result: RtResult) -> sys::cudaError_t {

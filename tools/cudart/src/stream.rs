@@ -66,14 +66,10 @@ pub unsafe extern "C" fn cudaStreamSynchronize(stream: sys::cudaStream_t) -> sys
 /// runtime leaves it.
 #[no_mangle]
 pub unsafe extern "C" fn cudaStreamQuery(stream: sys::cudaStream_t) -> sys::cudaError_t {
-    let code = api(|| {
+    state::api_ready(|| {
         state::ensure_context()?;
         call!(cuStreamQuery(stream))
-    });
-    if code == sys::cudaErrorNotReady {
-        let _ = state::take_last_error();
-    }
-    code
+    })
 }
 
 #[no_mangle]
@@ -262,14 +258,10 @@ pub unsafe extern "C" fn cudaEventRecordWithFlags(
 /// `cudaErrorNotReady` while the event's work is pending, not recorded as the last error.
 #[no_mangle]
 pub unsafe extern "C" fn cudaEventQuery(event: sys::cudaEvent_t) -> sys::cudaError_t {
-    let code = api(|| {
+    state::api_ready(|| {
         state::ensure_context()?;
         call!(cuEventQuery(event))
-    });
-    if code == sys::cudaErrorNotReady {
-        let _ = state::take_last_error();
-    }
-    code
+    })
 }
 
 #[no_mangle]
