@@ -112,12 +112,13 @@ pub fn render(s: &Snapshot) -> String {
             let pid = p
                 .pid
                 .map_or_else(|| "N/A".to_owned(), |pid| pid.to_string());
+            // A long name is cut to keep one space before the memory, which can take 5 digits.
             line(format!(
-                "|{:>5}   N/A  N/A{:>16}{:>7}   {:<38}{:>5}MiB |",
+                "|{:>5}   N/A  N/A{:>16}{:>7}   {:<37} {:>5}MiB |",
                 g.gpu.index,
                 pid,
                 "C",
-                fit(&process_name(p), 38, true),
+                fit(&process_name(p), 37, true),
                 mib_up(p.bytes)
             ));
         }
@@ -232,5 +233,21 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(!text.contains("\n4242"), "{text}");
+    }
+
+    #[test]
+    fn a_long_name_leaves_room_for_five_digits_of_memory() {
+        let mut s = snapshot();
+        if let Some(processes) = s.gpus[0].processes.as_mut() {
+            processes[0].comm = b"python3.11-with-a-name-longer-than-the-column".to_vec();
+            processes[0].bytes = 23554 << 20;
+        }
+        let text = render(&s);
+        let row = text
+            .lines()
+            .find(|l| l.contains("   C   ") && l.contains("23554MiB"))
+            .unwrap_or_default();
+        assert!(row.ends_with(" 23554MiB |"), "{text}");
+        assert_eq!(row.chars().count(), FULL_RULE.chars().count(), "{row}");
     }
 }
