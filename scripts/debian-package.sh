@@ -146,7 +146,7 @@ test_package() {
 			setpriv --reuid=emuv-member --regid=emuv-member --init-groups emuv-smi -L | grep "RTX 4090" &&
 			emuv-nvml sh -c "test -f /usr/lib/x86_64-linux-gnu/emuv/libnvidia-ml.so.1 && echo \$LD_LIBRARY_PATH" | grep emuv &&
 			! ldconfig -p | grep libnvidia-ml'
-		t "emuv-run: a member gets emuv'"'"'s CUDA runtime (13.0) and driver, which are not on ld.so'"'"'s path" sh -c '
+		t "emuv-run: a member gets the CUDA runtime (13.0) and driver of emuv, neither on the path of ld.so" sh -c '
 			setpriv --reuid=emuv-member --regid=emuv-member --init-groups emuv-run python3 -c "import ctypes
 rt = ctypes.CDLL(\"libcudart.so.13\"); v, n, p = ctypes.c_int(), ctypes.c_int(), ctypes.c_void_p()
 codes = (rt.cudaRuntimeGetVersion(ctypes.byref(v)), rt.cudaGetDeviceCount(ctypes.byref(n)), rt.cudaMalloc(ctypes.byref(p), 1 << 20), rt.cudaFree(p))
