@@ -58,47 +58,73 @@ fn emuv_run() -> PathBuf {
         .expect("checkout")
 }
 
-/// Runs `args` under emuv-run with the checkout's libraries, within `limit`.
-fn run(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Result<Output, String> {
+/// `cmd` (emuv-run, or a command running it) with the checkout's libraries and a clean CUDA
+/// environment.
+fn with_emuv_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("EMUV_LIB_DIR", lib_dirs())
+        .env("EMUV_SMI", target_dir().join("release/emuv-smi"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .env_remove("PYTORCH_CUDA_ALLOC_CONF")
+}
+
+/// Runs `args` under emuv-run, within `limit`.
+fn run(args: &[&str], limit: Duration) -> Result<Output, String> {
     let mut cmd = Command::new("timeout");
     cmd.arg("-s")
         .arg("KILL")
         .arg(limit.as_secs().to_string())
         .arg(emuv_run())
-        .args(args)
-        .env("EMUV_LIB_DIR", lib_dirs())
-        .env("EMUV_SMI", target_dir().join("release/emuv-smi"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env_remove("CUDA_VISIBLE_DEVICES")
-        .env_remove("PYTORCH_CUDA_ALLOC_CONF");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().map_err(err("run under emuv-run"))
+        .args(args);
+    with_emuv_env(&mut cmd)
+        .output()
+        .map_err(err("run under emuv-run"))
 }
 
-/// Every `ok`/`not ok` line a suite printed must be `ok`, at least `min_checks` of them; its
-/// notes are shown. Gives back stderr.
+/// A suite's verdict: it `ended` well (`how` says how it ended), every `ok`/`not ok` line it
+/// printed is `ok`, at least `min_checks` of them. Gives back its `stderr`.
+fn verdict<'a>(
+    what: &str,
+    ended: bool,
+    how: &str,
+    lines: impl Iterator<Item = &'a str>,
+    min_checks: usize,
+    stderr: String,
+) -> Result<String, String> {
+    let (mut passed, mut failed) = (0, Vec::new());
+    for line in lines {
+        if line.starts_with("ok - ") {
+            passed += 1;
+        } else if line.starts_with("not ok") {
+            failed.push(line);
+        }
+    }
+    check(ended && failed.is_empty() && passed >= min_checks, || {
+        format!(
+            "{what}: {how} ({passed} checks passed, {} failed)\n{}\nstderr: {stderr}",
+            failed.len(),
+            failed.join("\n"),
+        )
+    })
+    .map(|()| stderr)
+}
+
+/// A program's run as a suite; its lines are shown as notes.
 fn suite(output: Output, what: &str, min_checks: usize) -> Result<String, String> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     for line in stdout.lines() {
         println!("#   {line}");
     }
-    let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("not ok")).collect();
-    let passed = stdout.lines().filter(|l| l.starts_with("ok - ")).count();
-    check(
-        output.status.success() && failed.is_empty() && passed >= min_checks,
-        || {
-            format!(
-                "{what}: {} ({passed} checks passed, {} failed)\n{}\nstderr: {stderr}",
-                output.status,
-                failed.len(),
-                failed.join("\n"),
-            )
-        },
+    let how = output.status.to_string();
+    verdict(
+        what,
+        output.status.success(),
+        &how,
+        stdout.lines(),
+        min_checks,
+        stderr,
     )
-    .map(|()| stderr)
 }
 
 fn venv_python(var: &str) -> Result<PathBuf, String> {
@@ -125,15 +151,9 @@ impl TorchServer {
             .parent()
             .map(|top| top.join("tests/torch/torch_suite.py"))
             .expect("checkout");
-        let mut child = Command::new(emuv_run())
-            .arg(&python)
-            .arg(&script)
-            .arg("serve")
-            .env("EMUV_LIB_DIR", lib_dirs())
-            .env("EMUV_SMI", target_dir().join("release/emuv-smi"))
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env_remove("CUDA_VISIBLE_DEVICES")
-            .env_remove("PYTORCH_CUDA_ALLOC_CONF")
+        let mut cmd = Command::new(emuv_run());
+        cmd.arg(&python).arg(&script).arg("serve");
+        let mut child = with_emuv_env(&mut cmd)
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -220,28 +240,13 @@ impl TorchServer {
         self.send(request)?;
         let lines = self.until(Duration::from_secs(900), |l| l.starts_with("### rc "))?;
         let rc = lines.last().cloned().unwrap_or_default();
-        let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("not ok")).collect();
-        let passed = lines.iter().filter(|l| l.starts_with("ok - ")).count();
         let stderr = self
             .stderr_text()
             .get(mark..)
             .unwrap_or_default()
             .to_owned();
-        check(
-            rc == "### rc 0" && failed.is_empty() && passed >= min_checks,
-            || {
-                format!(
-                    "{request}: {rc} ({passed} checks passed, {} failed)\n{}\nstderr: {stderr}",
-                    failed.len(),
-                    failed
-                        .iter()
-                        .map(|l| l.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                )
-            },
-        )
-        .map(|()| stderr)
+        let body = lines.iter().map(String::as_str);
+        verdict(request, rc == "### rc 0", &rc, body, min_checks, stderr)
     }
 }
 
@@ -282,7 +287,6 @@ fn nvcc_program() -> TestResult {
             program("runtime_suite").to_str().unwrap_or_default(),
             CARD_NAME,
         ],
-        &[],
         Duration::from_secs(300),
     )?;
     let stderr = suite(output, "runtime_suite", 60)?;
@@ -298,7 +302,6 @@ fn nvcc_program() -> TestResult {
 fn runtime12() -> TestResult {
     let output = run(
         &[program("runtime12").to_str().unwrap_or_default(), CARD_NAME],
-        &[],
         Duration::from_secs(120),
     )?;
     suite(output, "runtime12", 6).map(drop)

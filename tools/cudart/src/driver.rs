@@ -167,8 +167,8 @@ driver_functions! {
     cuIpcOpenEventHandle: PFN_cuIpcOpenEventHandle_v4010 = 4010,
 }
 
-/// Why the driver could not be used, as the runtime reports it.
-fn open() -> Result<Driver, cudaErrorWithWhy> {
+/// The driver library opened and its functions resolved.
+fn open() -> Result<Driver, Refusal> {
     // SAFETY: loading the CUDA driver, whose initialisers set up only its own state.
     let library = unsafe { libloading::Library::new("libcuda.so.1") }.map_err(|e| {
         (
@@ -192,12 +192,12 @@ fn open() -> Result<Driver, cudaErrorWithWhy> {
     Ok(Driver::resolve_all(library, gpa))
 }
 
-#[allow(non_camel_case_types)]
-type cudaErrorWithWhy = (sys::cudaError_t, String);
+/// The error a driver that cannot be used gives every call, and why (said once).
+type Refusal = (sys::cudaError_t, String);
 
 /// The driver, loaded but not initialised: enough for versions and error strings.
 pub fn opened() -> RtResult<&'static Driver> {
-    static DRIVER: OnceLock<Result<Driver, cudaErrorWithWhy>> = OnceLock::new();
+    static DRIVER: OnceLock<Result<Driver, Refusal>> = OnceLock::new();
     let driver = DRIVER.get_or_init(|| {
         let driver = open()?;
         let mut version = 0;

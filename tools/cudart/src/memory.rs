@@ -344,7 +344,7 @@ pub unsafe extern "C" fn cudaMemPoolSetAccess(
 }
 
 /// A copy of `count` bytes: synchronous unless `stream` is given.
-fn copy(
+pub(crate) fn copy(
     dst: *mut c_void,
     src: *const c_void,
     count: usize,

@@ -301,17 +301,8 @@ fn symbol_copy(
     } else {
         (other, at.cast_const())
     };
-    if count == 0 {
-        return Ok(());
-    }
-    let (d, s) = (
-        dst as usize as sys::CUdeviceptr,
-        src as usize as sys::CUdeviceptr,
-    );
-    match stream {
-        None => call!(cuMemcpy(d, s, count)),
-        Some(stream) => call!(cuMemcpyAsync(d, s, count, stream)),
-    }
+    // The direction is checked above; the copy itself is any other copy's.
+    crate::memory::copy(dst, src, count, sys::cudaMemcpyDefault, stream)
 }
 
 #[no_mangle]
@@ -733,7 +724,6 @@ pub unsafe extern "C" fn cudaLibraryLoadData(
     count: c_uint,
 ) -> sys::cudaError_t {
     api(|| {
-        crate::driver::get()?;
         call!(cuLibraryLoadData(
             library,
             code,
@@ -760,7 +750,6 @@ pub unsafe extern "C" fn cudaLibraryLoadFromFile(
     count: c_uint,
 ) -> sys::cudaError_t {
     api(|| {
-        crate::driver::get()?;
         call!(cuLibraryLoadFromFile(
             library,
             path,
